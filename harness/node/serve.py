@@ -1,0 +1,125 @@
+"""Run one program's HTTP servers (API, metrics, ...) in one event loop, with graceful stop.
+
+Sockets are bound up front, so a port that is taken fails the start with a message that names
+it, before anything serves. SIGTERM and SIGINT make every server stop accepting, let in-flight
+requests finish for at most `graceful_timeout` seconds, and return; the program then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Generator, MutableMapping
+from typing import Any
+
+import uvicorn
+
+from harness.node.listen import ListenAddress
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+
+class BindError(OSError):
+    """A listen address could not be bound."""
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to `Servers`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(address: ListenAddress, name: str) -> socket.socket:
+    """Bind and listen on `address`; raise `BindError` naming the server and the address."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        sock = socket.create_server(
+            (address.host, address.port), family=family, backlog=1024, reuse_port=False
+        )
+    except OSError as exc:
+        raise BindError(exc.errno, f"{name}: cannot listen on {address}: {exc.strerror}") from exc
+    sock.set_inheritable(False)
+    return sock
+
+
+class Servers:
+    """The HTTP servers of one program; `run()` serves them until a stop signal."""
+
+    def __init__(self, graceful_timeout: int = 5) -> None:
+        self.graceful_timeout = graceful_timeout
+        self._servers: list[tuple[str, _Server, socket.socket]] = []
+        self.stopping = asyncio.Event()
+
+    def add(self, name: str, app: ASGIApp, address: ListenAddress) -> None:
+        """Bind `address` now and serve `app` on it once `run()` is called."""
+        sock = bind(address, name)
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            http="httptools",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, round(self.graceful_timeout)),
+        )
+        self._servers.append((name, _Server(config), sock))
+
+    def bound(self, name: str) -> ListenAddress:
+        """The address a server really listens on (useful with port 0)."""
+        for server_name, _, sock in self._servers:
+            if server_name == name:
+                host, port = sock.getsockname()[:2]
+                return ListenAddress(host, port)
+        raise KeyError(name)
+
+    def stop(self) -> None:
+        """Ask every server to stop accepting and drain."""
+        self.stopping.set()
+        for _, server, _ in self._servers:
+            server.should_exit = True
+
+    async def run(self, handle_signals: bool = True) -> None:
+        """Serve until `stop()` (or SIGTERM/SIGINT when `handle_signals`), drain, return."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await asyncio.gather(
+                *(server.serve(sockets=[sock]) for _, server, sock in self._servers)
+            )
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            for _, _, sock in self._servers:
+                sock.close()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s: stopping, draining in-flight requests", sig.name)
+        self.stop()
+
+
+def run_program(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a program's async main on uvloop."""
+    import uvloop
+
+    uvloop.run(main())
+
+
+def setup_logging(program: str, level: str = "INFO") -> None:
+    """Log to stderr with the program name; the orchestrator captures stderr to a file."""
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,128 @@
+"""Fixtures shared by the harness's own tests: free loopback addresses and node programs.
+
+`loopback_ip` gives each test its own 127.x.y.z address (random, checked free), so tests can
+bind the real ports (80, 8080, 9090, ...) and run in parallel under xdist.
+`start_program` starts a node program as a real process in its own process group, waits until
+a URL answers, and always kills the group at the end of the test, printing its log on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _free_ip(ports: Sequence[int]) -> str:
+    rng = random.Random()
+    for _ in range(200):
+        ip = f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind((ip, port))
+        except OSError:
+            continue
+        return ip
+    raise RuntimeError("no free loopback address found in 200 tries")
+
+
+@pytest.fixture
+def loopback_ip() -> str:
+    """A 127.x.y.z address on which the usual node ports are free."""
+    return _free_ip([80, 443, 7070, 8080, 9090, 9091, 9324, 9325])
+
+
+@pytest.fixture
+def make_loopback_ip() -> Callable[[], str]:
+    """A factory of further free loopback addresses, for tests that need several."""
+    return lambda: _free_ip([80, 443, 7070, 8080, 9090, 9091, 9324, 9325])
+
+
+@dataclass
+class Program:
+    """A node program started by a test."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM the process and wait for it; return its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def wait_for_http(
+    url: str,
+    timeout: float = 10.0,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """Poll `url` until it answers (any status); fail with the last error after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            return httpx.get(url, timeout=1.0, headers=headers)
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.02)
+    raise AssertionError(f"{url} did not answer within {timeout}s; last error: {last!r}")
+
+
+@pytest.fixture
+def start_program(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Program]]:
+    """Start `python -m harness.node.<module> *args`; wait for `ready_url` if given."""
+    started: list[Program] = []
+
+    def start(
+        module: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        ready_url: str | None = None,
+        ready_headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Program:
+        log = tmp_path / f"{module.rsplit('.', 1)[-1]}-{len(started)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        program = Program(process, log)
+        started.append(program)
+        if ready_url is not None:
+            try:
+                wait_for_http(ready_url, timeout, process=process, headers=ready_headers)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- {module} log ---\n{program.log_text()}") from None
+        return program
+
+    yield start
+    for program in started:
+        # Kill the whole group, also when the leader exited: nothing may outlive the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(program.process.pid, signal.SIGKILL)
+        program.process.wait(timeout=10)
