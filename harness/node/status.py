@@ -94,7 +94,8 @@ def decode_status(body: bytes) -> StatusResponse:
     if isinstance(value, cbor2.CBORTag) and value.tag == SELF_DESCRIBE_TAG:
         value = value.value
     if not isinstance(value, Mapping):
-        raise StatusDecodeError(f"status body is not a CBOR map but {type(value).__name__}")
+        kind = "an array" if isinstance(value, list | tuple) else type(value).__name__
+        raise StatusDecodeError(f"status body is not a CBOR map but {kind}")
     known: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, item in value.items():

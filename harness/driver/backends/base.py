@@ -1,0 +1,94 @@
+"""The one interface every backend implements; tests never see which backend runs them."""
+
+from __future__ import annotations
+
+import abc
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.driver.errors import BackendUnavailable
+from harness.driver.run import Run
+from harness.driver.topology import Plan, PlannedNode
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings every backend understands."""
+
+    stop_grace_period: float = 3.0
+    registry_poll_interval: float = 0.1
+    check_interval: float = 10.0
+
+
+class Backend(abc.ABC):
+    """Runs the nodes of one testnet."""
+
+    name: str = "?"
+
+    def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
+        self.run = run
+        self.testnet_id = testnet_id
+        self.directory = directory
+        self.options = options
+
+    @abc.abstractmethod
+    def allocate(self, plan: Plan) -> Mapping[str, str]:
+        """Reserve an address for every node; return node id -> IP written to the registry."""
+
+    @abc.abstractmethod
+    def start_node(self, node: PlannedNode, registry_path: Path) -> None:
+        """Start the node's orchestrator (which starts its programs from the registry)."""
+
+    @abc.abstractmethod
+    def stop_node(self, node_id: str) -> None:
+        """Stop the node gracefully (SIGTERM to its orchestrator, escalating)."""
+
+    @abc.abstractmethod
+    def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to one program of the node (`orchestrator`, `replica`, `ic-gateway`,
+        `ic-boundary`); return its pid. Raise `HarnessError` if it is not running."""
+
+    @abc.abstractmethod
+    def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
+        """Where the harness reaches `port` of the node (host, port)."""
+
+    @abc.abstractmethod
+    def collect_logs(self, node_id: str, destination: Path) -> None:
+        """Copy every log of the node's processes into `destination`."""
+
+    @abc.abstractmethod
+    def teardown(self) -> None:
+        """Stop every node and release everything; safe to call twice."""
+
+
+_BACKENDS: dict[str, Callable[[], type[Backend]]] = {}
+
+
+def register_backend(name: str, loader: Callable[[], type[Backend]]) -> None:
+    _BACKENDS[name] = loader
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class called `name`; imported lazily so an unused backend costs nothing."""
+    try:
+        loader = _BACKENDS[name]
+    except KeyError:
+        raise BackendUnavailable(
+            f"unknown backend {name!r}; available: {', '.join(backend_names())}"
+        ) from None
+    return loader()
+
+
+def _local() -> type[Backend]:
+    from harness.driver.backends.local import LocalBackend
+
+    return LocalBackend
+
+
+register_backend("local", _local)

@@ -1,0 +1,234 @@
+"""The local backend (the default): every node is an orchestrator process on its own loopback
+address 127.A.B.n, with the node programs under it, so each node's ports 80, 8080, 9090, 9091,
+7070 (and 443/9324 on API boundary nodes) are real and distinct. No Docker needed.
+
+Where binding port 80 is not permitted (not root and no CAP_NET_BIND_SERVICE) the gateways
+listen on 8880 instead; this is said once, and `endpoint(node, 80)` maps to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from harness.driver.backends import local_addresses
+from harness.driver.backends.base import Backend, BackendOptions, register_backend
+from harness.driver.errors import HarnessError, NodeStartError
+from harness.driver.run import NODE_ID_ENV, RUN_ID_ENV, TESTNET_ID_ENV, Run, kill_processes
+from harness.driver.topology import Plan, PlannedNode
+
+log = logging.getLogger(__name__)
+
+GATEWAY_PORT = 80
+UNPRIVILEGED_GATEWAY_PORT = 8880
+_warned_port_80 = False
+
+
+@dataclass
+class _LocalNode:
+    node_id: str
+    ip: str
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+
+class LocalBackend(Backend):
+    """Nodes as process trees on loopback addresses."""
+
+    name = "local"
+
+    def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
+        super().__init__(run, testnet_id, directory, options)
+        self._nodes: dict[str, _LocalNode] = {}
+        self._prefix: str | None = None
+        self.gateway_port = GATEWAY_PORT
+
+    def allocate(self, plan: Plan) -> Mapping[str, str]:
+        global _warned_port_80
+        self._prefix = local_addresses.claim_block(self.run.run_id, self.testnet_id)
+        ips: dict[str, str] = {}
+        for node in plan.nodes:
+            ip = f"{self._prefix}.{node.index + 2}"
+            ips[node.node_id] = ip
+            self._nodes[node.node_id] = _LocalNode(node.node_id, ip, self.directory / node.node_id)
+        if not local_addresses.port_80_allowed(f"{self._prefix}.2"):
+            self.gateway_port = UNPRIVILEGED_GATEWAY_PORT
+            if not _warned_port_80:
+                _warned_port_80 = True
+                log.warning(
+                    "binding port 80 is not permitted here (not root, no CAP_NET_BIND_SERVICE): "
+                    "ic-gateway listens on %d instead; node.url(80) maps to it",
+                    UNPRIVILEGED_GATEWAY_PORT,
+                )
+        return ips
+
+    def _node(self, node_id: str) -> _LocalNode:
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise HarnessError(f"no node {node_id!r} in testnet {self.testnet_id}") from None
+
+    def start_node(self, node: PlannedNode, registry_path: Path) -> None:
+        local = self._node(node.node_id)
+        if local.process is not None and local.process.poll() is None:
+            raise HarnessError(f"node {node.node_id} is already running")
+        local.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "harness.node.orchestrator",
+            "--node-id",
+            node.node_id,
+            "--registry-local-store",
+            str(registry_path),
+            "--data-dir",
+            str(local.data_dir),
+            "--metrics-listen-addr",
+            f"{local.ip}:9091",
+            "--dashboard-listen-addr",
+            f"{local.ip}:7070",
+            "--ic-gateway-port",
+            str(self.gateway_port),
+            "--stop-grace-period",
+            str(self.options.stop_grace_period),
+            "--registry-poll-interval",
+            str(self.options.registry_poll_interval),
+            "--check-interval",
+            str(self.options.check_interval),
+        ]
+        env = {
+            **os.environ,
+            RUN_ID_ENV: self.run.run_id,
+            TESTNET_ID_ENV: self.testnet_id,
+            NODE_ID_ENV: node.node_id,
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_file = local.data_dir / "orchestrator.log"
+        try:
+            with log_file.open("ab") as out:
+                local.process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise NodeStartError(
+                f"node {node.node_id}: cannot start the orchestrator: {exc}"
+            ) from exc
+        (local.data_dir / "orchestrator.pid").write_text(str(local.process.pid))
+
+    def stop_node(self, node_id: str) -> None:
+        local = self._node(node_id)
+        self._stop(local)
+
+    def _stop(self, local: _LocalNode) -> None:
+        process = local.process
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            try:
+                # The orchestrator stops its programs, each within the grace period.
+                process.wait(timeout=2 * self.options.stop_grace_period + 5)
+            except subprocess.TimeoutExpired:
+                log.warning("node %s: orchestrator ignored SIGTERM; killing it", local.node_id)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        local.process = None
+        # Whatever is still tagged with this node's data dir (e.g. programs of an orchestrator
+        # that was killed -9) goes too.
+        leftovers = self._tagged(local.node_id)
+        if leftovers:
+            kill_processes(leftovers, grace=self.options.stop_grace_period)
+
+    def _tagged(self, node_id: str | None = None) -> list[psutil.Process]:
+        """Live processes of this testnet (of one node), found by their environment tags."""
+        found = []
+        for process in psutil.process_iter():
+            try:
+                env = process.environ()
+            except (psutil.Error, OSError):
+                continue
+            if (
+                env.get(RUN_ID_ENV) == self.run.run_id
+                and env.get(TESTNET_ID_ENV) == self.testnet_id
+                and (node_id is None or env.get(NODE_ID_ENV) == node_id)
+            ):
+                found.append(process)
+        return found
+
+    def process_pid(self, node_id: str, process: str) -> int | None:
+        """The pid of one of the node's programs, from the orchestrator's pid files."""
+        local = self._node(node_id)
+        if process == "orchestrator":
+            if local.process is None or local.process.poll() is not None:
+                return None
+            return local.process.pid
+        try:
+            record = json.loads((local.data_dir / "run" / f"{process}.pid").read_text())
+            pid = int(record["pid"])
+            if abs(psutil.Process(pid).create_time() - float(record["create_time"])) > 0.01:
+                return None
+            return pid
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return None
+
+    def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.process_pid(node_id, process)
+        if pid is None:
+            raise HarnessError(f"node {node_id}: no {process} process is running")
+        os.kill(pid, sig)
+        return pid
+
+    def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
+        ip = self._node(node_id).ip
+        return ip, self.gateway_port if port == GATEWAY_PORT else port
+
+    def collect_logs(self, node_id: str, destination: Path) -> None:
+        local = self._node(node_id)
+        destination.mkdir(parents=True, exist_ok=True)
+        sources = [local.data_dir / "orchestrator.log"]
+        logs_dir = local.data_dir / "logs"
+        if logs_dir.is_dir():
+            sources += sorted(logs_dir.iterdir())
+        for source in sources:
+            if source.is_file():
+                shutil.copyfile(source, destination / source.name)
+
+    def teardown(self) -> None:
+        for local in self._nodes.values():
+            if local.process is not None and local.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(local.process.pid, signal.SIGTERM)
+        for local in self._nodes.values():
+            self._stop(local)
+        leftovers = self._tagged()
+        if leftovers:
+            log.warning(
+                "testnet %s: %d process(es) outlived their orchestrator; killing them",
+                self.testnet_id,
+                len(leftovers),
+            )
+            kill_processes(leftovers, grace=self.options.stop_grace_period)
+        if self._prefix is not None:
+            local_addresses.release_block(self._prefix)
+            self._prefix = None
+
+
+register_backend("local", lambda: LocalBackend)

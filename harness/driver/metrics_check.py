@@ -1,0 +1,152 @@
+"""Metric threshold checks, as the IC's system-test driver runs them at the end of every test.
+
+A configured name matches every series whose name starts with it (prefix semantics), so
+`orchestrator_processes_start_attempts_total` covers every `{process=...}` series. The names of
+one map must therefore be prefix-free; a map that is not is rejected with the clashing pair.
+Unlike the IC, a scrape that fails fails the check: a node whose metrics cannot be read is an
+offender, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.driver.errors import HarnessError, MetricsScrapeError
+
+REPLICA_METRICS_PORT = 9090
+ORCHESTRATOR_METRICS_PORT = 9091
+
+DEFAULT_REPLICA_METRICS: Mapping[str, float] = {
+    "critical_errors": 0,
+    "consensus_invalidated_artifacts": 0,
+    "dkg_invalidated_artifacts": 0,
+    "idkg_invalidated_artifacts": 0,
+    "certification_invalidated_artifacts": 0,
+    "canister_http_invalidated_artifacts": 0,
+}
+DEFAULT_ORCHESTRATOR_METRICS: Mapping[str, float] = {
+    "orchestrator_cup_deserialization_failed_total": 0,
+    "orchestrator_state_removal_failed_total": 0,
+    "orchestrator_tasks_failed_total": 0,
+    "orchestrator_processes_start_attempts_total": 1,
+}
+# Sample suffixes prometheus_client adds to counters/histograms that hold timestamps, not counts.
+_TIMESTAMP_SUFFIX = "_created"
+
+
+class PrefixClash(HarnessError, ValueError):
+    """Two configured metric names of which one is a prefix of the other."""
+
+
+def check_prefix_free(names: Iterable[str]) -> None:
+    """Raise `PrefixClash` naming the first pair where one name is a prefix of the other."""
+    ordered = sorted(set(names))
+    for shorter, longer in itertools.pairwise(ordered):
+        if longer.startswith(shorter):
+            raise PrefixClash(
+                f"metric names to check must be prefix-free: `{shorter}` is a prefix of "
+                f"`{longer}`, so it would check `{longer}` series twice; update the entry of "
+                f"`{shorter}` instead of adding a more specific one"
+            )
+
+
+@dataclass
+class MetricThresholds:
+    """Maximum allowed values per metric-name prefix, for replicas (9090) and orchestrators
+    (9091). Start from `defaults()` and update/remove per test."""
+
+    replica: dict[str, float] = field(default_factory=dict)
+    orchestrator: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def defaults(cls) -> MetricThresholds:
+        return cls(dict(DEFAULT_REPLICA_METRICS), dict(DEFAULT_ORCHESTRATOR_METRICS))
+
+    def update_replica_metric(self, name: str, maximum: float) -> MetricThresholds:
+        self.replica[name] = maximum
+        check_prefix_free(self.replica)
+        return self
+
+    def update_orchestrator_metric(self, name: str, maximum: float) -> MetricThresholds:
+        self.orchestrator[name] = maximum
+        check_prefix_free(self.orchestrator)
+        return self
+
+    def remove(self, name: str) -> MetricThresholds:
+        """Stop checking `name` (in both maps), like the IC's `remove_metrics_to_check`."""
+        if name not in self.replica and name not in self.orchestrator:
+            raise HarnessError(
+                f"metric {name!r} is not checked; checked: "
+                f"{sorted({*self.replica, *self.orchestrator})}"
+            )
+        self.replica.pop(name, None)
+        self.orchestrator.pop(name, None)
+        return self
+
+    def remove_all(self) -> MetricThresholds:
+        self.replica.clear()
+        self.orchestrator.clear()
+        return self
+
+    def validate(self) -> None:
+        check_prefix_free(self.replica)
+        check_prefix_free(self.orchestrator)
+
+    def by_port(self) -> dict[int, dict[str, float]]:
+        return {REPLICA_METRICS_PORT: self.replica, ORCHESTRATOR_METRICS_PORT: self.orchestrator}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of a scrape: its full key (`name{labels}`) and value."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+    @property
+    def key(self) -> str:
+        if not self.labels:
+            return self.name
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        return f"{self.name}{{{inner}}}"
+
+
+def parse_metrics(text: str, source: str = "metrics") -> list[Sample]:
+    """Parse Prometheus text exposition with prometheus_client's parser (timestamps dropped)."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MetricsScrapeError(f"{source}: not valid Prometheus text exposition: {exc}") from exc
+    samples: list[Sample] = []
+    for family in families:
+        for sample in family.samples:
+            # The text parser files `<counter>_created` lines under a family of their own, so
+            # they are recognised by name: they hold creation timestamps, never counts.
+            if sample.name.endswith(_TIMESTAMP_SUFFIX):
+                continue
+            samples.append(Sample(sample.name, dict(sample.labels), float(sample.value)))
+    return samples
+
+
+def offenders(
+    node_id: str, samples: Iterable[Sample], thresholds: Mapping[str, float]
+) -> list[str]:
+    """The IC-style failure line for every series above its threshold."""
+    lines = []
+    for sample in samples:
+        for prefix, maximum in thresholds.items():
+            if sample.name.startswith(prefix) and sample.value > maximum:
+                lines.append(
+                    f"The metric `{sample.key}` on node {node_id} exceeded the maximum allowed "
+                    f"value: {_number(sample.value)} > {_number(maximum)}"
+                )
+    return lines
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

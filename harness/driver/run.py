@@ -1,0 +1,137 @@
+"""A run of the harness (a pytest session or a `harness up`): its id, state directory and the
+sweep that removes whatever earlier runs left behind.
+
+Every process a backend starts carries the environment variables `HARNESS_RUN_ID`,
+`HARNESS_TESTNET_ID` and `HARNESS_NODE_ID` (node programs inherit them from their orchestrator),
+and every run writes `<state-root>/runs/<run id>/owner.json` with the pid and start time of the
+process that owns it.
+A sweep kills the process groups of every tagged process whose run's owner is gone (or of every
+run, with `everything=True`) and removes their state, so a crashed or killed run never leaves
+nodes behind past the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+RUN_ID_ENV = "HARNESS_RUN_ID"
+TESTNET_ID_ENV = "HARNESS_TESTNET_ID"
+NODE_ID_ENV = "HARNESS_NODE_ID"
+
+
+def state_root() -> Path:
+    """Where runs keep their state (`HARNESS_STATE_DIR`, default a per-user temp folder)."""
+    configured = os.environ.get("HARNESS_STATE_DIR")
+    root = (
+        Path(configured) if configured else Path(tempfile.gettempdir()) / f"harness-{os.getuid()}"
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run: its id and directory."""
+
+    run_id: str
+    directory: Path
+
+    @classmethod
+    def create(cls) -> Run:
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        directory = state_root() / "runs" / run_id
+        directory.mkdir(parents=True)
+        me = psutil.Process()
+        owner = {"pid": me.pid, "create_time": me.create_time()}
+        (directory / "owner.json").write_text(json.dumps(owner))
+        return cls(run_id, directory)
+
+    def close(self) -> None:
+        """Remove what is left of this run: its processes and its state directory."""
+        sweep(only_run=self.run_id)
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    try:
+        owner = json.loads((run_dir / "owner.json").read_text())
+        process = psutil.Process(int(owner["pid"]))
+        return bool(abs(process.create_time() - float(owner["create_time"])) < 0.01)
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return False
+
+
+def tagged_processes() -> dict[str, list[psutil.Process]]:
+    """Every live process started by some run, by run id."""
+    found: dict[str, list[psutil.Process]] = {}
+    me = os.getpid()
+    for process in psutil.process_iter():
+        if process.pid == me:
+            continue
+        try:
+            run_id = process.environ().get(RUN_ID_ENV)
+        except (psutil.Error, OSError):
+            continue
+        if run_id:
+            found.setdefault(run_id, []).append(process)
+    return found
+
+
+def kill_processes(processes: list[psutil.Process], grace: float = 3.0) -> int:
+    """SIGTERM each process's group, SIGKILL what is left after `grace`; return how many."""
+    groups: set[int] = set()
+    for process in processes:
+        with contextlib.suppress(psutil.Error, OSError):
+            groups.add(os.getpgid(process.pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
+    _gone, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.Error, ProcessLookupError, OSError):
+            os.killpg(os.getpgid(process.pid), signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return len(processes)
+
+
+def sweep(everything: bool = False, only_run: str | None = None) -> dict[str, int]:
+    """Kill leftovers of dead runs (or all runs, or one run) and remove their state.
+
+    Returns the number of processes killed per run id.
+    """
+    runs_dir = state_root() / "runs"
+    killed: dict[str, int] = {}
+    for run_id, processes in tagged_processes().items():
+        run_dir = runs_dir / run_id
+        if only_run is not None and run_id != only_run:
+            continue
+        if only_run is None and not everything and _owner_alive(run_dir):
+            continue
+        killed[run_id] = kill_processes(processes)
+        log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
+    if runs_dir.is_dir():
+        for run_dir in runs_dir.iterdir():
+            if only_run is not None and run_dir.name != only_run:
+                continue
+            if only_run is None and not everything and _owner_alive(run_dir):
+                continue
+            shutil.rmtree(run_dir, ignore_errors=True)
+    from harness.driver.backends.local_addresses import release_stale_claims
+
+    release_stale_claims(everything=everything, only_run=only_run)
+    return killed

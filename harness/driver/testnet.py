@@ -1,0 +1,262 @@
+"""A running testnet: started from a topology on a backend, inspected and changed by tests, its
+artifacts collected, and torn down so that nothing is left."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import httpx
+
+from harness.driver.backends.base import Backend, BackendOptions, get_backend
+from harness.driver.errors import HarnessError, MetricCheckFailed, MetricsScrapeError
+from harness.driver.metrics_check import MetricThresholds, offenders
+from harness.driver.node import Node
+from harness.driver.registry import RegistryWriter, initial_snapshot
+from harness.driver.run import Run
+from harness.driver.topology import InternetComputer, Plan
+from harness.node.registry import SubnetType
+from harness.node.registry.records import FEATURE_IC_GATEWAY
+
+log = logging.getLogger(__name__)
+_counter = itertools.count()
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SubnetView:
+    """A subnet as the latest registry version has it."""
+
+    subnet_id: str
+    subnet_type: SubnetType
+    replica_version: str
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class TopologySnapshot:
+    """The testnet's topology at one registry version (like the IC's `topology_snapshot()`)."""
+
+    registry_version: int
+    subnets: tuple[SubnetView, ...]
+    unassigned_nodes: tuple[Node, ...]
+    api_boundary_nodes: tuple[Node, ...]
+
+    def subnet(self, subnet_id: str) -> SubnetView:
+        for subnet in self.subnets:
+            if subnet.subnet_id == subnet_id:
+                return subnet
+        raise HarnessError(f"no subnet {subnet_id!r} at registry version {self.registry_version}")
+
+    def subnets_of_type(self, subnet_type: SubnetType) -> list[SubnetView]:
+        return [s for s in self.subnets if s.subnet_type == subnet_type]
+
+    def root_subnet(self) -> SubnetView:
+        systems = self.subnets_of_type(SubnetType.SYSTEM)
+        if not systems:
+            raise HarnessError("the testnet has no system subnet")
+        return systems[0]
+
+    def all_nodes(self) -> list[Node]:
+        nodes = [n for s in self.subnets for n in s.nodes]
+        return nodes + list(self.unassigned_nodes) + list(self.api_boundary_nodes)
+
+
+class Testnet:
+    """A testnet of real nodes on a backend. Use as a context manager or call `close()`."""
+
+    def __init__(
+        self,
+        topology: InternetComputer,
+        run: Run,
+        backend: str = "local",
+        options: BackendOptions | None = None,
+    ) -> None:
+        self.topology = topology
+        self.plan: Plan = topology.plan()  # validates before anything starts
+        self.run = run
+        self.testnet_id = f"{self.plan.name}-{next(_counter)}"
+        self.directory = run.directory / self.testnet_id
+        self.directory.mkdir(parents=True)
+        self.registry = RegistryWriter(self.directory / "registry")
+        self.backend: Backend = get_backend(backend)(
+            run, self.testnet_id, self.directory / "nodes", options or BackendOptions()
+        )
+        self.http = httpx.Client(trust_env=False)
+        self._nodes: dict[str, Node] = {}
+        self._closed = False
+
+    # Life cycle.
+    def start(self, timeout: float = 60.0, progress: Progress | None = None) -> Self:
+        """Allocate addresses, write the initial registry, start every node, and wait until every
+        node is healthy (cloud-engine nodes with ic-gateway also on port 80)."""
+        try:
+            ips = self.backend.allocate(self.plan)
+            self.registry.write_initial(initial_snapshot(self.plan, ips))
+            for planned in self.plan.nodes:
+                self._nodes[planned.node_id] = Node(
+                    self, planned.node_id, ips[planned.node_id], planned.domain
+                )
+            total = len(self.plan.nodes)
+            for done, planned in enumerate(self.plan.nodes, 1):
+                self.backend.start_node(planned, self.registry.path)
+                if progress:
+                    progress("starting nodes", done, total)
+            self.await_all_healthy(timeout, progress)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every node and release its addresses; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.backend.teardown()
+        finally:
+            self.http.close()
+
+    # Topology.
+    def node(self, node_id: str) -> Node:
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise HarnessError(f"no node {node_id!r}; nodes: {sorted(self._nodes)}") from None
+
+    def nodes(self) -> list[Node]:
+        return list(self._nodes.values())
+
+    def topology_snapshot(self) -> TopologySnapshot:
+        snapshot = self.registry.latest()
+        subnets = tuple(
+            SubnetView(
+                sid, s.subnet_type, s.replica_version, tuple(self.node(m) for m in s.members)
+            )
+            for sid, s in snapshot.subnets.items()
+        )
+        assigned = {m for s in snapshot.subnets.values() for m in s.members}
+        boundary = tuple(self.node(n) for n in snapshot.api_boundary_nodes)
+        unassigned = tuple(
+            n
+            for nid, n in self._nodes.items()
+            if nid not in assigned and nid not in snapshot.api_boundary_nodes
+        )
+        return TopologySnapshot(snapshot.version, subnets, unassigned, boundary)
+
+    def expects_gateway(self, node_id: str) -> bool:
+        """Whether the registry says this node should run ic-gateway now."""
+        snapshot = self.registry.latest()
+        subnet_id = snapshot.subnet_of(node_id)
+        return (
+            subnet_id is not None
+            and snapshot.subnet_type(subnet_id) == SubnetType.CLOUD_ENGINE
+            and snapshot.node_has_feature(node_id, FEATURE_IC_GATEWAY)
+        )
+
+    # Waits.
+    def await_all_healthy(self, timeout: float = 60.0, progress: Progress | None = None) -> None:
+        """Wait until every assigned node is healthy on 8080 (and on 80 with ic-gateway) and
+        every API boundary node answers its status on 443."""
+        deadline = time.monotonic() + timeout
+        snapshot = self.topology_snapshot()
+        targets = [n for s in snapshot.subnets for n in s.nodes]
+        for done, node in enumerate(targets, 1):
+            node.await_healthy_everywhere(max(0.1, deadline - time.monotonic()))
+            if progress:
+                progress("waiting for healthy nodes", done, len(targets))
+        for node in snapshot.api_boundary_nodes:
+            node.await_status_is_healthy(443, max(0.1, deadline - time.monotonic()))
+
+    # Metric checks.
+    def check_metrics(self, thresholds: MetricThresholds | None = None) -> None:
+        """Check every node of every subnet against `thresholds` (default: the IC's defaults);
+        raise `MetricCheckFailed` listing every offender. A failed scrape is an offender."""
+        thresholds = thresholds or MetricThresholds.defaults()
+        thresholds.validate()
+        problems: list[str] = []
+        for subnet in self.topology_snapshot().subnets:
+            for node in subnet.nodes:
+                for port, limits in thresholds.by_port().items():
+                    if not limits:
+                        continue
+                    try:
+                        samples = node.metrics(port)
+                    except MetricsScrapeError as exc:
+                        problems.append(f"Could not check metrics of node {node.node_id}: {exc}")
+                        continue
+                    problems += offenders(node.node_id, samples, limits)
+        if problems:
+            raise MetricCheckFailed(problems)
+
+    # Artifacts.
+    def collect_artifacts(self, destination: Path, summary: Iterable[str] = ()) -> Path:
+        """Write every node's logs, every registry version, the metrics scraped now, the
+        topology as JSON and a summary into `destination`."""
+        destination.mkdir(parents=True, exist_ok=True)
+        (destination / "topology.json").write_text(json.dumps(self.describe(), indent=2))
+        registry_copy = destination / "registry"
+        shutil.rmtree(registry_copy, ignore_errors=True)
+        shutil.copytree(self.registry.path, registry_copy)
+        for node in self.nodes():
+            node_dir = destination / "nodes" / node.node_id
+            self.backend.collect_logs(node.node_id, node_dir)
+            for port, name in ((9090, "replica"), (9091, "orchestrator")):
+                try:
+                    text = node.metrics_text(port)
+                except MetricsScrapeError as exc:
+                    text = f"# scrape failed: {exc}\n"
+                (node_dir / f"metrics-{name}-{port}.txt").write_text(text)
+        (destination / "summary.txt").write_text("\n".join(summary) + "\n")
+        return destination
+
+    def describe(self) -> dict[str, object]:
+        """The testnet as one JSON-ready document: every node's id, subnet, type, URLs."""
+        snapshot = self.topology_snapshot()
+
+        def node_doc(node: Node, subnet: SubnetView | None, role: str) -> dict[str, object]:
+            urls = {
+                "api": node.url(8080),
+                "metrics": node.url(9090),
+                "orchestrator_metrics": node.url(9091),
+                "dashboard": node.url(7070),
+            }
+            if self.expects_gateway(node.node_id):
+                urls["gateway"] = node.url(80)
+            if role == "api_boundary":
+                urls["boundary"] = node.url(443)
+            return {
+                "id": node.node_id,
+                "role": role,
+                "subnet": subnet.subnet_id if subnet else None,
+                "subnet_type": subnet.subnet_type.value if subnet else None,
+                "address": node.ip,
+                "domain": node.domain,
+                "urls": urls,
+            }
+
+        nodes = [node_doc(n, s, "replica") for s in snapshot.subnets for n in s.nodes]
+        nodes += [node_doc(n, None, "unassigned") for n in snapshot.unassigned_nodes]
+        nodes += [node_doc(n, None, "api_boundary") for n in snapshot.api_boundary_nodes]
+        return {
+            "testnet": self.testnet_id,
+            "backend": self.backend.name,
+            "registry_version": snapshot.registry_version,
+            "registry": str(self.registry.path),
+            "nodes": nodes,
+        }

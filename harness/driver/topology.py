@@ -1,0 +1,204 @@
+"""Declaring a testnet in Python, shaped like the IC driver's `InternetComputer` builder.
+
+    InternetComputer()
+        .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+        .add_subnet(Subnet(SubnetType.CLOUD_ENGINE).add_nodes(4).with_ic_gateway())
+        .with_unassigned_nodes(2)
+        .with_api_boundary_nodes(1)
+
+`InternetComputer.validate()` (called before anything starts) rejects what cannot work, with a
+message that names the problem. `plan()` turns the declaration into concrete node and subnet ids.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Self
+
+from harness.driver.errors import TopologyError
+from harness.node.registry import SubnetType
+
+DEFAULT_REPLICA_VERSION = "1.0.0"
+FEATURES = frozenset({"ic_gateway"})
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+
+
+@dataclass
+class Subnet:
+    """A subnet of one type with a number of nodes."""
+
+    subnet_type: SubnetType
+    nodes: int = 0
+    replica_version: str = DEFAULT_REPLICA_VERSION
+    features: set[str] = field(default_factory=set)
+    name: str | None = None
+
+    def add_nodes(self, count: int) -> Self:
+        if not isinstance(count, int) or count < 1:
+            raise TopologyError(f"add_nodes: count must be a positive integer, got {count!r}")
+        self.nodes += count
+        return self
+
+    def with_replica_version(self, version: str) -> Self:
+        self.replica_version = version
+        return self
+
+    def with_ic_gateway(self, enabled: bool = True) -> Self:
+        """Turn the ic-gateway launch gate on for every node of this subnet."""
+        return self.with_feature("ic_gateway", enabled)
+
+    def with_feature(self, feature: str, enabled: bool = True) -> Self:
+        if feature not in FEATURES:
+            raise TopologyError(f"unknown node feature {feature!r}; known: {sorted(FEATURES)}")
+        (self.features.add if enabled else self.features.discard)(feature)
+        return self
+
+    def with_name(self, name: str) -> Self:
+        self.name = name
+        return self
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    """A node of a planned topology; `subnet_id` is None for unassigned and API boundary nodes."""
+
+    node_id: str
+    index: int
+    subnet_id: str | None
+    features: frozenset[str]
+    domain: str | None = None
+    api_boundary: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedSubnet:
+    subnet_id: str
+    subnet_type: SubnetType
+    replica_version: str
+    node_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Concrete ids for every subnet and node, in a stable order."""
+
+    name: str
+    subnets: tuple[PlannedSubnet, ...]
+    nodes: tuple[PlannedNode, ...]
+    unassigned_nodes_version: str
+
+
+@dataclass
+class InternetComputer:
+    """A testnet topology: subnets, unassigned nodes and API boundary nodes."""
+
+    subnets: list[Subnet] = field(default_factory=list)
+    unassigned_nodes: int = 0
+    api_boundary_nodes: int = 0
+    api_boundary_domains: list[str] = field(default_factory=list)
+    name: str = "ic"
+    unassigned_nodes_version: str = DEFAULT_REPLICA_VERSION
+
+    def add_subnet(self, subnet: Subnet) -> Self:
+        if not isinstance(subnet, Subnet):
+            raise TopologyError(f"add_subnet takes a Subnet, got {type(subnet).__name__}")
+        self.subnets.append(subnet)
+        return self
+
+    def add_fast_single_node_subnet(self, subnet_type: SubnetType) -> Self:
+        return self.add_subnet(Subnet(subnet_type).add_nodes(1))
+
+    def with_unassigned_nodes(self, count: int) -> Self:
+        if not isinstance(count, int) or count < 0:
+            raise TopologyError(f"with_unassigned_nodes: count must be >= 0, got {count!r}")
+        self.unassigned_nodes = count
+        return self
+
+    def with_api_boundary_nodes(self, count: int, domains: list[str] | None = None) -> Self:
+        """Add API boundary nodes; their domains default to `api<i>.<name>.icp`."""
+        if not isinstance(count, int) or count < 0:
+            raise TopologyError(f"with_api_boundary_nodes: count must be >= 0, got {count!r}")
+        self.api_boundary_nodes = count
+        self.api_boundary_domains = list(domains or [])
+        return self
+
+    def with_name(self, name: str) -> Self:
+        self.name = name
+        return self
+
+    def node_count(self) -> int:
+        return sum(s.nodes for s in self.subnets) + self.unassigned_nodes + self.api_boundary_nodes
+
+    def validate(self) -> None:
+        """Raise `TopologyError` naming the first problem that would make the testnet fail."""
+        if not _NAME.match(self.name):
+            raise TopologyError(
+                f"testnet name {self.name!r}: use lower-case letters, digits and '-' (max 41)"
+            )
+        if self.node_count() == 0:
+            raise TopologyError("the topology has no nodes: add a subnet with add_nodes(n)")
+        names: set[str] = set()
+        for index, subnet in enumerate(self.subnets):
+            label = subnet.name or f"subnet {index} ({subnet.subnet_type.value})"
+            if not isinstance(subnet.subnet_type, SubnetType):
+                raise TopologyError(f"{label}: subnet type must be a SubnetType")
+            if subnet.nodes < 1:
+                raise TopologyError(f"{label} has no nodes: call add_nodes(n) with n >= 1")
+            if subnet.name is not None:
+                if not _NAME.match(subnet.name):
+                    raise TopologyError(f"subnet name {subnet.name!r}: use [a-z0-9-], max 41")
+                if subnet.name in names:
+                    raise TopologyError(f"two subnets are named {subnet.name!r}")
+                names.add(subnet.name)
+            if not subnet.replica_version:
+                raise TopologyError(f"{label}: replica version is empty")
+        if self.api_boundary_domains and len(self.api_boundary_domains) != self.api_boundary_nodes:
+            raise TopologyError(
+                f"{self.api_boundary_nodes} API boundary node(s) but "
+                f"{len(self.api_boundary_domains)} domain(s) given"
+            )
+        seen: set[str] = set()
+        for domain in self.boundary_domains():
+            if not _DOMAIN.match(domain):
+                raise TopologyError(f"API boundary node domain {domain!r} is not a valid FQDN")
+            if domain in seen:
+                raise TopologyError(f"two API boundary nodes share the domain {domain!r}")
+            seen.add(domain)
+        if self.node_count() > 250:
+            raise TopologyError(
+                f"the topology has {self.node_count()} nodes; one testnet holds at most 250"
+            )
+
+    def boundary_domains(self) -> list[str]:
+        if self.api_boundary_domains:
+            return [d.lower().rstrip(".") for d in self.api_boundary_domains]
+        return [f"api{i}.{self.name}.icp" for i in range(self.api_boundary_nodes)]
+
+    def plan(self) -> Plan:
+        """Validate and give every subnet and node a concrete id."""
+        self.validate()
+        subnets: list[PlannedSubnet] = []
+        nodes: list[PlannedNode] = []
+        for s_index, subnet in enumerate(self.subnets):
+            subnet_id = subnet.name or f"subnet-{s_index}"
+            ids = tuple(f"{subnet_id}-node-{i}" for i in range(subnet.nodes))
+            subnets.append(
+                PlannedSubnet(subnet_id, subnet.subnet_type, subnet.replica_version, ids)
+            )
+            for node_id in ids:
+                nodes.append(
+                    PlannedNode(node_id, len(nodes), subnet_id, frozenset(subnet.features))
+                )
+        for i in range(self.unassigned_nodes):
+            nodes.append(PlannedNode(f"unassigned-node-{i}", len(nodes), None, frozenset()))
+        for i, domain in enumerate(self.boundary_domains()):
+            nodes.append(
+                PlannedNode(
+                    f"api-bn-{i}", len(nodes), None, frozenset(), domain=domain, api_boundary=True
+                )
+            )
+        return Plan(self.name, tuple(subnets), tuple(nodes), self.unassigned_nodes_version)
