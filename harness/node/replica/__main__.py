@@ -1,0 +1,81 @@
+"""Entry point of the replica stub: `replica ...` or `python -m harness.node.replica ...`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import sys
+from collections.abc import Sequence
+
+from harness.node.replica.app import api_app
+from harness.node.replica.config import Config, parse_config
+from harness.node.replica.faults import FaultsFile
+from harness.node.replica.metrics import metrics_app
+from harness.node.replica.rootkey import RootKeyError, default_root_key, load_root_key
+from harness.node.replica.runtime import Runtime
+from harness.node.serve import BindError, Servers, run_program, setup_logging
+
+log = logging.getLogger("harness.node.replica")
+
+EXIT_USAGE = 2
+EXIT_BIND = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the replica until SIGTERM/SIGINT; return the process exit code."""
+    config = parse_config(argv)
+    setup_logging("replica", config.log_level)
+    try:
+        root_key = (
+            default_root_key()
+            if config.root_key_file is None
+            else load_root_key(config.root_key_file)
+        )
+    except RootKeyError as exc:
+        print(f"replica: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    faults_file = FaultsFile(config.faults_file)
+    fail_at_start = faults_file.faults.fail_at_start
+    if fail_at_start is not None:
+        log.error(
+            "fault fail_at_start in %s: exiting with %d before serving",
+            config.faults_file,
+            fail_at_start,
+        )
+        return fail_at_start
+    runtime = Runtime(config, root_key, faults_file)
+    servers = Servers(graceful_timeout=max(1, math.ceil(config.graceful_timeout)))
+    try:
+        servers.add("api", api_app(runtime), config.http_listen)
+        servers.add("metrics", metrics_app(runtime.metrics, runtime.refresh), config.metrics_listen)
+    except BindError as exc:
+        print(f"replica: error: {exc.strerror}", file=sys.stderr)
+        return EXIT_BIND
+    run_program(lambda: _serve(config, servers, runtime))
+    log.info("stopped")
+    return 0
+
+
+async def _serve(config: Config, servers: Servers, runtime: Runtime) -> None:
+    ticker = asyncio.create_task(runtime.tick_forever())
+    log.info(
+        "replica %s (node %s, subnet %s): API on %s, metrics on %s, healthy after %gs",
+        config.replica_version,
+        config.node_id,
+        config.subnet_id,
+        servers.bound("api"),
+        servers.bound("metrics"),
+        config.warmup_seconds,
+    )
+    try:
+        await servers.run()
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+if __name__ == "__main__":
+    sys.exit(main())

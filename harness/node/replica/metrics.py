@@ -1,0 +1,112 @@
+"""Every Prometheus metric of the replica stub, in one per-program registry, and its scrape app.
+
+prometheus_client appends `_total` to counters, so the exposed names are
+`replica_http_health_status_state_transitions_total{before,after}`, `critical_errors_total`,
+`consensus_invalidated_artifacts_total`, `dkg_invalidated_artifacts_total`,
+`idkg_invalidated_artifacts_total`, `certification_invalidated_artifacts_total`,
+`canister_http_invalidated_artifacts_total`, `replica_http_requests_total{route,method,status}`,
+plus the gauge `replica_info{version,node_id,subnet_id}` and the histogram
+`replica_http_request_duration_seconds{route}`. The IC driver matches names by prefix, so
+`critical_errors` still selects `critical_errors_total`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from harness.node.serve import ASGIApp, Receive, Scope, Send
+from harness.node.status import ReplicaHealthStatus
+
+# `<name>_created` samples would also match a `<name>` prefix and be compared with a count.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
+
+INVALIDATED_ARTIFACTS = (
+    "consensus_invalidated_artifacts",
+    "dkg_invalidated_artifacts",
+    "idkg_invalidated_artifacts",
+    "certification_invalidated_artifacts",
+    "canister_http_invalidated_artifacts",
+)
+METRICS_PATHS = ("/", "/metrics")
+
+
+class ReplicaMetrics:
+    """The replica's metrics; each instance has its own registry."""
+
+    def __init__(self, version: str, node_id: str | None, subnet_id: str | None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.health_transitions = Counter(
+            "replica_http_health_status_state_transitions",
+            "Transitions of the replica's health status.",
+            ["before", "after"],
+            registry=self.registry,
+        )
+        self.critical_errors = Counter(
+            "critical_errors",
+            "Critical errors; any non-zero value fails a system test.",
+            registry=self.registry,
+        )
+        self.invalidated_artifacts = {
+            name: Counter(name, f"Artifacts invalidated ({name}).", registry=self.registry)
+            for name in INVALIDATED_ARTIFACTS
+        }
+        self.info = Gauge(
+            "replica_info",
+            "Always 1; the labels describe this replica.",
+            ["version", "node_id", "subnet_id"],
+            registry=self.registry,
+        )
+        self.info.labels(version, node_id or "", subnet_id or "").set(1)
+        self.requests = Counter(
+            "replica_http_requests",
+            "Requests to the public API.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "replica_http_request_duration_seconds",
+            "Time to answer a request to the public API, delays included.",
+            ["route"],
+            registry=self.registry,
+        )
+        self._critical_errors_value = 0
+
+    def record_transition(self, before: ReplicaHealthStatus, after: ReplicaHealthStatus) -> None:
+        self.health_transitions.labels(before.value, after.value).inc()
+
+    def raise_critical_errors_to(self, value: int) -> None:
+        """Raise `critical_errors` to at least `value`; a counter never goes down."""
+        if value > self._critical_errors_value:
+            self.critical_errors.inc(value - self._critical_errors_value)
+            self._critical_errors_value = value
+
+    def record_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_duration.labels(route).observe(seconds)
+
+
+def metrics_app(metrics: ReplicaMetrics, before_scrape: Callable[[], object]) -> ASGIApp:
+    """Serve the registry on `/` (the IC driver scrapes the root) and `/metrics`."""
+    exposition = prometheus_client.make_asgi_app(metrics.registry)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] not in METRICS_PATHS:
+            body = f"not found: {scope['path']} (metrics are served on / and /metrics)\n"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
+        before_scrape()
+        await exposition(scope, receive, send)
+
+    return app

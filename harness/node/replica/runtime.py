@@ -1,0 +1,64 @@
+"""The live state of one replica: health, certified height, faults and metrics, kept in step."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+
+from harness.node.replica.config import Config
+from harness.node.replica.faults import Faults, FaultsFile
+from harness.node.replica.health import Health
+from harness.node.replica.metrics import ReplicaMetrics
+from harness.node.status import IC_API_VERSION, StatusResponse
+
+# Faults are re-read at most this often anyway; ticking also moves metrics while nobody asks.
+TICK_SECONDS = 0.1
+
+
+class Runtime:
+    """What the API and metrics apps read; `refresh()` brings it up to the clock and faults."""
+
+    def __init__(
+        self,
+        config: Config,
+        root_key: bytes,
+        faults_file: FaultsFile,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.root_key = root_key
+        self.faults_file = faults_file
+        self.metrics = ReplicaMetrics(config.replica_version, config.node_id, config.subnet_id)
+        self._clock = clock
+        self.health = Health(
+            clock(), config.warmup_seconds, config.block_interval, self.metrics.record_transition
+        )
+        # The real replica reports the sha256 of its binary; the stub has no binary of its
+        # own, so it hashes the version string: equal versions, equal hashes.
+        self.impl_hash = hashlib.sha256(config.replica_version.encode()).hexdigest()
+
+    def refresh(self) -> Faults:
+        """Re-read faults (rate-limited), advance health and height; return the faults."""
+        faults = self.faults_file.faults
+        self.metrics.raise_critical_errors_to(faults.critical_errors)
+        self.health.update(self._clock(), faults.unhealthy)
+        return faults
+
+    def status(self) -> StatusResponse:
+        self.refresh()
+        return StatusResponse(
+            ic_api_version=IC_API_VERSION,
+            root_key=self.root_key,
+            impl_version=self.config.replica_version,
+            impl_hash=self.impl_hash,
+            replica_health_status=self.health.state.value,
+            certified_height=self.health.certified_height,
+        )
+
+    async def tick_forever(self) -> None:
+        """Refresh periodically so faults and transitions show in metrics without requests."""
+        while True:
+            self.refresh()
+            await asyncio.sleep(TICK_SECONDS)
