@@ -1,0 +1,101 @@
+"""`ic-boundary` / `python -m harness.node.boundary`: parse the configuration and serve.
+
+Exit codes: 0 after SIGTERM/SIGINT and draining, 2 for bad flags, 1 when an address cannot be
+bound or a background task (registry polling, health checks) fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+from harness.node.boundary.app import BoundaryApp
+from harness.node.boundary.config import BoundaryConfig, load_config
+from harness.node.boundary.discovery import RegistryWatcher
+from harness.node.boundary.health import HealthChecker
+from harness.node.boundary.metrics import BoundaryMetrics
+from harness.node.boundary.routing import Balancer, RoutingTable
+from harness.node.boundary.upstream import make_client
+from harness.node.registry import LocalStore, RegistryClient
+from harness.node.serve import BindError, Servers, run_program, setup_logging
+
+log = logging.getLogger("harness.node.boundary")
+
+
+class BackgroundTaskFailed(RuntimeError):
+    """Registry polling or health checking stopped with an error; routing would go stale."""
+
+
+async def serve(config: BoundaryConfig) -> None:
+    """Serve the API and metrics until a stop signal, keeping the routing table current."""
+    static = config.registry_local_store_path is None
+    balancer = Balancer(RoutingTable.from_upstreams(config.upstreams) if static else None)
+    metrics = BoundaryMetrics(balancer)
+    health = HealthChecker(balancer, config.health_check_interval)
+    servers = Servers(graceful_timeout=max(1, math.ceil(config.graceful_timeout)))
+    failures: list[BaseException] = []
+
+    def watch(task: asyncio.Task[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error("%s stopped: %r; shutting down", task.get_name(), exc, exc_info=exc)
+            failures.append(exc)
+            servers.stop()
+
+    async with make_client(config.upstream_timeout) as client:
+        app = BoundaryApp(config.tls_hostname, balancer, client, metrics)
+        servers.add("api", app, config.listen_http_addr)
+        servers.add("metrics", metrics.app(), config.obs_metrics_addr)
+        tasks = [asyncio.create_task(health.run(), name="health checks")]
+        if config.registry_local_store_path is not None:
+            registry = RegistryClient(
+                LocalStore(config.registry_local_store_path),
+                on_error=lambda _version, _exc: metrics.registry_errors.inc(),
+            )
+            watcher = RegistryWatcher(
+                registry, balancer, config.registry_poll_interval, health.wake.set
+            )
+            tasks.append(asyncio.create_task(watcher.run(), name="registry polling"))
+        for task in tasks:
+            task.add_done_callback(watch)
+        log.info(
+            "serving the IC API for %s on %s (plain HTTP), metrics on %s, routing from %s",
+            config.tls_hostname,
+            servers.bound("api"),
+            servers.bound("metrics"),
+            "static --upstreams" if static else f"registry {config.registry_local_store_path}",
+        )
+        try:
+            await servers.run()
+        finally:
+            for task in tasks:
+                task.remove_done_callback(watch)
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    if failures:
+        raise BackgroundTaskFailed(str(failures[0]))
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
+    setup_logging("ic-boundary", config.log_level)
+    # httpx logs every request at INFO: one line per replica per health check.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        run_program(lambda: serve(config))
+    except BindError as exc:
+        log.error("%s", exc.strerror)
+        sys.exit(1)
+    except BackgroundTaskFailed as exc:
+        log.error("exiting: %s", exc)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

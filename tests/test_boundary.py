@@ -1,0 +1,740 @@
+"""ic-boundary: routing to healthy replicas, registry changes, Host checks, metrics, shutdown.
+
+The replicas are fakes served by uvicorn in a background thread (one server per group, each
+replica on its own loopback address, port 8080): they answer `/api/v2/status` with a health
+the test controls and record every other request they get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from conftest import Program
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.node.boundary.app import host_allowed
+from harness.node.boundary.config import (
+    ConfigError,
+    StaticUpstream,
+    load_config,
+    parse_duration,
+    parse_upstreams,
+)
+from harness.node.boundary.routing import Route, RouteMismatch, Target, match_route
+from harness.node.boundary.routing import subnet_for_canister as rule
+from harness.node.registry import LocalStore, NodeRecord, RegistrySnapshot, SubnetRecord, SubnetType
+from harness.node.status import CONTENT_TYPE_CBOR, StatusResponse, decode_status, encode_status
+
+DOMAIN = "api0.boundary.test"
+MODULE = "harness.node.boundary"
+REPLICA_PORT = 8080
+
+
+# Fake replicas.
+@dataclass(frozen=True)
+class Seen:
+    """One request a fake replica got."""
+
+    replica: str
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeReplicas:
+    """Fake replicas on `ips`, all served by one uvicorn server."""
+
+    ips: list[str]
+    health: dict[str, str] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+    delay: float = 0.0
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    def url(self, ip: str) -> str:
+        return f"http://{ip}:{REPLICA_PORT}"
+
+    def served_by(self) -> list[str]:
+        return [s.replica for s in self.seen]
+
+    async def app(self, scope: Any, receive: Any, send: Any) -> None:
+        ip = scope["server"][0]
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if scope["path"] == "/api/v2/status":
+            status = StatusResponse(
+                ic_api_version="0.18.0",
+                impl_version=f"fake-{ip}",
+                replica_health_status=self.health.get(ip, "healthy"),
+            )
+            await _respond(
+                send, 200, encode_status(status), [(b"content-type", b"application/cbor")]
+            )
+            return
+        target = scope["raw_path"].decode() + (
+            "?" + scope["query_string"].decode() if scope["query_string"] else ""
+        )
+        self.seen.append(Seen(ip, scope["method"], target, headers, body))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        extra = [
+            (b"content-type", b"application/cbor"),
+            (b"x-replica", ip.encode()),
+            (b"keep-alive", b"timeout=5"),
+            (b"connection", b"x-private"),
+            (b"x-private", b"hop-by-hop by Connection"),
+        ]
+        answer = f"{ip} {len(body)}".encode()
+        await _respond(send, int(headers.get("x-want-status", "200")), answer, extra)
+
+    def start(self) -> None:
+        sockets = [socket.create_server((ip, REPLICA_PORT)) for ip in self.ips]
+        config = uvicorn.Config(
+            self.app, interface="asgi3", lifespan="off", log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": sockets}, daemon=True
+        )
+        self.thread.start()
+        wait_until(lambda: self.server is not None and self.server.started, "fake replicas up")
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(10)
+            assert not self.thread.is_alive(), "fake replicas did not stop"
+            self.server = None
+
+
+async def _respond(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def fake_replicas(make_loopback_ip: Callable[[], str]) -> Iterator[Callable[[int], FakeReplicas]]:
+    """Start `n` fake replicas (one server) on fresh loopback addresses; stopped at the end."""
+    groups: list[FakeReplicas] = []
+
+    def start(n: int) -> FakeReplicas:
+        group = FakeReplicas([make_loopback_ip() for _ in range(n)])
+        groups.append(group)
+        group.start()
+        return group
+
+    yield start
+    for group in groups:
+        group.stop()
+
+
+# Helpers.
+def wait_until(check: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(0.02)
+
+
+def node_id(ip: str) -> str:
+    return f"node-{ip}"
+
+
+def snapshot(
+    version: int, subnets: dict[str, list[str]], extra_nodes: Sequence[str] = ()
+) -> RegistrySnapshot:
+    ips = [ip for members in subnets.values() for ip in members] + list(extra_nodes)
+    return RegistrySnapshot(
+        version=version,
+        subnets={
+            sid: SubnetRecord(SubnetType.APPLICATION, tuple(map(node_id, members)), "1.0.0")
+            for sid, members in subnets.items()
+        },
+        nodes={node_id(ip): NodeRecord(ip, http_port=REPLICA_PORT) for ip in ips},
+    )
+
+
+@dataclass
+class Boundary:
+    """A running ic-boundary and clients for its two addresses."""
+
+    program: Program
+    ip: str
+
+    @property
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://{self.ip}:443", headers={"host": DOMAIN}, timeout=10)
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = httpx.get(f"http://{self.ip}:9324/metrics", timeout=5).text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.metrics().get((name, frozenset(labels.items())))
+
+    def wait_healthy(self, subnet: str, count: int) -> None:
+        wait_until(
+            lambda: self.metric("ic_boundary_healthy_replicas", subnet=subnet) == count,
+            f"{count} healthy replica(s) in {subnet}\n{self.program.log_text()}",
+        )
+
+
+@pytest.fixture
+def boundary(start_program: Callable[..., Program], loopback_ip: str) -> Callable[..., Boundary]:
+    def start(*args: str, env: dict[str, str] | None = None) -> Boundary:
+        program = start_program(
+            MODULE,
+            "--tls-hostname",
+            DOMAIN,
+            "--listen-http-addr",
+            f"{loopback_ip}:443",
+            "--obs-metrics-addr",
+            f"{loopback_ip}:9324",
+            "--health-check-interval",
+            "100ms",
+            *args,
+            env=env,
+            ready_url=f"http://{loopback_ip}:9324/metrics",
+        )
+        return Boundary(program, loopback_ip)
+
+    return start
+
+
+def with_registry(tmp_path: Path, snap: RegistrySnapshot) -> tuple[LocalStore, list[str]]:
+    store = LocalStore(tmp_path / "registry")
+    store.write(snap)
+    return store, [
+        "--registry-local-store-path",
+        str(store.path),
+        "--registry-poll-interval",
+        "100ms",
+    ]
+
+
+def canister_in(subnet: str, subnets: list[str]) -> str:
+    """A canister id the documented rule puts on `subnet`."""
+    return next(c for c in (f"canister-{i}" for i in range(1000)) if rule(c, subnets) == subnet)
+
+
+# Unit tests of the pure parts.
+def test_canister_rule_is_pinned_and_moves_only_to_a_new_subnet() -> None:
+    # sha256("s-a/rwlgt-...") = 6b33c94f..., "s-b/..." = abe83caf..., "s-c/..." = f67f0d42...
+    assert rule("rwlgt-iiaaa-aaaaa-aaaaa-cai", ["s-a", "s-b", "s-c"]) == "s-c"
+    # d72ad0a1... (s-a) > 9c9d18fc... (s-c) > 6ac96964... (s-b)
+    assert rule("ryjl3-tyaaa-aaaaa-aaaba-cai", ["s-a", "s-b", "s-c"]) == "s-a"
+    assert rule("ryjl3-tyaaa-aaaaa-aaaba-cai", ["s-b", "s-c"]) == "s-c"
+    assert rule("canister-1", ["s-b", "s-a"]) == rule("canister-1", ["s-a", "s-b"])
+    assert rule("x", []) is None
+    canisters = [f"c{i}" for i in range(200)]
+    before = {c: rule(c, ["s-a", "s-b"]) for c in canisters}
+    after = {c: rule(c, ["s-a", "s-b", "s-c"]) for c in canisters}
+    moved = {before[c] for c in canisters if before[c] != after[c]}
+    assert {after[c] for c in canisters if before[c] != after[c]} == {"s-c"}
+    assert moved <= {"s-a", "s-b"}
+    assert sorted(set(before.values())) == ["s-a", "s-b"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/api/v2/status", Route(Target.ANY, "status")),
+        ("GET", "/health", Route(Target.HEALTH, "health")),
+        ("POST", "/api/v2/canister/aaa/query", Route(Target.CANISTER, "query", "aaa")),
+        ("POST", "/api/v3/canister/aaa/read_state", Route(Target.CANISTER, "read_state", "aaa")),
+        ("POST", "/api/v4/canister/aaa/call", Route(Target.CANISTER, "call", "aaa")),
+        ("POST", "/api/v2/subnet/s1/read_state", Route(Target.SUBNET, "read_state", "s1")),
+        ("POST", "/api/v3/subnet/s1/query", Route(Target.SUBNET, "query", "s1")),
+        ("POST", "/api/v4/subnet/s1/call", Route(Target.SUBNET, "call", "s1")),
+        (
+            "POST",
+            "/api/v4/canister/aaa/query",
+            RouteMismatch(404, "no route for /api/v4/canister/aaa/query"),
+        ),
+        (
+            "POST",
+            "/api/v2/subnet/s1/query",
+            RouteMismatch(404, "no route for /api/v2/subnet/s1/query"),
+        ),
+        (
+            "POST",
+            "/api/v2/canister//query",
+            RouteMismatch(404, "no route for /api/v2/canister//query"),
+        ),
+        ("GET", "/", RouteMismatch(404, "no route for /")),
+        ("POST", "/api/v2/status", RouteMismatch(405, "/api/v2/status takes GET, not POST", "GET")),
+        (
+            "GET",
+            "/api/v3/canister/a/call",
+            RouteMismatch(405, "/api/v3/canister/a/call takes POST, not GET", "POST"),
+        ),
+    ],
+)
+def test_match_route(method: str, path: str, expected: Route | RouteMismatch) -> None:
+    assert match_route(method, path) == expected
+
+
+def test_parse_duration_and_upstreams() -> None:
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("1.5s") == 1.5
+    assert parse_duration("2m") == 120.0
+    assert parse_duration("3") == 3.0
+    for bad in ("", "1h", "-1s", "0", "fast"):
+        with pytest.raises(ConfigError):
+            parse_duration(bad)
+    assert parse_upstreams("a=http://127.0.0.1:8080/, b=http://[::1]:80") == (
+        StaticUpstream("a", "http://127.0.0.1:8080"),
+        StaticUpstream("b", "http://[::1]:80"),
+    )
+    with pytest.raises(ConfigError, match="'http://h' is not an http://HOST:PORT URL"):
+        parse_upstreams("a=http://h")
+    with pytest.raises(ConfigError, match="expected SUBNET_ID=http://HOST:PORT"):
+        parse_upstreams("http://127.0.0.1:8080")
+
+
+@pytest.mark.parametrize(
+    ("host", "local_ip", "allowed"),
+    [
+        (DOMAIN, "127.1.2.3", True),
+        (f"{DOMAIN.upper()}:443", "127.1.2.3", True),
+        (f"{DOMAIN}.", None, True),
+        ("127.1.2.3:443", "127.1.2.3", True),
+        ("127.1.2.3", "::ffff:127.1.2.3", True),
+        ("[::1]:443", "::1", True),
+        ("127.1.2.4", "127.1.2.3", False),
+        ("other.test", "127.1.2.3", False),
+        (f"x.{DOMAIN}", "127.1.2.3", False),
+    ],
+)
+def test_host_allowed(host: str, local_ip: str | None, allowed: bool) -> None:
+    assert host_allowed(host, DOMAIN, local_ip) is allowed
+
+
+# The program.
+def test_status_goes_to_a_healthy_replica(
+    tmp_path: Path, fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(2)
+    r1, r2 = replicas.ips
+    replicas.health[r2] = "starting"
+    _, args = with_registry(tmp_path, snapshot(1, {"s-a": [r1], "s-b": [r2]}))
+    bn = boundary(*args)
+    bn.wait_healthy("s-a", 1)
+    bn.wait_healthy("s-b", 0)
+    with bn.api as api:
+        for _ in range(3):
+            response = api.get("/api/v2/status")
+            assert response.status_code == 200
+            assert response.headers["content-type"] == CONTENT_TYPE_CBOR
+            status = decode_status(response.content)
+            assert (status.impl_version, status.replica_health_status) == (f"fake-{r1}", "healthy")
+        assert api.get("/health").status_code == 204
+
+
+def test_canister_calls_follow_the_rule_and_round_robin(
+    tmp_path: Path, fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(3)
+    r1, r2, r3 = replicas.ips
+    _, args = with_registry(tmp_path, snapshot(1, {"s-a": [r1, r2], "s-b": [r3]}))
+    bn = boundary(*args)
+    bn.wait_healthy("s-a", 2)
+    bn.wait_healthy("s-b", 1)
+    on_a, on_b = canister_in("s-a", ["s-a", "s-b"]), canister_in("s-b", ["s-a", "s-b"])
+    with bn.api as api:
+        paths = [f"/api/v2/canister/{on_a}/query", f"/api/v3/canister/{on_a}/call"] * 2
+        answers = [api.post(p, content=b"cbor-envelope") for p in paths]
+        assert [a.status_code for a in answers] == [200, 200, 200, 200]
+        assert replicas.served_by() in ([r1, r2, r1, r2], [r2, r1, r2, r1])
+        assert [a.content for a in answers] == [f"{ip} 13".encode() for ip in replicas.served_by()]
+        replicas.seen.clear()
+
+        # ic-boundary forwards the client's headers and adds none of httpx's defaults.
+        for name in ("accept-encoding", "user-agent", "accept"):
+            del api.headers[name]
+        response = api.post(
+            f"/api/v4/canister/{on_b}/call?x=1",
+            content=b"body",
+            headers={"x-want-status": "202", "x-custom": "kept", "te": "trailers"},
+        )
+        assert (response.status_code, response.content) == (202, f"{r3} 4".encode())
+        assert response.headers["x-replica"] == r3
+        assert "keep-alive" not in response.headers
+        assert "x-private" not in response.headers
+        assert response.headers["content-type"] == "application/cbor"
+        (seen,) = replicas.seen
+        assert (seen.method, seen.target, seen.body) == (
+            "POST",
+            f"/api/v4/canister/{on_b}/call?x=1",
+            b"body",
+        )
+        assert seen.headers["x-custom"] == "kept"
+        assert "te" not in seen.headers
+        assert seen.headers["host"] == f"{r3}:{REPLICA_PORT}"
+        assert not {"accept-encoding", "user-agent", "accept"} & set(seen.headers)
+
+
+def test_unhealthy_replicas_are_avoided_and_none_healthy_is_503(
+    tmp_path: Path,
+    fake_replicas: Callable[[int], FakeReplicas],
+    boundary: Callable[..., Boundary],
+    make_loopback_ip: Callable[[], str],
+) -> None:
+    replicas = fake_replicas(2)
+    r1, r2 = replicas.ips
+    nothing_listens = make_loopback_ip()
+    replicas.health[r2] = "certified_state_behind"
+    _, args = with_registry(tmp_path, snapshot(1, {"s-a": [r1, r2, nothing_listens]}))
+    bn = boundary(*args)
+    bn.wait_healthy("s-a", 1)
+    canister = canister_in("s-a", ["s-a"])
+    with bn.api as api:
+        for _ in range(4):
+            assert api.post(f"/api/v2/canister/{canister}/query").status_code == 200
+        assert replicas.served_by() == [r1] * 4
+
+        replicas.health[r1] = "waiting_for_certified_state"
+        bn.wait_healthy("s-a", 0)
+        response = api.post(f"/api/v2/canister/{canister}/query")
+        assert (response.status_code, response.text) == (
+            503,
+            "no healthy replica for subnet s-a\n",
+        )
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert api.get("/api/v2/status").status_code == 503
+        assert api.get("/health").status_code == 503
+
+        replicas.health[r2] = "healthy"
+        bn.wait_healthy("s-a", 1)
+        assert api.get("/health").status_code == 204
+        assert api.post(f"/api/v2/canister/{canister}/query").headers["x-replica"] == r2
+
+
+def test_subnet_routes_and_request_errors(
+    tmp_path: Path, fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(2)
+    r1, r2 = replicas.ips
+    _, args = with_registry(tmp_path, snapshot(1, {"s-a": [r1], "s-b": [r2]}))
+    bn = boundary(*args)
+    bn.wait_healthy("s-b", 1)
+    with bn.api as api:
+        for path in ("/api/v2/subnet/s-b/read_state", "/api/v3/subnet/s-b/query"):
+            assert api.post(path).headers["x-replica"] == r2
+        assert api.post("/api/v4/subnet/s-a/call").headers["x-replica"] == r1
+        response = api.post("/api/v3/subnet/s-zzz/read_state")
+        assert (response.status_code, response.text) == (404, "subnet s-zzz not found\n")
+        response = api.post("/api/v2/subnet/s-b/query")
+        assert (response.status_code, response.text) == (
+            404,
+            "no route for /api/v2/subnet/s-b/query\n",
+        )
+        assert api.get("/api/v1/status").status_code == 404
+        response = api.get("/api/v2/subnet/s-b/read_state")
+        assert (response.status_code, response.headers["allow"]) == (405, "POST")
+        assert api.post("/api/v2/status").status_code == 405
+
+        limit = 5 * 1024 * 1024
+        response = api.post("/api/v2/subnet/s-a/read_state", content=b"x" * (limit + 1))
+        assert (response.status_code, response.text) == (
+            413,
+            f"request body is larger than {limit} bytes\n",
+        )
+        response = api.post("/api/v2/subnet/s-a/read_state", content=b"x" * limit)
+        assert (response.status_code, response.content) == (200, f"{r1} {limit}".encode())
+
+
+def test_registry_changes_are_picked_up(
+    tmp_path: Path, fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(3)
+    r1, r2, r3 = replicas.ips
+    store, args = with_registry(tmp_path, snapshot(1, {"s-a": [r1, r2]}, extra_nodes=[r3]))
+    bn = boundary(*args)
+    bn.wait_healthy("s-a", 2)
+    assert bn.metric("ic_boundary_registry_version") == 1
+    with bn.api as api:
+        assert api.post("/api/v2/subnet/s-b/read_state").status_code == 404
+
+        # Version 2 adds subnet s-b and removes r2 from s-a.
+        store.write(snapshot(2, {"s-a": [r1], "s-b": [r3]}, extra_nodes=[r2]))
+        written = time.monotonic()
+        wait_until(
+            lambda: api.post("/api/v2/subnet/s-b/read_state").status_code == 200,
+            "s-b served",
+            timeout=3,
+        )
+        # Two 100 ms poll intervals, plus one probe round and the slack of a shared machine.
+        assert time.monotonic() - written < 1.5
+        assert bn.metric("ic_boundary_registry_version") == 2
+        assert bn.metric("ic_boundary_replicas", subnet="s-a") == 1
+        replicas.seen.clear()
+        for _ in range(4):
+            assert api.post("/api/v2/subnet/s-a/read_state").status_code == 200
+        assert replicas.served_by() == [r1] * 4
+
+        # A corrupt version 3 is skipped; version 2 stays in use until a good version 4.
+        (store.path / "00000000000000000003.json").write_text("{not json")
+        wait_until(lambda: bn.metric("ic_boundary_registry_errors_total") == 1, "error counted")
+        assert bn.metric("ic_boundary_registry_version") == 2
+        assert api.post("/api/v2/subnet/s-b/read_state").headers["x-replica"] == r3
+        store.write(snapshot(4, {"s-a": [r1, r2]}, extra_nodes=[r3]))
+        wait_until(lambda: bn.metric("ic_boundary_registry_version") == 4, "version 4")
+        assert api.post("/api/v2/subnet/s-b/read_state").status_code == 404
+        assert bn.metric("ic_boundary_replicas", subnet="s-b") is None
+    assert "registry version 3 is unusable" in bn.program.log_text()
+
+
+def test_static_upstreams_from_the_environment(
+    fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(3)
+    r1, r2, r3 = replicas.ips
+    upstreams = f"s-x={replicas.url(r1)}, s-x={replicas.url(r2)}, s-y={replicas.url(r3)}"
+    # LISTEN_HTTPS_PORT and TLS_CERT_PATH come from the IC's env file and are ignored.
+    bn = boundary(
+        env={"UPSTREAMS": upstreams, "LISTEN_HTTPS_PORT": "443", "TLS_CERT_PATH": "/nope"}
+    )
+    bn.wait_healthy("s-x", 2)
+    bn.wait_healthy("s-y", 1)
+    assert bn.metric("ic_boundary_registry_version") == 0
+    on_y = canister_in("s-y", ["s-x", "s-y"])
+    with bn.api as api:
+        assert api.post(f"/api/v2/canister/{on_y}/read_state").headers["x-replica"] == r3
+        served = [api.post("/api/v3/subnet/s-x/query").headers["x-replica"] for _ in range(4)]
+        assert sorted(served) == sorted([r1, r2, r1, r2])
+
+
+def test_host_validation(
+    fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(1)
+    bn = boundary("--upstreams", f"s-x={replicas.url(replicas.ips[0])}")
+    bn.wait_healthy("s-x", 1)
+    url = f"http://{bn.ip}:443/health"
+    for host, status in [
+        (DOMAIN, 204),
+        (f"{DOMAIN}:443", 204),
+        (f"{bn.ip}:443", 204),
+        ("other.test", 400),
+        ("127.0.0.1:443", 400),
+    ]:
+        response = httpx.get(url, headers={"host": host})
+        assert response.status_code == status, host
+    response = httpx.get(f"http://{bn.ip}:443/api/v2/status", headers={"host": "evil.test"})
+    assert (response.status_code, response.text) == (400, "Unknown Domain: evil.test\n")
+    with socket.create_connection((bn.ip, 443), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert reply.endswith(b"\r\n\r\nMissing Authority\n")
+
+
+def test_metrics(
+    tmp_path: Path, fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(2)
+    r1, r2 = replicas.ips
+    _, args = with_registry(tmp_path, snapshot(1, {"s-a": [r1, r2], "s-b": []}))
+    bn = boundary(*args)
+    bn.wait_healthy("s-a", 2)
+    with bn.api as api:
+        for _ in range(3):
+            api.post("/api/v2/subnet/s-a/read_state", headers={"x-want-status": "202"})
+        api.post("/api/v2/subnet/s-b/read_state")
+        api.get("/nowhere")
+        api.get("/api/v2/status")
+        api.get("/health")
+
+    def requests(method: str, request_type: str, status: int, subnet: str) -> float | None:
+        return bn.metric(
+            "ic_boundary_requests_total",
+            method=method,
+            request_type=request_type,
+            status=str(status),
+            subnet=subnet,
+        )
+
+    assert requests("POST", "read_state", 202, "s-a") == 3
+    assert requests("POST", "read_state", 503, "s-b") == 1
+    assert requests("GET", "unknown", 404, "none") == 1
+    assert requests("GET", "status", 200, "s-a") == 1
+    assert requests("GET", "health", 204, "none") == 1
+    duration = "ic_boundary_request_duration_seconds_count"
+    assert bn.metric(duration, method="POST", request_type="read_state", subnet="s-a") == 3
+    assert bn.metric("ic_boundary_healthy_replicas", subnet="s-a") == 2
+    assert bn.metric("ic_boundary_healthy_replicas", subnet="s-b") == 0
+    assert bn.metric("ic_boundary_replicas", subnet="s-a") == 2
+    assert bn.metric("ic_boundary_registry_version") == 1
+    assert bn.metric("ic_boundary_registry_errors_total") == 0
+    assert httpx.get(f"http://{bn.ip}:9324/other").status_code == 404
+
+
+def test_unreachable_replica_is_skipped_and_slow_one_times_out(
+    fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    first, second = fake_replicas(1), fake_replicas(1)
+    r1, r2 = first.ips[0], second.ips[0]
+    bn = boundary(
+        "--upstreams",
+        f"s-x={first.url(r1)},s-x={second.url(r2)}",
+        "--health-check-interval",
+        "60s",
+        "--upstream-timeout",
+        "300ms",
+    )
+    bn.wait_healthy("s-x", 2)
+    second.stop()
+    with bn.api as api:
+        served = [api.post("/api/v3/subnet/s-x/query").headers["x-replica"] for _ in range(2)]
+        assert served == [r1, r1]
+        assert bn.metric("ic_boundary_upstream_errors_total", subnet="s-x", error="connect") == 1
+        assert bn.metric("ic_boundary_healthy_replicas", subnet="s-x") == 1
+
+        first.delay = 1.0
+        response = api.post("/api/v3/subnet/s-x/query")
+        assert response.status_code == 504
+        assert response.text.startswith(f"replica {first.url(r1)} failed: ")
+        assert bn.metric("ic_boundary_upstream_errors_total", subnet="s-x", error="timeout") == 1
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(
+    fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(1)
+    bn = boundary("--upstreams", f"s-x={replicas.url(replicas.ips[0])}")
+    bn.wait_healthy("s-x", 1)
+    replicas.delay = 0.5
+    with ThreadPoolExecutor(1) as pool, bn.api as api:
+        pending = pool.submit(api.post, "/api/v2/subnet/s-x/read_state")
+        wait_until(lambda: len(replicas.seen) == 1, "request reached the replica")
+        bn.program.process.send_signal(signal.SIGTERM)
+        assert pending.result(timeout=10).status_code == 200
+    assert bn.program.process.wait(timeout=10) == 0
+    assert "received SIGTERM" in bn.program.log_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--tls-hostname", DOMAIN],
+            {},
+            "give exactly one of --registry-local-store-path (REGISTRY_LOCAL_STORE_PATH) "
+            "or --upstreams (UPSTREAMS)",
+        ),
+        (
+            ["--tls-hostname", DOMAIN, "--upstreams", "a=http://127.0.0.1:1"],
+            {"REGISTRY_LOCAL_STORE_PATH": "/tmp/registry"},
+            "or --upstreams (UPSTREAMS), not both",
+        ),
+        (["--upstreams", "a=http://127.0.0.1:1"], {}, "--tls-hostname (TLS_HOSTNAME) is required"),
+        (
+            ["--upstreams", "a=http://127.0.0.1:1"],
+            {"TLS_HOSTNAME": DOMAIN, "LISTEN_HTTP_ADDR": "nowhere"},
+            "--listen-http-addr (LISTEN_HTTP_ADDR): listen address 'nowhere': expected HOST:PORT",
+        ),
+        (
+            ["--tls-hostname", DOMAIN, "--upstreams", "a=http://127.0.0.1:1"],
+            {"UPSTREAM_TIMEOUT": "soon"},
+            "--upstream-timeout (UPSTREAM_TIMEOUT): 'soon' is not a duration",
+        ),
+        (
+            ["--tls-hostname", DOMAIN, "--no-such-flag"],
+            {},
+            "unrecognized arguments: --no-such-flag",
+        ),
+    ],
+)
+def test_bad_flags_exit_2(
+    args: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_config(args, env)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_program_exits_2_on_bad_flags_without_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", MODULE, "--tls-hostname", DOMAIN],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("UPSTREAMS", "REGISTRY_LOCAL_STORE_PATH")
+        },
+    )
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "ic-boundary: error: give exactly one of --registry-local-store-path "
+        "(REGISTRY_LOCAL_STORE_PATH) or --upstreams (UPSTREAMS)\n"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_taken_port_exits_1_naming_it(loopback_ip: str) -> None:
+    with socket.create_server((loopback_ip, 443)):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                MODULE,
+                "--tls-hostname",
+                DOMAIN,
+                "--upstreams",
+                "a=http://127.0.0.1:1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "LISTEN_HTTP_ADDR": f"{loopback_ip}:443"},
+        )
+    assert result.returncode == 1
+    assert f"api: cannot listen on {loopback_ip}:443: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_flag_beats_environment(
+    fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(1)
+    bn = boundary(
+        "--upstreams",
+        f"s-flag={replicas.url(replicas.ips[0])}",
+        env={"UPSTREAMS": "s-env=http://127.0.0.1:1", "TLS_HOSTNAME": "env.test"},
+    )
+    bn.wait_healthy("s-flag", 1)
+    assert bn.metric("ic_boundary_replicas", subnet="s-env") is None
+    assert httpx.get(f"http://{bn.ip}:443/health", headers={"host": DOMAIN}).status_code == 204
