@@ -22,10 +22,12 @@ CLOUD_ENGINE_NODES = 4
 IC_GATEWAY_PORT = 80
 
 testnet = testnet_fixture(
-    lambda: InternetComputer()
-    .with_api_boundary_nodes(1)
-    .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
-    .add_subnet(Subnet(SubnetType.CLOUD_ENGINE).add_nodes(CLOUD_ENGINE_NODES).with_ic_gateway())
+    lambda: (
+        InternetComputer()
+        .with_api_boundary_nodes(1)
+        .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+        .add_subnet(Subnet(SubnetType.CLOUD_ENGINE).add_nodes(CLOUD_ENGINE_NODES).with_ic_gateway())
+    )
 )
 
 
