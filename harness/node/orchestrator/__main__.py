@@ -1,0 +1,34 @@
+"""`orchestrator` / `python -m harness.node.orchestrator`: parse flags, run until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from harness.node.orchestrator.args import parse_args
+from harness.node.orchestrator.orchestrator import FatalError, Orchestrator
+from harness.node.serve import run_program, setup_logging
+
+log = logging.getLogger("harness.node.orchestrator")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_args(argv)  # exits 2 on bad flags
+    setup_logging("orchestrator", config.log_level)
+    exit_code = 0
+
+    async def run() -> None:
+        nonlocal exit_code
+        exit_code = await Orchestrator(config).run()
+
+    try:
+        run_program(run)
+    except FatalError as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(exit_code)
+
+
+if __name__ == "__main__":
+    main()

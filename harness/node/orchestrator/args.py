@@ -1,0 +1,211 @@
+"""The orchestrator's command line, parsed into one frozen `OrchestratorConfig`.
+
+Every flag is checked here, so a bad flag (or an unreadable env file) exits 2 with a message
+naming it, before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sysconfig
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from harness.node.listen import ListenAddress, parse_listen
+from harness.node.orchestrator.envfile import EnvFileError, read_env_file
+
+DEFAULT_METRICS_LISTEN = "0.0.0.0:9091"  # the IC's PROMETHEUS_HTTP_PORT
+DEFAULT_DASHBOARD_LISTEN = "0.0.0.0:7070"  # the IC's ORCHESTRATOR_DASHBOARD_PORT
+DEFAULT_CHECK_INTERVAL = 10.0  # the IC's CHECK_INTERVAL_SECS
+DEFAULT_REGISTRY_POLL_INTERVAL = 0.2
+DEFAULT_STOP_GRACE_PERIOD = 10.0
+DEFAULT_IC_GATEWAY_PORT = 80
+DEFAULT_IC_GATEWAY_DOMAIN = "gateway.icp"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    """Everything node-local the orchestrator is told at start; the rest comes from the
+    registry."""
+
+    node_id: str
+    registry_local_store: Path
+    data_dir: Path
+    ic_binary_directory: Path
+    metrics_listen_addr: ListenAddress = field(
+        default_factory=lambda: parse_listen(DEFAULT_METRICS_LISTEN)
+    )
+    dashboard_listen_addr: ListenAddress = field(
+        default_factory=lambda: parse_listen(DEFAULT_DASHBOARD_LISTEN)
+    )
+    enable_ic_gateway: bool = False
+    check_interval: float = DEFAULT_CHECK_INTERVAL
+    registry_poll_interval: float = DEFAULT_REGISTRY_POLL_INTERVAL
+    stop_grace_period: float = DEFAULT_STOP_GRACE_PERIOD
+    version: str = "0.0.0"
+    root_key_file: Path | None = None
+    ic_gateway_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ic_boundary_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ic_gateway_port: int = DEFAULT_IC_GATEWAY_PORT
+    ic_gateway_domain: str = DEFAULT_IC_GATEWAY_DOMAIN
+    log_level: str = "INFO"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where each program's stdout+stderr is appended, `<NAME>.log`."""
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where `<NAME>.pid` files of running programs live."""
+        return self.data_dir / "run"
+
+
+def default_binary_directory() -> Path:
+    """The directory holding the installed console scripts (replica, ic-gateway, ...)."""
+    return Path(sysconfig.get_path("scripts"))
+
+
+def _non_empty(what: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"{what} must not be empty")
+        return value.strip()
+
+    return parse
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive number of seconds")
+    return seconds
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1-65535)")
+    return int(value)
+
+
+def _listen(value: str) -> ListenAddress:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _directory(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a directory")
+    return path.absolute()
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a file")
+    return path.absolute()
+
+
+def _env_file(value: str) -> Mapping[str, str]:
+    try:
+        return MappingProxyType(read_env_file(Path(value)))
+    except EnvFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description=(
+            "Supervise a node's programs: run the replica while the registry assigns the node "
+            "to a subnet (ic-gateway beside it on cloud engines when the launch gate is on) "
+            "and ic-boundary while the node is an API boundary node."
+        ),
+    )
+    parser.add_argument("--node-id", required=True, type=_non_empty("--node-id"))
+    parser.add_argument(
+        "--registry-local-store",
+        required=True,
+        type=lambda v: Path(v).absolute(),
+        help="registry store directory (one JSON file per version)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        required=True,
+        type=lambda v: Path(v).absolute(),
+        help="node-local state: logs/<NAME>.log, run/<NAME>.pid, replica-faults.json",
+    )
+    parser.add_argument(
+        "--ic-binary-directory",
+        type=_directory,
+        default=None,
+        help="where the replica, ic-gateway and ic-boundary binaries are "
+        "(default: the directory of the installed console scripts)",
+    )
+    parser.add_argument("--metrics-listen-addr", type=_listen, default=DEFAULT_METRICS_LISTEN)
+    parser.add_argument("--dashboard-listen-addr", type=_listen, default=DEFAULT_DASHBOARD_LISTEN)
+    parser.add_argument(
+        "--enable-ic-gateway",
+        action="store_true",
+        help="launch gate for the ic-gateway side-car on cloud-engine subnets (also on when "
+        "the node's registry record has the feature 'ic_gateway')",
+    )
+    parser.add_argument("--check-interval", type=_positive_seconds, default=DEFAULT_CHECK_INTERVAL)
+    parser.add_argument(
+        "--registry-poll-interval",
+        type=_positive_seconds,
+        default=DEFAULT_REGISTRY_POLL_INTERVAL,
+    )
+    parser.add_argument(
+        "--stop-grace-period",
+        type=_positive_seconds,
+        default=DEFAULT_STOP_GRACE_PERIOD,
+        help="seconds between SIGTERM and SIGKILL of a program's process group",
+    )
+    parser.add_argument("--version", type=_non_empty("--version"), default="0.0.0")
+    parser.add_argument("--root-key-file", type=_existing_file, default=None)
+    parser.add_argument("--ic-gateway-env-file", type=_env_file, default=None)
+    parser.add_argument("--ic-boundary-env-file", type=_env_file, default=None)
+    parser.add_argument("--ic-gateway-port", type=_port, default=DEFAULT_IC_GATEWAY_PORT)
+    parser.add_argument(
+        "--ic-gateway-domain", type=_non_empty("--ic-gateway-domain"), default="gateway.icp"
+    )
+    parser.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL"
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> OrchestratorConfig:
+    """Parse the command line; on a bad flag print the problem and exit 2."""
+    ns = build_parser().parse_args(argv)
+    empty: Mapping[str, str] = MappingProxyType({})
+    return OrchestratorConfig(
+        node_id=ns.node_id,
+        registry_local_store=ns.registry_local_store,
+        data_dir=ns.data_dir,
+        ic_binary_directory=ns.ic_binary_directory or default_binary_directory(),
+        metrics_listen_addr=ns.metrics_listen_addr,
+        dashboard_listen_addr=ns.dashboard_listen_addr,
+        enable_ic_gateway=ns.enable_ic_gateway,
+        check_interval=ns.check_interval,
+        registry_poll_interval=ns.registry_poll_interval,
+        stop_grace_period=ns.stop_grace_period,
+        version=ns.version,
+        root_key_file=ns.root_key_file,
+        ic_gateway_env=ns.ic_gateway_env_file or empty,
+        ic_boundary_env=ns.ic_boundary_env_file or empty,
+        ic_gateway_port=ns.ic_gateway_port,
+        ic_gateway_domain=ns.ic_gateway_domain,
+        log_level=ns.log_level,
+    )

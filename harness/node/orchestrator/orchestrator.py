@@ -1,0 +1,331 @@
+"""The orchestrator: wires managers, checks, servers and the registry, and runs the main loop.
+
+One asyncio loop (uvloop) makes passes; each pass runs the upgrade check and the boundary-node
+check on the latest good registry snapshot. A pass happens when
+  (a) the registry poller (every `--registry-poll-interval`) sees a new version,
+  (b) a child exits (its waiter wakes the loop),
+  (c) `--check-interval` passed since the last pass (10 s, like the IC), or
+  (d) a crash-loop backoff expires.
+Between passes the loop sleeps on an event: no busy loop. SIGTERM/SIGINT end the loop, stop
+every program (SIGKILL after the grace period) and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from prometheus_client import make_asgi_app
+
+from harness.node.orchestrator.args import OrchestratorConfig
+from harness.node.orchestrator.boundary_node import BoundaryNodeCheck
+from harness.node.orchestrator.dashboard import Dashboard, DashboardInfo, ProcessLine
+from harness.node.orchestrator.errors import OrchestratorError
+from harness.node.orchestrator.leftovers import stop_leftovers
+from harness.node.orchestrator.manager import (
+    DEFAULT_BACKOFF,
+    Assignment,
+    Backoff,
+    IcBoundaryManager,
+    Member,
+    MultipleProcessesManager,
+    ProcessManager,
+    ic_gateway_wanted,
+    replica_wanted,
+)
+from harness.node.orchestrator.metrics import OrchestratorMetrics
+from harness.node.orchestrator.processes import (
+    PROCESS_NAMES,
+    IcBoundaryConfig,
+    IcBoundaryProcess,
+    IcGatewayArgs,
+    IcGatewayConfig,
+    IcGatewayProcess,
+    ReplicaArgs,
+    ReplicaConfig,
+    ReplicaProcess,
+)
+from harness.node.orchestrator.runner import KILL_TIMEOUT, ProcessRunner, SubprocessRunner
+from harness.node.orchestrator.tasks import TaskTracker
+from harness.node.orchestrator.upgrade import UpgradeCheck
+from harness.node.registry import LocalStore, RegistryClient, RegistrySnapshot
+from harness.node.serve import Servers, bind
+
+log = logging.getLogger(__name__)
+
+# Sleep this much past a backoff deadline: asyncio may fire timers a clock tick early.
+_TIMER_SLACK = 0.01
+
+RunnerFactory = Callable[[str], ProcessRunner]
+MAIN_LOOP_TASK = "main_loop"
+
+
+class FatalError(Exception):
+    """The orchestrator cannot run at all (port taken, data dir in use)."""
+
+
+def replica_args(assignment: Assignment) -> ReplicaArgs:
+    node = assignment.node
+    return ReplicaArgs(
+        assignment.version, assignment.subnet_id, node.ip, node.http_port, node.metrics_port
+    )
+
+
+def ic_gateway_args(assignment: Assignment) -> IcGatewayArgs:
+    node = assignment.node
+    return IcGatewayArgs(assignment.version, node.ip, node.http_port, node.domain)
+
+
+class Orchestrator:
+    """One node's orchestrator."""
+
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        runner_factory: RunnerFactory | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = OrchestratorMetrics(config.version, PROCESS_NAMES)
+        self.tasks = TaskTracker(self.metrics)
+        self.registry = RegistryClient(
+            LocalStore(config.registry_local_store), on_error=self._on_registry_error
+        )
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._acted_version = 0
+        make_runner = runner_factory or self._subprocess_runner
+        binaries = config.ic_binary_directory
+
+        self.replica = ProcessManager(
+            ReplicaProcess,
+            ReplicaConfig(binaries, config.node_id, config.data_dir, config.root_key_file),
+            make_runner(ReplicaProcess.NAME),
+            self.metrics,
+            backoff,
+            clock,
+        )
+        self.ic_gateway = ProcessManager(
+            IcGatewayProcess,
+            IcGatewayConfig(
+                binaries, config.ic_gateway_env, config.ic_gateway_port, config.ic_gateway_domain
+            ),
+            make_runner(IcGatewayProcess.NAME),
+            self.metrics,
+            backoff,
+            clock,
+        )
+        self.ic_boundary = ProcessManager(
+            IcBoundaryProcess,
+            IcBoundaryConfig(binaries, config.ic_boundary_env, config.registry_local_store),
+            make_runner(IcBoundaryProcess.NAME),
+            self.metrics,
+            backoff,
+            clock,
+        )
+        self.managers: list[ProcessManager[Any, Any]] = [
+            self.replica,
+            self.ic_gateway,
+            self.ic_boundary,
+        ]
+        self.subnet_processes = MultipleProcessesManager(
+            [
+                Member(self.replica, replica_wanted, replica_args),
+                Member(self.ic_gateway, ic_gateway_wanted, ic_gateway_args),
+            ]
+        )
+        self.boundary = IcBoundaryManager(self.ic_boundary)
+        self.upgrade = UpgradeCheck(
+            config.node_id,
+            self.subnet_processes,
+            config.enable_ic_gateway,
+            self.metrics,
+            self.tasks,
+        )
+        self.boundary_check = BoundaryNodeCheck(config.node_id, self.boundary, self.tasks)
+
+    def _subprocess_runner(self, name: str) -> ProcessRunner:
+        return SubprocessRunner(
+            name,
+            self.config.logs_dir,
+            self.config.run_dir,
+            self.config.stop_grace_period,
+            on_exit=self._wake.set,
+            spawn=self.tasks.spawn,
+        )
+
+    def _on_registry_error(self, version: int, exc: Exception) -> None:
+        self.metrics.registry_errors.inc()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code. Raise `FatalError` if it cannot."""
+        config = self.config
+        try:
+            for directory in (config.data_dir, config.logs_dir, config.run_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FatalError(f"cannot create the data dir {config.data_dir}: {exc}") from exc
+        with self._lock_data_dir():
+            servers = Servers()
+            try:
+                servers.add(
+                    "metrics", make_asgi_app(self.metrics.registry), config.metrics_listen_addr
+                )
+                dashboard_socket = bind(config.dashboard_listen_addr, "dashboard")
+            except OSError as exc:
+                raise FatalError(exc.strerror or str(exc)) from exc
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, sig)
+            try:
+                return await self._serve(servers, dashboard_socket)
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    async def _serve(self, servers: Servers, dashboard_socket: socket.socket) -> int:
+        config = self.config
+        log.info(
+            "orchestrator %s starting for node %s (metrics %s, dashboard %s)",
+            config.version,
+            config.node_id,
+            config.metrics_listen_addr,
+            config.dashboard_listen_addr,
+        )
+        # Before starting anything: no port clash with, and no second copy of, a program that a
+        # previous instance left running.
+        found = await stop_leftovers(config.run_dir, config.stop_grace_period)
+        if found:
+            log.info("stopped %d program(s) left by a previous orchestrator", len(found))
+        dashboard = await Dashboard(self.dashboard_info).serve(dashboard_socket)
+        metrics_task = self.tasks.spawn("metrics", servers.run(handle_signals=False))
+        self.tasks.spawn_forever("registry_replicator", self._watch_registry)
+        try:
+            await self._main_loop()
+        finally:
+            await self._stop_programs()
+            servers.stop()
+            dashboard.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(servers.graceful_timeout + 1):
+                    await asyncio.shield(metrics_task)
+            await self.tasks.cancel_all()
+        log.info("orchestrator stopped")
+        return 0
+
+    def request_stop(self, sig: signal.Signals | None = None) -> None:
+        if self._stopping.is_set():
+            log.info("already stopping")
+            return
+        log.info("received %s: stopping", sig.name if sig else "a stop request")
+        self._stopping.set()
+        self._wake.set()
+
+    @contextlib.contextmanager
+    def _lock_data_dir(self) -> Iterator[None]:
+        """Hold a lock on the data dir: two orchestrators must never manage one node."""
+        path = self.config.data_dir / "orchestrator.lock"
+        try:
+            handle: IO[str] = path.open("a+")
+        except OSError as exc:
+            raise FatalError(f"cannot open {path}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise FatalError(
+                    f"data dir {self.config.data_dir} is in use by another orchestrator "
+                    f"(pid {holder})"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+    # ------------------------------------------------------------------ the loop
+    async def _main_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                await self.run_pass()
+            except Exception as exc:
+                # The checks catch their own failures: this is a bug. Count it, keep going.
+                self.tasks.record_failure(MAIN_LOOP_TASK, exc)
+            if self._stopping.is_set():
+                break
+            await self._sleep()
+
+    async def run_pass(self) -> None:
+        """One pass: upgrade check, then boundary-node check, on the latest good snapshot."""
+        snapshot = self._poll_registry()
+        self._acted_version = snapshot.version if snapshot else 0
+        await self.upgrade.run(snapshot)
+        await self.boundary_check.run(snapshot)
+
+    async def _sleep(self) -> None:
+        timeout = self.config.check_interval
+        due = [t for m in self.managers if (t := m.next_wakeup()) is not None]
+        if due:
+            timeout = min(timeout, max(0.0, min(due) - self.clock()) + _TIMER_SLACK)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    def _poll_registry(self) -> RegistrySnapshot | None:
+        snapshot = self.registry.poll()
+        if snapshot is not None:
+            self.metrics.registry_version.set(snapshot.version)
+        return snapshot
+
+    async def _watch_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.registry_poll_interval)
+            snapshot = self._poll_registry()
+            if snapshot is not None and snapshot.version != self._acted_version:
+                log.debug("registry version %d: waking the main loop", snapshot.version)
+                self._wake.set()
+
+    async def _stop_programs(self) -> None:
+        log.info("Shut down the upgrade loop")
+        for stop in (self.subnet_processes.stop_all, self.boundary.stop):
+            try:
+                stop()
+            except OrchestratorError as exc:
+                log.error("%s", exc)
+        timeout = self.config.stop_grace_period + KILL_TIMEOUT + 1
+        results = await asyncio.gather(
+            *(m.runner.wait_stopped(timeout) for m in self.managers), return_exceptions=True
+        )
+        for manager, result in zip(self.managers, results, strict=True):
+            if result is not True:
+                log.error("%s did not stop within %.0f s: %r", manager.name, timeout, result)
+
+    # ------------------------------------------------------------------ dashboard
+    def dashboard_info(self) -> DashboardInfo:
+        snapshot = self.registry.snapshot
+        replica = self.replica.current
+        return DashboardInfo(
+            node_id=self.config.node_id,
+            registry_version=snapshot.version if snapshot else None,
+            subnet=self.upgrade.assignment.describe(),
+            processes=[ProcessLine(m.name, m.pid(), m.state.value) for m in self.managers],
+            replica_version=replica.version if replica else None,
+            ic_gateway_enabled=self.upgrade.ic_gateway_enabled,
+            orchestrator_version=self.config.version,
+        )

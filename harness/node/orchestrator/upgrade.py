@@ -1,0 +1,118 @@
+"""The upgrade check: run the subnet's programs at the subnet's version, or none at all.
+
+Per pass, on the latest good registry snapshot: a node that is a subnet member runs the replica
+at the subnet's replica version (a changed version restarts it: our "upgrade"; a changed subnet
+too) and, on cloud engines with the launch gate on, ic-gateway beside it; an unassigned node runs
+neither. Before the first snapshot nothing is done.
+
+The ic-gateway launch gate is on when the orchestrator was started with `--enable-ic-gateway`
+(off by default, as the IC's `IC_GATEWAY_LAUNCH_ENABLED`) OR when the node's registry record has
+the feature `ic_gateway`; a testnet can so turn it on and off per node at run time by writing a
+new registry version. With the gate off (or on another subnet type) ic-gateway is stopped, also
+when it was running.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from harness.node.orchestrator.errors import OrchestratorError
+from harness.node.orchestrator.manager import MultipleProcessesManager
+from harness.node.orchestrator.metrics import OrchestratorMetrics
+from harness.node.orchestrator.tasks import TaskTracker
+from harness.node.registry import RegistrySnapshot
+from harness.node.registry.records import FEATURE_IC_GATEWAY
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "GuestOS_upgrade"  # the IC's task name, used as the task_name label
+
+
+@dataclass(frozen=True)
+class SubnetAssignment:
+    """The IC's `SubnetAssignment`: Unknown until the first check, then (un)assigned."""
+
+    known: bool = False
+    subnet_id: str | None = None
+
+    def describe(self) -> str:
+        if not self.known:
+            return "Subnet not known yet"
+        return self.subnet_id or "Unassigned"
+
+
+UNKNOWN = SubnetAssignment()
+UNASSIGNED = SubnetAssignment(known=True)
+
+
+class UpgradeCheck:
+    """Decides, per pass, which of the subnet's programs run and at which version."""
+
+    def __init__(
+        self,
+        node_id: str,
+        processes: MultipleProcessesManager,
+        enable_ic_gateway: bool,
+        metrics: OrchestratorMetrics,
+        tasks: TaskTracker,
+    ) -> None:
+        self.node_id = node_id
+        self.processes = processes
+        self.enable_ic_gateway_flag = enable_ic_gateway
+        self.metrics = metrics
+        self.tasks = tasks
+        self.assignment = UNKNOWN
+        self.ic_gateway_enabled = enable_ic_gateway
+
+    def gateway_gate(self, snapshot: RegistrySnapshot) -> bool:
+        return self.enable_ic_gateway_flag or snapshot.node_has_feature(
+            self.node_id, FEATURE_IC_GATEWAY
+        )
+
+    async def check(self, snapshot: RegistrySnapshot | None) -> SubnetAssignment:
+        """One check; raises `OrchestratorError` when a program could not be started/stopped."""
+        if snapshot is None:
+            return self.assignment
+        self.ic_gateway_enabled = self.gateway_gate(snapshot)
+        subnet_id = snapshot.subnet_of(self.node_id)
+        if subnet_id is None:
+            if self.assignment != UNASSIGNED:
+                log.info(
+                    "node %s is unassigned at registry version %d", self.node_id, snapshot.version
+                )
+            self.assignment = UNASSIGNED
+            self.processes.stop_all()
+            return self.assignment
+        if self.assignment.subnet_id != subnet_id:
+            log.info(
+                "node %s is assigned to subnet %s at registry version %d",
+                self.node_id,
+                subnet_id,
+                snapshot.version,
+            )
+        self.assignment = SubnetAssignment(known=True, subnet_id=subnet_id)
+        subnet = snapshot.subnets[subnet_id]
+        await self.processes.start_all(
+            subnet.replica_version,
+            subnet_id,
+            subnet.subnet_type,
+            self.ic_gateway_enabled,
+            snapshot.nodes[self.node_id],
+        )
+        return self.assignment
+
+    async def run(self, snapshot: RegistrySnapshot | None) -> None:
+        """One pass of the upgrade loop: check, log and count a failure, never raise."""
+        try:
+            await self.check(snapshot)
+        except OrchestratorError as exc:
+            log.warning("Check for upgrade failed: %s", exc)
+            self.metrics.failed_consecutive_upgrade_checks.inc()
+        except Exception as exc:
+            # A bug, not an expected failure: in the IC this would panic the task.
+            log.error("Check for upgrade failed: %r", exc)
+            self.metrics.failed_consecutive_upgrade_checks.inc()
+            self.tasks.record_failure(TASK_NAME, exc)
+        else:
+            self.metrics.failed_consecutive_upgrade_checks.reset()
