@@ -3,8 +3,8 @@ after every test and an artifact directory per test. A thin adapter over `harnes
 
 In a test module::
 
-    from harness.pytest_plugin import testnet_fixture
-    testnet = testnet_fixture(lambda: InternetComputer().add_subnet(...), scope="module")
+    from harness.pytest_plugin import define_testnet
+    testnet = define_testnet(lambda: InternetComputer().add_subnet(...), scope="module")
 
     @pytest.mark.metric_thresholds(
         update_orchestrator={"orchestrator_processes_start_attempts_total": 2})
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
         harness_run.close()
 
 
-def testnet_fixture(
+def define_testnet(
     topology: Callable[[], InternetComputer] | InternetComputer,
     *,
     scope: str = "function",
@@ -240,6 +241,7 @@ def pytest_runtest_makereport(
         ]
         if report.longrepr is not None:
             summary += ["", str(report.longrepr)]
+        shutil.rmtree(directory, ignore_errors=True)  # a rerun replaces, never mixes
         for testnet in testnets:
             try:
                 testnet.collect_artifacts(directory / testnet.testnet_id, summary)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from harness.driver import InternetComputer, Subnet, SubnetType, Testnet
-from harness.pytest_plugin import testnet_fixture
+from harness.pytest_plugin import define_testnet
 
 BOUNDARY_PORT = 443
 
-testnet = testnet_fixture(
+testnet = define_testnet(
     lambda: (
         InternetComputer()
         .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(2))

@@ -16,12 +16,12 @@ from harness.driver import (
     SubnetType,
     Testnet,
 )
-from harness.pytest_plugin import testnet_fixture
+from harness.pytest_plugin import define_testnet
 
 CLOUD_ENGINE_NODES = 4
 IC_GATEWAY_PORT = 80
 
-testnet = testnet_fixture(
+testnet = define_testnet(
     lambda: (
         InternetComputer()
         .with_api_boundary_nodes(1)

@@ -11,9 +11,9 @@ import signal
 import pytest
 
 from harness.driver import InternetComputer, Subnet, SubnetType
-from harness.pytest_plugin import testnet_fixture
+from harness.pytest_plugin import define_testnet
 
-testnet = testnet_fixture(
+testnet = define_testnet(
     lambda: InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
 )
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from harness.driver import InternetComputer, Subnet, SubnetType, Testnet
-from harness.pytest_plugin import testnet_fixture
+from harness.pytest_plugin import define_testnet
 
-testnet = testnet_fixture(
+testnet = define_testnet(
     lambda: (
         InternetComputer()
         .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
@@ -34,8 +34,8 @@ def test_unassign_then_assign_to_another_subnet(testnet: Testnet) -> None:
     node.await_status_is_unavailable()
     node.await_status_is_unavailable(port=80)
     assert node.dashboard()["subnet id"] == "Unassigned"
-    assert node.process_pid("replica") is None
-    assert node.process_pid("ic-gateway") is None
+    node.await_process("replica", running=False)
+    node.await_process("ic-gateway", running=False)
     assert engine.nodes[0].status(port=80).is_healthy  # the rest of the subnet is unaffected
 
     testnet.registry.assign_node(node.node_id, application.subnet_id)

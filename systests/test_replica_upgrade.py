@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from harness.driver import InternetComputer, Subnet, SubnetType, Testnet
-from harness.pytest_plugin import testnet_fixture
+from harness.pytest_plugin import define_testnet
 
-testnet = testnet_fixture(
+testnet = define_testnet(
     lambda: (
         InternetComputer()
         .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
@@ -31,14 +31,12 @@ def test_bumping_the_replica_version_restarts_each_replica_once(testnet: Testnet
     testnet.registry.set_replica_version(engine.subnet_id, "2.0.0")
 
     for node in engine.nodes:
-        node.await_process("replica", running=True)
-        status = node.await_status_is_healthy()
-        if status.impl_version != "2.0.0":
-            status = node.await_status_is_healthy()
+        status = node.await_status_is_healthy(version="2.0.0")
         assert status.impl_version == "2.0.0"
         assert node.process_pid("replica") != old_pids[node.node_id]
         assert node.process_start_attempts("replica") == 2
-        assert node.status(port=80).impl_version == "2.0.0"  # the gateway follows its replica
+        # The gateway proxies to the upgraded replica.
+        assert node.await_status_is_healthy(port=80).impl_version == "2.0.0"
         assert node.dashboard()["replica version"] == "2.0.0"
     # The other subnet is not upgraded.
     assert system.nodes[0].status().impl_version == "1.0.0"

@@ -4,6 +4,7 @@ and faults on the node's programs."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -79,18 +80,43 @@ class Node:
             )
         return decode_status(response.content)
 
-    def status_is_healthy(self, port: int = REPLICA_PORT) -> StatusResponse:
-        status = self.status(port)
-        if not status.is_healthy:
-            raise NotHealthy(f"replica not healthy yet, status: {status.replica_health_status}")
-        return status
-
     def await_status_is_healthy(
-        self, port: int = REPLICA_PORT, timeout: float = DEFAULT_WAIT_TIMEOUT
+        self,
+        port: int = REPLICA_PORT,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        version: str | None = None,
     ) -> StatusResponse:
+        """Wait until the status says healthy (and, if given, reports `version`)."""
+        what = "healthy" if version is None else f"healthy at version {version}"
+        return self.await_status(
+            lambda s: s.is_healthy and (version is None or s.impl_version == version),
+            what,
+            port,
+            timeout,
+        )
+
+    def await_status(
+        self,
+        condition: Callable[[StatusResponse], bool],
+        what: str,
+        port: int = REPLICA_PORT,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+    ) -> StatusResponse:
+        """Wait until the decoded status satisfies `condition`; the timeout names `what` and
+        the last status seen."""
+
+        def check() -> StatusResponse:
+            status = self.status(port)
+            if not condition(status):
+                raise NotHealthy(
+                    f"not {what} yet: health {status.replica_health_status}, "
+                    f"version {status.impl_version}"
+                )
+            return status
+
         return wait_until(
-            lambda: self.status_is_healthy(port),
-            f"await_status_is_healthy of {self.node_id} at {self.url(port, STATUS_PATH)}",
+            check,
+            f"await status {what} of {self.node_id} at {self.url(port, STATUS_PATH)}",
             timeout,
         )
 

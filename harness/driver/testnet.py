@@ -73,6 +73,8 @@ class TopologySnapshot:
 class Testnet:
     """A testnet of real nodes on a backend. Use as a context manager or call `close()`."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     def __init__(
         self,
         topology: InternetComputer,

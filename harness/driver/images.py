@@ -1,0 +1,474 @@
+"""Node images for the docker backend, built offline and cached by a hash of what goes in.
+
+Three layers, each rebuilt only when its inputs change:
+
+1. base `harness-base:<hash>`: a minimal Debian rootfs (python3, python3-venv, tini,
+   ca-certificates) made by mmdebstrap from the host's apt sources and `docker import`ed. Its
+   hash covers the recipe, the suite, the architecture and the sources file. About a minute,
+   once per machine.
+2. dependencies: the wheels of pyproject's pins (dependencies + build-system requires),
+   downloaded on the host into a cached wheelhouse (`pip download --only-binary=:all:` for
+   Debian's CPython 3.11), installed into a venv at /opt/harness with `pip install --no-index`.
+3. project: harness/, pyproject.toml and README.md, installed with `pip install --no-deps`.
+
+The node image `harness-node:<hash>` hashes the base tag, the pins, the project files and
+images/Dockerfile.node + images/node-entrypoint; when that tag exists nothing is built at all.
+The Dockerfile orders its layers so that a code change reuses the cached dependency layers.
+No registry is involved: the base is imported, the build never pulls, nothing inside the build
+touches the network. Builds are serialised by a file lock in the cache directory
+(`HARNESS_CACHE_DIR`, default `~/.cache/harness`), which also holds the wheelhouses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+from rich.console import Console
+
+from harness.driver.errors import BackendUnavailable, HarnessError
+
+log = logging.getLogger(__name__)
+
+BASE_REPOSITORY = "harness-base"
+NODE_REPOSITORY = "harness-node"
+SUITE = "bookworm"
+TARGET_PYTHON = "3.11"  # the python3 of SUITE: the wheelhouse is made for it
+BASE_PACKAGES = ("python3", "python3-venv", "tini", "ca-certificates")
+MMDEBSTRAP_ARGS = ("--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "--format=tar")
+HOST_APT_SOURCES = (
+    Path("/etc/apt/sources.list.d/debian.sources"),
+    Path("/etc/apt/sources.list"),
+)
+IMAGE_LABEL = "org.harness.image"
+PROJECT_HASH_LABEL = "org.harness.project-hash"
+DEPS_HASH_LABEL = "org.harness.deps-hash"
+DOCKERFILE = "Dockerfile.node"
+ENTRYPOINT = "node-entrypoint"
+_PROJECT_FILES = ("pyproject.toml", "README.md")
+_SKIPPED_PARTS = ("__pycache__",)
+_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+Status = Callable[[str], None]
+
+
+class ImageBuildError(HarnessError):
+    """A node image could not be built; the message says which step failed and why."""
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """One Dockerfile step of a build, and whether the builder reused its cached layer."""
+
+    number: int
+    instruction: str
+    cached: bool
+
+
+@dataclass
+class BuildReport:
+    """What `ensure_node_image` did: the tag, whether the base was made, the steps that ran."""
+
+    tag: str
+    base_built: bool = False
+    steps: list[BuildStep] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def built(self) -> bool:
+        return self.base_built or bool(self.steps)
+
+
+def project_root() -> Path:
+    """The source tree this module belongs to (pyproject.toml, harness/, images/)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file() or not (root / "images" / DOCKERFILE).is_file():
+        raise ImageBuildError(
+            f"building node images needs the harness source tree (pyproject.toml, images/); "
+            f"{root} is not one"
+        )
+    return root
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("HARNESS_CACHE_DIR")
+    if configured:
+        path = Path(configured)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        path = (Path(xdg) if xdg else Path.home() / ".cache") / "harness"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The engine.
+
+
+def engine() -> docker.DockerClient:
+    """A client of a running Docker engine, or `BackendUnavailable` saying why there is none."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        client = docker.from_env()
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise BackendUnavailable(
+            f"the docker backend needs a running Docker engine: cannot reach {where} "
+            f"({_short(exc)}); use --backend local"
+        ) from None
+    return client
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+# Base image.
+
+
+def ensure_mmdebstrap() -> str:
+    """The path of mmdebstrap, installing it with apt-get when missing and running as root."""
+    found = shutil.which("mmdebstrap")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "building the node base image needs mmdebstrap: install it with "
+            "`sudo apt-get install -y mmdebstrap` (Debian/Ubuntu package 'mmdebstrap')"
+        )
+    log.warning("mmdebstrap is missing: installing it with apt-get")
+    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "mmdebstrap"]):
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ImageBuildError(
+                f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()[-800:]}"
+            )
+    found = shutil.which("mmdebstrap")
+    if not found:
+        raise ImageBuildError("apt-get installed mmdebstrap but it is not on PATH")
+    return found
+
+
+def host_apt_sources() -> Path:
+    """The host's apt sources file the base image is made from (`HARNESS_APT_SOURCES`
+    overrides)."""
+    configured = os.environ.get("HARNESS_APT_SOURCES")
+    candidates = [Path(configured)] if configured else list(HOST_APT_SOURCES)
+    for path in candidates:
+        if path.is_file() and any(
+            line.startswith(("deb ", "Types:")) for line in path.read_text().splitlines()
+        ):
+            return path
+    raise ImageBuildError(
+        f"no apt sources file with Debian {SUITE} mirrors found (looked at "
+        f"{', '.join(map(str, candidates))}); set HARNESS_APT_SOURCES to one"
+    )
+
+
+def base_image_tag(sources: Path) -> str:
+    recipe = [SUITE, platform.machine(), list(MMDEBSTRAP_ARGS), sources.read_text()]
+    return f"{BASE_REPOSITORY}:{_digest(recipe)}"
+
+
+def _image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def ensure_base_image(client: docker.DockerClient, status: Status) -> tuple[str, bool]:
+    """The base image's tag, and whether it had to be made now."""
+    sources = host_apt_sources()
+    tag = base_image_tag(sources)
+    if _image_exists(client, tag):
+        return tag, False
+    mmdebstrap = ensure_mmdebstrap()
+    with tempfile.TemporaryDirectory(prefix="harness-base-") as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        argv = [mmdebstrap, *MMDEBSTRAP_ARGS, SUITE, str(rootfs), str(sources)]
+        status(f"{tag}: mmdebstrap {SUITE}")
+        process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        assert process.stderr is not None
+        lines: list[str] = []
+        for line in process.stderr:
+            lines.append(line.rstrip())
+            status(f"{tag}: mmdebstrap: {line.strip()}")
+        if process.wait() != 0:
+            raise ImageBuildError(
+                f"mmdebstrap failed ({process.returncode}) making {tag}: " + "\n".join(lines[-15:])
+            )
+        status(f"{tag}: docker import")
+        repository, _, version = tag.partition(":")
+        client.api.import_image_from_file(str(rootfs), repository=repository, tag=version)
+    if not _image_exists(client, tag):
+        raise ImageBuildError(f"docker import did not produce {tag}")
+    return tag, True
+
+
+# Dependencies.
+
+
+def dependency_pins(root: Path) -> list[str]:
+    """pyproject's runtime dependencies and build requirements, each pinned with `==`."""
+    try:
+        pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+        pins = list(pyproject["project"]["dependencies"])
+        pins += list(pyproject["build-system"]["requires"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise ImageBuildError(f"cannot read the dependency pins of {root}/pyproject.toml: {exc}")
+    unpinned = [pin for pin in pins if "==" not in pin]
+    if unpinned:
+        raise ImageBuildError(f"pyproject.toml: pin these exactly (name==version): {unpinned}")
+    return sorted(pins)
+
+
+def _wheel_platforms() -> list[str]:
+    """manylinux tags Debian's glibc (2.36) runs, newest first; pip does not expand them."""
+    arch = platform.machine()
+    tags = [f"manylinux_2_{minor}_{arch}" for minor in range(36, 4, -1)]
+    return [*tags, f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}"]
+
+
+def wheelhouse(pins: list[str], status: Status) -> Path:
+    """A directory of wheels for `pins` and their dependencies, downloaded once per pin set."""
+    key = _digest(pins, TARGET_PYTHON, platform.machine())
+    target = cache_dir() / "wheelhouse" / key
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    status(f"downloading {len(pins)} pinned wheels and their dependencies")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    abi = "cp" + TARGET_PYTHON.replace(".", "")
+    argv = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--only-binary=:all:", "--dest", str(tmp),
+        "--python-version", TARGET_PYTHON, "--implementation", "cp",
+        "--abi", abi, "--abi", "abi3", "--abi", "none",
+        *(arg for tag in _wheel_platforms() for arg in ("--platform", tag)),
+        *pins,
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ImageBuildError(
+            f"pip download of the node image's wheels failed ({result.returncode}): "
+            f"{result.stderr.strip()[-1500:]}"
+        )
+    os.rename(tmp, target)
+    return target
+
+
+# The project.
+
+
+def project_files(root: Path) -> dict[str, bytes]:
+    """Every file the project layer installs, by path relative to `root`."""
+    files: dict[str, bytes] = {}
+    for name in _PROJECT_FILES:
+        files[name] = (root / name).read_bytes()
+    for path in sorted((root / "harness").rglob("*")):
+        relative = path.relative_to(root)
+        if (
+            not path.is_file()
+            or any(part in _SKIPPED_PARTS or part.startswith(".") for part in relative.parts)
+            or path.suffix in _SKIPPED_SUFFIXES
+        ):
+            continue
+        files[relative.as_posix()] = path.read_bytes()
+    return files
+
+
+def _files_digest(files: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class NodeRecipe:
+    """Everything that goes into a node image, and the tag that names it."""
+
+    base_tag: str
+    pins: list[str]
+    files: dict[str, bytes]
+    dockerfile: bytes
+    entrypoint: bytes
+
+    @property
+    def deps_hash(self) -> str:
+        return _digest(self.base_tag, self.pins, TARGET_PYTHON)
+
+    @property
+    def project_hash(self) -> str:
+        return _files_digest(self.files)
+
+    @property
+    def tag(self) -> str:
+        recipe = _files_digest({"Dockerfile": self.dockerfile, "entrypoint": self.entrypoint})
+        return f"{NODE_REPOSITORY}:{_digest(self.deps_hash, self.project_hash, recipe)}"
+
+
+def node_recipe(root: Path, base_tag: str) -> NodeRecipe:
+    images = root / "images"
+    return NodeRecipe(
+        base_tag=base_tag,
+        pins=dependency_pins(root),
+        files=project_files(root),
+        dockerfile=(images / DOCKERFILE).read_bytes(),
+        entrypoint=(images / ENTRYPOINT).read_bytes(),
+    )
+
+
+def _write_context(context: Path, recipe: NodeRecipe, wheels: Path) -> None:
+    (context / "Dockerfile").write_bytes(recipe.dockerfile)
+    entrypoint = context / ENTRYPOINT
+    entrypoint.write_bytes(recipe.entrypoint)
+    entrypoint.chmod(0o755)
+    (context / "requirements.txt").write_text("\n".join(recipe.pins) + "\n")
+    shutil.copytree(wheels, context / "wheels")
+    for name, content in recipe.files.items():
+        path = context / "project" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def _run_build(
+    client: docker.DockerClient, context: Path, recipe: NodeRecipe, status: Status
+) -> list[BuildStep]:
+    steps: list[BuildStep] = []
+    current: tuple[int, str] | None = None
+    cached = False
+    output: list[str] = []
+
+    def close_step() -> None:
+        if current is not None:
+            steps.append(BuildStep(current[0], current[1], cached))
+
+    chunks: Iterator[dict[str, Any]] = client.api.build(
+        path=str(context),
+        tag=recipe.tag,
+        buildargs={"BASE_IMAGE": recipe.base_tag},
+        labels={
+            IMAGE_LABEL: "node",
+            PROJECT_HASH_LABEL: recipe.project_hash,
+            DEPS_HASH_LABEL: recipe.deps_hash,
+        },
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    )
+    for chunk in chunks:
+        if "error" in chunk:
+            detail = "\n".join(output[-20:])
+            step = f"step {current[0]} ({current[1]})" if current else "the build"
+            raise ImageBuildError(f"{recipe.tag}: {step} failed: {chunk['error']}\n{detail}")
+        for line in str(chunk.get("stream", "")).splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            output.append(line)
+            if line.startswith("Step ") and " : " in line:
+                close_step()
+                counter, _, instruction = line[len("Step ") :].partition(" : ")
+                current, cached = (int(counter.split("/")[0]), instruction), False
+                status(f"{recipe.tag}: {line}")
+            elif line == "---> Using cache":
+                cached = True
+    close_step()
+    return steps
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    with (cache_dir() / "images.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _status(console: Console | None) -> Iterator[Status]:
+    """A rich spinner showing the current step; opened only when something is built."""
+    console = console or Console(stderr=True)
+    with console.status("preparing the node image") as spinner:
+
+        def update(text: str) -> None:
+            log.debug("%s", text)
+            spinner.update(text)
+
+        yield update
+
+
+def ensure_node_image(
+    root: Path | None = None,
+    client: docker.DockerClient | None = None,
+    console: Console | None = None,
+) -> BuildReport:
+    """Make sure the node image for the source tree `root` exists; build what is missing."""
+    root = root or project_root()
+    client = client or engine()
+    started = time.monotonic()
+    sources = host_apt_sources()
+    quick = node_recipe(root, base_image_tag(sources))
+    if _image_exists(client, quick.tag):
+        return BuildReport(quick.tag)
+    with _build_lock(), _status(console) as status:
+        base_tag, base_built = ensure_base_image(client, status)
+        recipe = node_recipe(root, base_tag)
+        report = BuildReport(recipe.tag, base_built)
+        if not _image_exists(client, recipe.tag):
+            wheels = wheelhouse(recipe.pins, status)
+            with tempfile.TemporaryDirectory(prefix="harness-node-image-") as tmp:
+                _write_context(Path(tmp), recipe, wheels)
+                report.steps = _run_build(client, Path(tmp), recipe, status)
+            if not _image_exists(client, recipe.tag):
+                raise ImageBuildError(f"the build finished without tagging {recipe.tag}")
+    report.seconds = time.monotonic() - started
+    if report.built:
+        rebuilt = sum(not step.cached for step in report.steps)
+        (console or Console(stderr=True)).log(
+            f"built {report.tag} in {report.seconds:.1f} s "
+            f"({'new base, ' if base_built else ''}{rebuilt} of {len(report.steps)} steps run)"
+        )
+    return report
+
+
+def build_node_image(root: Path | None = None, console: Console | None = None) -> str:
+    """The tag of the node image of this source tree, built first if it does not exist."""
+    return ensure_node_image(root, console=console).tag
