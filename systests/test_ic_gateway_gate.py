@@ -28,7 +28,7 @@ gated_elsewhere = define_testnet(
 )
 
 
-def cloud_engine_nodes(testnet: Testnet) -> list:  # type: ignore[type-arg]
+def cloud_engine_nodes(testnet: Testnet) -> list:
     (engine,) = testnet.topology_snapshot().subnets_of_type(SubnetType.CLOUD_ENGINE)
     return list(engine.nodes)
 

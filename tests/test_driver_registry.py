@@ -69,7 +69,9 @@ def test_each_mutation_writes_one_new_version(writer: RegistryWriter) -> None:
         (lambda w: w.set_replica_version("nope", "1"), "no subnet 'nope'"),
     ],
 )
-def test_bad_mutations_are_refused_and_write_nothing(writer: RegistryWriter, change, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_mutations_are_refused_and_write_nothing(
+    writer: RegistryWriter, change, message
+) -> None:
     with pytest.raises(HarnessError, match=message):
         change(writer)
     assert writer.store.versions() == [1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from harness.driver import HarnessError, MetricThresholds, MetricsScrapeError, PrefixClash
+from harness.driver import HarnessError, MetricsScrapeError, MetricThresholds, PrefixClash
 from harness.driver.metrics_check import check_prefix_free, offenders, parse_metrics
 
 
@@ -28,7 +28,7 @@ def test_prefix_matches_every_labelled_series_and_ignores_created_timestamps() -
     }
     lines = offenders("node-1", samples, MetricThresholds.defaults().orchestrator)
     assert lines == [
-        "The metric `orchestrator_processes_start_attempts_total{process=\"replica\"}` on node "
+        'The metric `orchestrator_processes_start_attempts_total{process="replica"}` on node '
         "node-1 exceeded the maximum allowed value: 2 > 1"
     ]
 

@@ -33,7 +33,7 @@ def snapshot(version: int = 1, **changes: object) -> RegistrySnapshot:
         api_boundary_nodes={"b1": ApiBoundaryNodeRecord("1.0.0")},
         unassigned_nodes_version="0.9.0",
     )
-    return RegistrySnapshot(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return RegistrySnapshot(**{**base.__dict__, **changes})
 
 
 def test_round_trip_and_lookups(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_versions_are_immutable_and_sequential(tmp_path: Path) -> None:
         (lambda d: d["nodes"]["n1"].update(ip=None), "nodes.n1.ip"),
     ],
 )
-def test_format_errors_name_the_problem(tmp_path: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_format_errors_name_the_problem(tmp_path: Path, mutate, message: str) -> None:
     data = snapshot().to_json()
     mutate(data)
     (tmp_path / "00000000000000000001.json").write_text(json.dumps(data))

@@ -39,9 +39,11 @@ def test_builder_plans_ids_for_every_node() -> None:
         (lambda: InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM)), "has no nodes"),
         (lambda: Subnet(SubnetType.SYSTEM).add_nodes(0), "positive integer, got 0"),
         (
-            lambda: InternetComputer()
-            .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1).with_name("a"))
-            .add_subnet(Subnet(SubnetType.APPLICATION).add_nodes(1).with_name("a")),
+            lambda: (
+                InternetComputer()
+                .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1).with_name("a"))
+                .add_subnet(Subnet(SubnetType.APPLICATION).add_nodes(1).with_name("a"))
+            ),
             "two subnets are named 'a'",
         ),
         (
@@ -60,10 +62,10 @@ def test_builder_plans_ids_for_every_node() -> None:
         (lambda: Subnet(SubnetType.SYSTEM).with_feature("warp"), "unknown node feature 'warp'"),
         (lambda: InternetComputer().with_name("Bad Name").with_unassigned_nodes(1), "testnet name"),
         (lambda: InternetComputer().with_unassigned_nodes(251), "at most 250"),
-        (lambda: InternetComputer().add_subnet("system"), "add_subnet takes a Subnet"),  # type: ignore[arg-type]
+        (lambda: InternetComputer().add_subnet("system"), "add_subnet takes a Subnet"),
     ],
 )
-def test_invalid_topologies_fail_with_a_message_naming_the_problem(build, message) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_topologies_fail_with_a_message_naming_the_problem(build, message) -> None:
     with pytest.raises(TopologyError) as error:
         result = build()
         result.plan()

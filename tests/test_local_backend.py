@@ -1,0 +1,155 @@
+"""The local backend end to end: real orchestrators and node programs on loopback addresses,
+health, teardown that leaves nothing behind (also after SIGINT and after a killed run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.driver import InternetComputer, Run, Subnet, SubnetType, Testnet, sweep
+from harness.driver.run import RUN_ID_ENV, tagged_processes
+
+
+def small_topology() -> InternetComputer:
+    return (
+        InternetComputer()
+        .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+        .add_subnet(Subnet(SubnetType.CLOUD_ENGINE).add_nodes(1).with_ic_gateway())
+        .with_unassigned_nodes(1)
+    )
+
+
+def processes_of(run_id: str) -> list[psutil.Process]:
+    return tagged_processes().get(run_id, [])
+
+
+@pytest.fixture
+def run() -> Run:
+    run = Run.create()
+    yield run
+    run.close()
+
+
+def test_testnet_comes_up_healthy_and_teardown_leaves_nothing(run: Run) -> None:
+    with Testnet(small_topology(), run).start(timeout=30) as testnet:
+        snapshot = testnet.topology_snapshot()
+        system, engine = snapshot.subnets
+        ips = {node.ip for node in testnet.nodes()}
+        assert len(ips) == 3 and all(ip.startswith("127.") for ip in ips)
+        assert system.nodes[0].status().is_healthy
+        gateway_status = engine.nodes[0].status(port=80)
+        assert gateway_status.is_healthy
+        assert gateway_status.impl_version == "1.0.0"
+        unassigned = snapshot.unassigned_nodes[0]
+        assert unassigned.dashboard()["subnet id"] == "Unassigned"
+        assert unassigned.process_pid("replica") is None
+        described = testnet.describe()
+        assert [n["role"] for n in described["nodes"]] == ["replica", "replica", "unassigned"]
+        assert "gateway" in described["nodes"][1]["urls"]
+        names = sorted(p.name() for p in processes_of(run.run_id))
+        assert len(names) >= 5  # 3 orchestrators, 2 replicas, 1 gateway (names vary by launcher)
+    assert processes_of(run.run_id) == []
+
+
+def test_artifacts_hold_logs_registry_metrics_topology(run: Run, tmp_path: Path) -> None:
+    with Testnet(small_topology(), run).start(timeout=30) as testnet:
+        out = testnet.collect_artifacts(tmp_path / "art", ["outcome: passed"])
+    node_dir = out / "nodes" / "subnet-1-node-0"
+    assert (node_dir / "orchestrator.log").stat().st_size > 0
+    assert (node_dir / "replica.log").stat().st_size > 0
+    assert (node_dir / "ic-gateway.log").stat().st_size > 0
+    assert (
+        "orchestrator_processes_start_attempts_total"
+        in (node_dir / "metrics-orchestrator-9091.txt").read_text()
+    )
+    assert (out / "registry" / "00000000000000000001.json").is_file()
+    assert json.loads((out / "topology.json").read_text())["nodes"][0]["id"] == "subnet-0-node-0"
+    assert (out / "summary.txt").read_text() == "outcome: passed\n"
+
+
+def test_harness_up_tears_down_on_sigint(tmp_path: Path) -> None:
+    env = {**os.environ, "HARNESS_STATE_DIR": str(tmp_path / "state")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "up", "--json", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        document = json.loads(_read_json_document(up))
+        assert len(document["nodes"]) == 6
+        run_ids = set(tagged_processes())
+        assert run_ids, "harness up started no tagged process"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=30) == 0
+        leftovers = [p for rid in run_ids for p in processes_of(rid)]
+        assert leftovers == []
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+
+
+def test_a_killed_run_is_swept_by_the_next_one(tmp_path: Path) -> None:
+    env = {**os.environ, "HARNESS_STATE_DIR": str(tmp_path / "state")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "up", "--json", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    _read_json_document(up)
+    mine = {
+        rid: procs
+        for rid, procs in tagged_processes().items()
+        if any(p.environ().get("HARNESS_STATE_DIR") == env["HARNESS_STATE_DIR"] for p in procs)
+    }
+    assert len(mine) == 1
+    (run_id,) = mine
+    up.kill()  # SIGKILL: no teardown runs
+    up.wait()
+    time.sleep(0.2)
+    assert processes_of(run_id), "the nodes should have outlived the killed run"
+    os.environ["HARNESS_STATE_DIR"] = env["HARNESS_STATE_DIR"]
+    try:
+        killed = sweep()
+    finally:
+        del os.environ["HARNESS_STATE_DIR"]
+    assert killed[run_id] >= 6
+    assert processes_of(run_id) == []
+    assert not (tmp_path / "state" / "runs" / run_id).exists()
+
+
+def _read_json_document(process: subprocess.Popen[bytes]) -> str:
+    """Read stdout until one complete JSON document was printed."""
+    assert process.stdout is not None
+    lines: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise AssertionError(f"harness up exited early ({process.wait()}): {err}")
+        lines.append(line)
+        if line.rstrip() == b"}":
+            return b"".join(lines).decode()
+    raise AssertionError("harness up printed no JSON document within 60s")
+
+
+def test_run_id_is_inherited_by_node_programs(run: Run) -> None:
+    with Testnet(InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1)), run).start(
+        timeout=30
+    ) as testnet:
+        node = testnet.nodes()[0]
+        pid = node.process_pid("replica")
+        assert pid is not None
+        assert psutil.Process(pid).environ()[RUN_ID_ENV] == run.run_id
