@@ -36,6 +36,7 @@ from harness.driver import (
 
 run_key = pytest.StashKey[Run]()
 artifacts_key = pytest.StashKey[Path]()
+kept_key = pytest.StashKey[list[dict[str, object]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -151,15 +152,19 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
     yield factory
     if factory.kept:
         (harness_run.directory / "keep").write_text("kept by --keep-testnet\n")
-        terminal = config.pluginmanager.get_plugin("terminalreporter")
-        for testnet in factory.kept:
-            lines = [f"testnet {testnet.testnet_id} kept up (remove with `harness down --all`):"]
-            for node in testnet.describe()["nodes"]:  # type: ignore[attr-defined]
-                lines.append(f"  {node['id']:<24} {node['role']:<12} {node['urls']}")
-            if terminal is not None:
-                terminal.write_line("\n".join(lines))
+        config.stash[kept_key] = [testnet.describe() for testnet in factory.kept]
     else:
         harness_run.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how to reach the testnets that --keep-testnet left up."""
+    for described in terminalreporter.config.stash.get(kept_key, []):
+        terminalreporter.write_line(
+            f"testnet {described['testnet']} kept up (remove with `harness down --all`):"
+        )
+        for node in described["nodes"]:  # type: ignore[attr-defined]
+            terminalreporter.write_line(f"  {node['id']:<24} {node['role']:<12} {node['urls']}")
 
 
 def define_testnet(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+
+from harness.driver import sweep
+from harness.node.status import decode_status
 
 MANUAL_TEST = """
 import pytest
@@ -93,3 +97,48 @@ def test_thresholds_marker_builds_the_checked_maps(pytester: pytest.Pytester) ->
     )
     assert "metric_thresholds takes update_replica=, update_orchestrator=, remove=, " in output
     assert "got ['remov']" in output
+
+
+XDIST_SYSTESTS = """
+import pytest
+from harness.driver import InternetComputer, Subnet, SubnetType
+from harness.pytest_plugin import define_testnet
+
+testnet = define_testnet(
+    lambda: InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(2))
+)
+
+@pytest.mark.parametrize("i", range(4))
+def test_healthy(testnet, i):
+    for node in testnet.nodes():
+        assert node.status().is_healthy
+"""
+
+
+def test_xdist_workers_do_not_fight_over_addresses(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(XDIST_SYSTESTS)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    artifacts = sorted(p.name for p in (pytester.path / "artifacts").iterdir())
+    assert len(artifacts) == 4
+
+
+def test_keep_testnet_leaves_it_up_and_says_how_to_reach_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = pytester.path / "state"
+    monkeypatch.setenv("HARNESS_STATE_DIR", str(state))
+    pytester.makepyfile(XDIST_SYSTESTS.replace("range(4)", "range(1)"))
+    result = pytester.runpytest_subprocess("--keep-testnet", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*kept up (remove with `harness down --all`)*"])
+    urls = [line for line in result.stdout.lines if "subnet-0-node-0" in line]
+    api = urls[0].split("'api': '")[1].split("'")[0]
+    assert decode_status(httpx.get(f"{api}/api/v2/status").content).is_healthy
+    # A later run's sweep leaves a kept run alone; `harness down --all` removes it.
+    assert sweep() == {}
+    (run_id,) = (p.name for p in (state / "runs").iterdir())
+    killed = sweep(everything=True)
+    assert killed[run_id] >= 4
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{api}/api/v2/status", timeout=1)

@@ -1,10 +1,10 @@
 """A run of the harness (a pytest session or a `harness up`): its id, state directory and the
 sweep that removes whatever earlier runs left behind.
 
-Every process a backend starts carries the environment variables `HARNESS_RUN_ID`,
-`HARNESS_TESTNET_ID` and `HARNESS_NODE_ID` (node programs inherit them from their orchestrator),
-and every run writes `<state-root>/runs/<run id>/owner.json` with the pid and start time of the
-process that owns it.
+Every process a backend starts carries the environment variables of `Run.process_tags()`
+(`HARNESS_RUN_ID`, `HARNESS_TESTNET_ID`, `HARNESS_NODE_ID`, `HARNESS_STATE_ROOT`; node programs
+inherit them from their orchestrator), and every run writes `<state-root>/runs/<run id>/owner.json`
+with the pid and start time of the process that owns it.
 A sweep kills the process groups of every tagged process whose run's owner is gone (or of every
 run, with `everything=True`) and removes their state, so a crashed or killed run never leaves
 nodes behind past the next run.
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RUN_ID_ENV = "HARNESS_RUN_ID"
 TESTNET_ID_ENV = "HARNESS_TESTNET_ID"
 NODE_ID_ENV = "HARNESS_NODE_ID"
+STATE_ROOT_ENV = "HARNESS_STATE_ROOT"
 
 
 def state_root() -> Path:
@@ -53,16 +54,35 @@ class Run:
     @classmethod
     def create(cls) -> Run:
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        directory = state_root() / "runs" / run_id
-        directory.mkdir(parents=True)
+        runs = state_root() / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        # Built under a hidden name and renamed: a concurrent sweep (another xdist worker) never
+        # sees a run directory without its owner.
+        building = Path(tempfile.mkdtemp(prefix=".new-", dir=runs))
         me = psutil.Process()
         owner = {"pid": me.pid, "create_time": me.create_time()}
-        (directory / "owner.json").write_text(json.dumps(owner))
+        (building / "owner.json").write_text(json.dumps(owner))
+        directory = runs / run_id
+        building.rename(directory)
         return cls(run_id, directory)
+
+    def process_tags(self, testnet_id: str, node_id: str) -> dict[str, str]:
+        """Environment variables that mark a node's processes as this run's."""
+        return {
+            RUN_ID_ENV: self.run_id,
+            TESTNET_ID_ENV: testnet_id,
+            NODE_ID_ENV: node_id,
+            STATE_ROOT_ENV: str(self.directory.parent.parent),
+        }
 
     def close(self) -> None:
         """Remove what is left of this run: its processes and its state directory."""
         sweep(only_run=self.run_id)
+
+
+def _protected(run_dir: Path) -> bool:
+    """A run that only `harness down --all` may remove: alive, or kept by --keep-testnet."""
+    return (run_dir / "keep").exists() or _owner_alive(run_dir)
 
 
 def _owner_alive(run_dir: Path) -> bool:
@@ -75,17 +95,20 @@ def _owner_alive(run_dir: Path) -> bool:
 
 
 def tagged_processes() -> dict[str, list[psutil.Process]]:
-    """Every live process started by some run, by run id."""
+    """Every live process started by a run of this state root, by run id. (Runs of another
+    state root, e.g. a test's own, are theirs to sweep.)"""
     found: dict[str, list[psutil.Process]] = {}
     me = os.getpid()
+    root = str(state_root())
     for process in psutil.process_iter():
         if process.pid == me:
             continue
         try:
-            run_id = process.environ().get(RUN_ID_ENV)
+            env = process.environ()
         except (psutil.Error, OSError):
             continue
-        if run_id:
+        run_id = env.get(RUN_ID_ENV)
+        if run_id and env.get(STATE_ROOT_ENV) == root:
             found.setdefault(run_id, []).append(process)
     return found
 
@@ -120,15 +143,17 @@ def sweep(everything: bool = False, only_run: str | None = None) -> dict[str, in
         run_dir = runs_dir / run_id
         if only_run is not None and run_id != only_run:
             continue
-        if only_run is None and not everything and _owner_alive(run_dir):
+        if only_run is None and not everything and _protected(run_dir):
             continue
         killed[run_id] = kill_processes(processes)
         log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
     if runs_dir.is_dir():
         for run_dir in runs_dir.iterdir():
+            if run_dir.name.startswith("."):
+                continue  # a run being created
             if only_run is not None and run_dir.name != only_run:
                 continue
-            if only_run is None and not everything and _owner_alive(run_dir):
+            if only_run is None and not everything and _protected(run_dir):
                 continue
             shutil.rmtree(run_dir, ignore_errors=True)
     from harness.driver.backends.local_addresses import release_stale_claims

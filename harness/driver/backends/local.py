@@ -25,7 +25,13 @@ import psutil
 from harness.driver.backends import local_addresses
 from harness.driver.backends.base import Backend, BackendOptions, register_backend
 from harness.driver.errors import HarnessError, NodeStartError
-from harness.driver.run import NODE_ID_ENV, RUN_ID_ENV, TESTNET_ID_ENV, Run, kill_processes
+from harness.driver.run import (
+    NODE_ID_ENV,
+    TESTNET_ID_ENV,
+    Run,
+    kill_processes,
+    tagged_processes,
+)
 from harness.driver.topology import Plan, PlannedNode
 
 log = logging.getLogger(__name__)
@@ -109,9 +115,7 @@ class LocalBackend(Backend):
         ]
         env = {
             **os.environ,
-            RUN_ID_ENV: self.run.run_id,
-            TESTNET_ID_ENV: self.testnet_id,
-            NODE_ID_ENV: node.node_id,
+            **self.run.process_tags(self.testnet_id, node.node_id),
             "PYTHONUNBUFFERED": "1",
         }
         log_file = local.data_dir / "orchestrator.log"
@@ -160,15 +164,13 @@ class LocalBackend(Backend):
     def _tagged(self, node_id: str | None = None) -> list[psutil.Process]:
         """Live processes of this testnet (of one node), found by their environment tags."""
         found = []
-        for process in psutil.process_iter():
+        for process in tagged_processes().get(self.run.run_id, []):
             try:
                 env = process.environ()
             except (psutil.Error, OSError):
                 continue
-            if (
-                env.get(RUN_ID_ENV) == self.run.run_id
-                and env.get(TESTNET_ID_ENV) == self.testnet_id
-                and (node_id is None or env.get(NODE_ID_ENV) == node_id)
+            if env.get(TESTNET_ID_ENV) == self.testnet_id and (
+                node_id is None or env.get(NODE_ID_ENV) == node_id
             ):
                 found.append(process)
         return found
