@@ -67,7 +67,12 @@ def load_topology(spec: str) -> InternetComputer:
             raise HarnessError(f"--topology {spec}: cannot import {target}: {exc}") from exc
     value = getattr(module, name, None)
     if callable(value) and not isinstance(value, InternetComputer):
-        value = value()
+        try:
+            value = value()
+        except HarnessError:
+            raise
+        except Exception as exc:
+            raise HarnessError(f"--topology {spec}: calling {name}() failed: {exc!r}") from exc
     if not isinstance(value, InternetComputer):
         raise HarnessError(
             f"--topology {spec}: {name!r} is not an InternetComputer (or a function returning one)"
