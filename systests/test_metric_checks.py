@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness.driver import sweep
+
 BROKEN_THRESHOLD = """
 import signal
 
@@ -32,7 +34,10 @@ def test_not_prefix_free(testnet):
 
 
 @pytest.mark.systest
-def test_a_broken_threshold_fails_with_the_ic_message(pytester: pytest.Pytester) -> None:
+def test_a_broken_threshold_fails_with_the_ic_message(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARNESS_STATE_DIR", str(pytester.path / "state"))
     pytester.makepyfile(BROKEN_THRESHOLD)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--artifacts-dir", "art")
     result.assert_outcomes(failed=2)
@@ -48,3 +53,6 @@ def test_a_broken_threshold_fails_with_the_ic_message(pytester: pytest.Pytester)
     artifacts = list((pytester.path / "art").glob("*restart_without*/*/summary.txt"))
     assert len(artifacts) == 1
     assert "exceeded the maximum allowed value: 2 > 1" in artifacts[0].read_text()
+    # The failed tests' testnets were torn down all the same.
+    assert sweep(everything=True) == {}
+    assert list((pytester.path / "state" / "runs").iterdir()) == []
