@@ -6,21 +6,24 @@ Three layers, each rebuilt only when its inputs change:
    ca-certificates) made by mmdebstrap from the host's apt sources and `docker import`ed. Its
    hash covers the recipe, the suite, the architecture and the sources file. About a minute,
    once per machine.
-2. dependencies: the wheels of pyproject's pins (dependencies + build-system requires),
-   downloaded on the host into a cached wheelhouse (`pip download --only-binary=:all:` for
-   Debian's CPython 3.11), installed into a venv at /opt/harness with `pip install --no-index`.
-3. project: harness/, pyproject.toml and README.md, installed with `pip install --no-deps`.
+2. dependencies (hash: pyproject.toml, its pins, the entrypoint): the wheels of the pins
+   (dependencies + build-system requires), downloaded on the host into a cached wheelhouse
+   (`pip download --only-binary=:all:` for Debian's CPython 3.11), installed into a venv at
+   /opt/harness with `pip install --no-index`, plus a skeleton of the project installed with
+   `pip install --no-deps` (its dist-info and console scripts).
+3. project (hash: the files of harness/): the package copied over the skeleton, with .pyc
+   compiled on the host. One step, so a code change costs one layer.
 
-The node image `harness-node:<hash>` hashes the base tag, the pins, the project files and
-images/Dockerfile.node + images/node-entrypoint; when that tag exists nothing is built at all.
-The Dockerfile orders its layers so that a code change reuses the cached dependency layers.
-No registry is involved: the base is imported, the build never pulls, nothing inside the build
-touches the network. Builds are serialised by a file lock in the cache directory
-(`HARNESS_CACHE_DIR`, default `~/.cache/harness`), which also holds the wheelhouses.
+The node image `harness-node:<hash>` hashes all of that and images/Dockerfile.node; when that
+tag exists nothing is built at all. No registry is involved: the base is imported, the build
+never pulls, nothing inside the build touches the network. Builds are serialised by a file lock
+in the cache directory (`HARNESS_CACHE_DIR`, default `~/.cache/harness`), which also holds the
+wheelhouses.
 """
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import fcntl
 import hashlib
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import platform
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -51,21 +55,19 @@ log = logging.getLogger(__name__)
 BASE_REPOSITORY = "harness-base"
 NODE_REPOSITORY = "harness-node"
 SUITE = "bookworm"
-TARGET_PYTHON = "3.11"  # the python3 of SUITE: the wheelhouse is made for it
+TARGET_PYTHON = "3.11"  # the python3 of SUITE: the wheelhouse and the .pyc are made for it
+SITE_PACKAGES = f"/opt/harness/lib/python{TARGET_PYTHON}/site-packages"  # as in Dockerfile.node
 BASE_PACKAGES = ("python3", "python3-venv", "tini", "ca-certificates")
 MMDEBSTRAP_ARGS = ("--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "--format=tar")
 HOST_APT_SOURCES = (
     Path("/etc/apt/sources.list.d/debian.sources"),
     Path("/etc/apt/sources.list"),
 )
-IMAGE_LABEL = "org.harness.image"
-PROJECT_HASH_LABEL = "org.harness.project-hash"
-DEPS_HASH_LABEL = "org.harness.deps-hash"
 DOCKERFILE = "Dockerfile.node"
 ENTRYPOINT = "node-entrypoint"
-_PROJECT_FILES = ("pyproject.toml", "README.md")
 _SKIPPED_PARTS = ("__pycache__",)
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
+_LAYER_INSTRUCTIONS = ("RUN", "COPY", "ADD")
 
 Status = Callable[[str], None]
 
@@ -95,6 +97,11 @@ class BuildReport:
     @property
     def built(self) -> bool:
         return self.base_built or bool(self.steps)
+
+    @property
+    def layer_steps(self) -> list[BuildStep]:
+        """The steps that make a filesystem layer (the costly ones)."""
+        return [s for s in self.steps if s.instruction.split(" ", 1)[0] in _LAYER_INSTRUCTIONS]
 
 
 def project_root() -> Path:
@@ -247,7 +254,9 @@ def dependency_pins(root: Path) -> list[str]:
         pins = list(pyproject["project"]["dependencies"])
         pins += list(pyproject["build-system"]["requires"])
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
-        raise ImageBuildError(f"cannot read the dependency pins of {root}/pyproject.toml: {exc}")
+        raise ImageBuildError(
+            f"cannot read the dependency pins of {root}/pyproject.toml: {exc}"
+        ) from None
     unpinned = [pin for pin in pins if "==" not in pin]
     if unpinned:
         raise ImageBuildError(f"pyproject.toml: pin these exactly (name==version): {unpinned}")
@@ -293,11 +302,9 @@ def wheelhouse(pins: list[str], status: Status) -> Path:
 # The project.
 
 
-def project_files(root: Path) -> dict[str, bytes]:
-    """Every file the project layer installs, by path relative to `root`."""
+def package_files(root: Path) -> dict[str, bytes]:
+    """Every file of the harness package, by path relative to `root`."""
     files: dict[str, bytes] = {}
-    for name in _PROJECT_FILES:
-        files[name] = (root / name).read_bytes()
     for path in sorted((root / "harness").rglob("*")):
         relative = path.relative_to(root)
         if (
@@ -323,13 +330,20 @@ class NodeRecipe:
 
     base_tag: str
     pins: list[str]
+    pyproject: bytes
     files: dict[str, bytes]
     dockerfile: bytes
     entrypoint: bytes
 
     @property
     def deps_hash(self) -> str:
-        return _digest(self.base_tag, self.pins, TARGET_PYTHON)
+        """What the dependency step depends on: a change here reinstalls the wheels."""
+        return _digest(
+            self.base_tag,
+            self.pins,
+            TARGET_PYTHON,
+            _files_digest({"pyproject.toml": self.pyproject, "entrypoint": self.entrypoint}),
+        )
 
     @property
     def project_hash(self) -> str:
@@ -337,7 +351,7 @@ class NodeRecipe:
 
     @property
     def tag(self) -> str:
-        recipe = _files_digest({"Dockerfile": self.dockerfile, "entrypoint": self.entrypoint})
+        recipe = _files_digest({"Dockerfile": self.dockerfile})
         return f"{NODE_REPOSITORY}:{_digest(self.deps_hash, self.project_hash, recipe)}"
 
 
@@ -346,23 +360,47 @@ def node_recipe(root: Path, base_tag: str) -> NodeRecipe:
     return NodeRecipe(
         base_tag=base_tag,
         pins=dependency_pins(root),
-        files=project_files(root),
+        pyproject=(root / "pyproject.toml").read_bytes(),
+        files=package_files(root),
         dockerfile=(images / DOCKERFILE).read_bytes(),
         entrypoint=(images / ENTRYPOINT).read_bytes(),
     )
 
 
-def _write_context(context: Path, recipe: NodeRecipe, wheels: Path) -> None:
-    (context / "Dockerfile").write_bytes(recipe.dockerfile)
-    entrypoint = context / ENTRYPOINT
-    entrypoint.write_bytes(recipe.entrypoint)
-    entrypoint.chmod(0o755)
-    (context / "requirements.txt").write_text("\n".join(recipe.pins) + "\n")
-    shutil.copytree(wheels, context / "wheels")
-    for name, content in recipe.files.items():
-        path = context / "project" / name
+def _write_files(directory: Path, files: Mapping[str, bytes]) -> None:
+    for name, content in files.items():
+        path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
+
+
+def _write_context(context: Path, recipe: NodeRecipe, wheels: Path) -> None:
+    """The build context: `deps/` for the dependency step, `harness/` for the last one."""
+    (context / "Dockerfile").write_bytes(recipe.dockerfile)
+    deps = context / "deps"
+    shutil.copytree(wheels, deps / "wheels")
+    (deps / "requirements.txt").write_text("\n".join(recipe.pins) + "\n")
+    entrypoint = deps / ENTRYPOINT
+    entrypoint.write_bytes(recipe.entrypoint)
+    entrypoint.chmod(0o755)
+    # The skeleton gives the venv the dist-info and console scripts; its only module is
+    # replaced by the real package in the last step.
+    skeleton = {
+        "pyproject.toml": recipe.pyproject,
+        "README.md": b"harness\n",
+        "harness/__init__.py": b"",
+    }
+    _write_files(deps / "skeleton", skeleton)
+    _write_files(context, recipe.files)
+    if sys.version_info[:2] == tuple(map(int, TARGET_PYTHON.split("."))):
+        # Same bytecode format as the image's python: ship .pyc so that nodes start without
+        # compiling (they may run as a user who cannot write __pycache__ there).
+        compileall.compile_dir(
+            context / "harness",
+            ddir=f"{SITE_PACKAGES}/harness",
+            quiet=2,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
 
 
 def _run_build(
@@ -381,11 +419,6 @@ def _run_build(
         path=str(context),
         tag=recipe.tag,
         buildargs={"BASE_IMAGE": recipe.base_tag},
-        labels={
-            IMAGE_LABEL: "node",
-            PROJECT_HASH_LABEL: recipe.project_hash,
-            DEPS_HASH_LABEL: recipe.deps_hash,
-        },
         rm=True,
         forcerm=True,
         pull=False,
@@ -424,8 +457,12 @@ def _build_lock() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _status(console: Console | None) -> Iterator[Status]:
-    """A rich spinner showing the current step; opened only when something is built."""
+    """A rich spinner showing the current step on a terminal, one line per step elsewhere
+    (CI logs); opened only when something is built."""
     console = console or Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda text: console.log(text, highlight=False)
+        return
     with console.status("preparing the node image") as spinner:
 
         def update(text: str) -> None:
@@ -442,7 +479,9 @@ def ensure_node_image(
 ) -> BuildReport:
     """Make sure the node image for the source tree `root` exists; build what is missing."""
     root = root or project_root()
-    client = client or engine()
+    if client is None:
+        with contextlib.closing(engine()) as own:
+            return ensure_node_image(root, own, console)
     started = time.monotonic()
     sources = host_apt_sources()
     quick = node_recipe(root, base_image_tag(sources))
@@ -461,14 +500,20 @@ def ensure_node_image(
                 raise ImageBuildError(f"the build finished without tagging {recipe.tag}")
     report.seconds = time.monotonic() - started
     if report.built:
-        rebuilt = sum(not step.cached for step in report.steps)
+        layers = report.layer_steps
+        rebuilt = sum(not step.cached for step in layers)
         (console or Console(stderr=True)).log(
             f"built {report.tag} in {report.seconds:.1f} s "
-            f"({'new base, ' if base_built else ''}{rebuilt} of {len(report.steps)} steps run)"
+            f"({'new base, ' if base_built else ''}{rebuilt} of {len(layers)} layers rebuilt)",
+            highlight=False,
         )
     return report
 
 
-def build_node_image(root: Path | None = None, console: Console | None = None) -> str:
+def build_node_image(
+    root: Path | None = None,
+    client: docker.DockerClient | None = None,
+    console: Console | None = None,
+) -> str:
     """The tag of the node image of this source tree, built first if it does not exist."""
-    return ensure_node_image(root, console=console).tag
+    return ensure_node_image(root, client, console).tag

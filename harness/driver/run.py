@@ -80,6 +80,11 @@ class Run:
         sweep(only_run=self.run_id)
 
 
+def docker_engine_configured() -> bool:
+    """Whether a Docker engine may be there to sweep (cheap: no import, no connection)."""
+    return bool(os.environ.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
+
+
 def _protected(run_dir: Path) -> bool:
     """A run that only `harness down --all` may remove: alive, or kept by --keep-testnet."""
     return (run_dir / "keep").exists() or _owner_alive(run_dir)
@@ -147,6 +152,13 @@ def sweep(everything: bool = False, only_run: str | None = None) -> dict[str, in
             continue
         killed[run_id] = kill_processes(processes)
         log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
+    if docker_engine_configured():
+        from harness.driver.backends.docker import sweep_docker
+
+        for run_id, count in sweep_docker(
+            everything, only_run, lambda r: _protected(runs_dir / r)
+        ).items():
+            killed[run_id] = killed.get(run_id, 0) + count
     if runs_dir.is_dir():
         for run_dir in runs_dir.iterdir():
             if run_dir.name.startswith("."):

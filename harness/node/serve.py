@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Generator, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -61,16 +61,26 @@ class Servers:
         self._servers: list[tuple[str, _Server, socket.socket]] = []
         self.stopping = asyncio.Event()
 
-    def add(self, name: str, app: ASGIApp, address: ListenAddress) -> None:
-        """Bind `address` now and serve `app` on it once `run()` is called."""
+    def add(
+        self,
+        name: str,
+        app: ASGIApp,
+        address: ListenAddress,
+        *,
+        http: type[asyncio.Protocol] | Literal["httptools"] = "httptools",
+    ) -> None:
+        """Bind `address` now and serve `app` on it once `run()` is called. `http` may name a
+        subclass of uvicorn's httptools protocol for a program that needs one."""
         sock = bind(address, name)
         config = uvicorn.Config(
             app,
             lifespan="off",
-            http="httptools",
+            http=http,
             access_log=False,
             log_config=None,
             server_header=False,
+            # Never trust a client's X-Forwarded-For, not even from loopback.
+            proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(self.graceful_timeout)),
         )
         self._servers.append((name, _Server(config), sock))

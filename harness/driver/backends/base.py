@@ -91,4 +91,11 @@ def _local() -> type[Backend]:
     return LocalBackend
 
 
+def _docker() -> type[Backend]:
+    from harness.driver.backends.docker import DockerBackend
+
+    return DockerBackend
+
+
 register_backend("local", _local)
+register_backend("docker", _docker)

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from harness.driver.backends import local_addresses
-from harness.driver.backends.base import Backend, BackendOptions, register_backend
+from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import (
     NODE_ID_ENV,
@@ -231,6 +231,3 @@ class LocalBackend(Backend):
         if self._prefix is not None:
             local_addresses.release_block(self._prefix)
             self._prefix = None
-
-
-register_backend("local", lambda: LocalBackend)

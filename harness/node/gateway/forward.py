@@ -1,0 +1,97 @@
+"""Forwarding with the real gateway's retry policy, round-robin over the `IC_URL`s, under one
+deadline.
+
+A request is tried at most `IC_REQUEST_RETRIES` times in all (the real gateway counts the same
+way; 0 and 1 both mean one attempt), pausing `IC_REQUEST_RETRY_INTERVAL` before the first retry
+and doubling the pause after each. It is retried when the replica could not be reached or
+closed the connection unanswered, and when it answered 429 or 5xx (`status_needs_retry`, as
+ic-gateway's `status_code_needs_retrying`); the last answer is passed on when all attempts
+answered that way. Each request starts at the next URL of the list and each retry moves on to
+the one after. Attempts, pauses and reading the answer together get `IC_RESPONSE_TIMEOUT`;
+past it during an attempt the request fails with `UpstreamTimeout` (504), during a pause it
+ends with what the last attempt gave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from harness.node.gateway.errors import UpstreamError, UpstreamTimeout
+from harness.node.gateway.upstream import Upstream, UpstreamRequest, UpstreamResponse
+
+log = logging.getLogger(__name__)
+
+# Called once per attempt with the upstream and the outcome: a status code or an error label.
+AttemptHook = Callable[[Upstream, str], None]
+
+
+def status_needs_retry(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class Forwarder:
+    """Sends requests to a list of upstreams with retries, round-robin and a deadline."""
+
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        retries: int,
+        retry_interval: float,
+        timeout: float,
+        on_attempt: AttemptHook | None = None,
+    ) -> None:
+        if not upstreams:
+            raise ValueError("a Forwarder needs at least one upstream")
+        self.upstreams = tuple(upstreams)
+        self.attempts = max(1, retries)
+        self.retry_interval = retry_interval
+        self.timeout = timeout
+        self.on_attempt = on_attempt
+        self._next = 0
+
+    async def forward(self, request: UpstreamRequest) -> tuple[UpstreamResponse, Upstream]:
+        """The answer and the upstream that gave it; raise `UpstreamError` if there is none."""
+        first = self._next
+        self._next = (first + 1) % len(self.upstreams)
+        upstream = self.upstreams[first]
+        # What the last finished attempt gave, for a deadline that falls in a pause.
+        outcome: UpstreamResponse | UpstreamError | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                pause = self.retry_interval
+                for attempt in range(self.attempts):
+                    upstream = self.upstreams[(first + attempt) % len(self.upstreams)]
+                    last = attempt == self.attempts - 1
+                    outcome = None
+                    try:
+                        response = await upstream.forward(request)
+                    except UpstreamError as exc:
+                        outcome = exc
+                        self._attempted(upstream, exc.label)
+                        if last or not exc.retriable:
+                            raise
+                        log.debug("retrying %s in %gs: %s", request.target, pause, exc)
+                    else:
+                        outcome = response
+                        self._attempted(upstream, str(response.status))
+                        if last or not status_needs_retry(response.status):
+                            return response, upstream
+                        log.debug(
+                            "retrying %s in %gs: got %d", request.target, pause, response.status
+                        )
+                    await asyncio.sleep(pause)
+                    pause *= 2
+        except TimeoutError:
+            if isinstance(outcome, UpstreamResponse):
+                return outcome, upstream
+            if isinstance(outcome, UpstreamError):
+                raise outcome from None
+            self._attempted(upstream, UpstreamTimeout.label)
+            raise UpstreamTimeout(upstream.url, self.timeout) from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _attempted(self, upstream: Upstream, outcome: str) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(upstream, outcome)

@@ -1,0 +1,219 @@
+"""The docker backend end to end: a testnet of containers comes up healthy on loopback-only
+ports, survives faults, leaves nothing with its run label behind, and its leftovers are swept."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from harness.driver import (
+    BackendOptions,
+    BackendUnavailable,
+    InternetComputer,
+    NodeStartError,
+    Run,
+    Subnet,
+    SubnetType,
+    Testnet,
+)
+from harness.driver.backends import docker as docker_backend
+from harness.driver.backends.local_addresses import NODE_PORTS
+from harness.driver.images import engine
+from harness.driver.run import state_root
+from harness.driver.waits import wait_until
+
+
+def _engine_missing() -> str | None:
+    try:
+        engine().close()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
+_MISSING = _engine_missing()
+needs_docker = pytest.mark.skipif(
+    _MISSING is not None, reason=f"NO DOCKER ENGINE: docker backend not tested ({_MISSING})"
+)
+
+
+def two_nodes() -> InternetComputer:
+    return (
+        InternetComputer()
+        .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+        .add_subnet(Subnet(SubnetType.CLOUD_ENGINE).add_nodes(1).with_ic_gateway())
+    )
+
+
+@pytest.fixture
+def run() -> Iterator[Run]:
+    run = Run.create()
+    yield run
+    run.close()
+    docker_backend.sweep_docker(only_run=run.run_id)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    client = engine()
+    yield client
+    client.close()
+
+
+def labelled(client: docker.DockerClient, run_id: str) -> tuple[list[str], list[str]]:
+    label = f"{docker_backend.RUN_LABEL}={run_id}"
+    containers = [c.name for c in client.containers.list(all=True, filters={"label": label})]
+    networks = [n.name for n in client.networks.list(filters={"label": label})]
+    return containers, networks
+
+
+@needs_docker
+def test_testnet_comes_up_healthy_on_loopback_and_recovers_from_kill(
+    run: Run, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    with Testnet(two_nodes(), run, backend="docker").start(timeout=60) as testnet:
+        backend = testnet.backend
+        assert isinstance(backend, docker_backend.DockerBackend)
+        system, cloud = testnet.topology_snapshot().subnets
+        assert backend.subnet is not None
+        assert [n.ip for n in testnet.nodes()] == [
+            str(backend.subnet.network_address + 2),
+            str(backend.subnet.network_address + 3),
+        ]
+        assert system.nodes[0].status().is_healthy
+        gateway = cloud.nodes[0].status(port=80)  # Host: gateway.icp
+        assert gateway.is_healthy
+        assert gateway.impl_version == "1.0.0"
+
+        containers = client.containers.list(
+            filters={"label": f"{docker_backend.RUN_LABEL}={run.run_id}"}
+        )
+        assert len(containers) == 2
+        for container in containers:
+            ports = container.attrs["NetworkSettings"]["Ports"]
+            assert sorted(ports) == sorted(f"{port}/tcp" for port in NODE_PORTS)
+            host_ips = {b["HostIp"] for bindings in ports.values() for b in bindings}
+            assert host_ips == {"127.0.0.1"}
+            assert container.labels[docker_backend.TESTNET_LABEL] == testnet.testnet_id
+            mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+            assert mounts["/registry"]["RW"] is False
+            assert mounts["/var/lib/node"]["RW"] is True
+
+        node = cloud.nodes[0]
+        old = node.process_pid("replica")
+        assert old is not None
+        assert node.kill_process("replica", signal.SIGKILL) == old
+
+        def new_replica() -> int | None:
+            pid = node.process_pid("replica")
+            return None if pid in (None, old) else pid
+
+        new = wait_until(new_replica, "a new replica", 30)
+        assert new != old
+        node.await_healthy_everywhere(30)
+        assert node.process_start_attempts("replica") == 2
+
+        artifacts = testnet.collect_artifacts(tmp_path / "artifacts")
+        node_dir = artifacts / "nodes" / node.node_id
+        assert "orchestrator" in (node_dir / "orchestrator.log").read_text()
+        assert (node_dir / "replica.log").stat().st_size > 0
+        assert (node_dir / "ic-gateway.log").stat().st_size > 0
+    assert labelled(client, run.run_id) == ([], [])
+
+
+@needs_docker
+def test_faults_pause_disconnect_stop_and_orchestrator_signal(
+    run: Run, client: docker.DockerClient
+) -> None:
+    topology = InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+    with Testnet(topology, run, backend="docker").start(timeout=60) as testnet:
+        backend = testnet.backend
+        assert isinstance(backend, docker_backend.DockerBackend)
+        node = testnet.nodes()[0]
+
+        backend.pause_node(node.node_id)
+        node.await_status_is_unavailable(timeout=20)
+        backend.unpause_node(node.node_id)
+        node.await_status_is_healthy(timeout=20)
+
+        backend.disconnect_node(node.node_id)
+        node.await_status_is_unavailable(timeout=20)
+        backend.connect_node(node.node_id)
+        node.await_status_is_healthy(timeout=20)
+
+        backend.stop_node(node.node_id)
+        node.await_status_is_unavailable(timeout=20)
+        backend.start_node(testnet.plan.nodes[0], testnet.registry.path)
+        node.await_status_is_healthy(timeout=20)
+
+        pid = backend.kill_process(node.node_id, "orchestrator", signal.SIGTERM)
+        assert pid != 1  # the orchestrator, not tini
+        container = client.containers.list(
+            all=True, filters={"label": f"{docker_backend.NODE_LABEL}={node.node_id}"}
+        )[0]
+        assert container.wait(timeout=30)["StatusCode"] == 0  # tini exits with the orchestrator
+        with pytest.raises(docker_backend.HarnessError, match="is not running"):
+            backend.kill_process(node.node_id, "replica")
+    assert labelled(client, run.run_id) == ([], [])
+
+
+@needs_docker
+def test_a_node_that_cannot_start_is_a_clear_error(run: Run, client: docker.DockerClient) -> None:
+    topology = InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+    testnet = Testnet(topology, run, backend="docker", options=BackendOptions(check_interval=-1))
+    with pytest.raises(NodeStartError) as raised:
+        testnet.start(timeout=30)
+    message = str(raised.value)
+    assert message.startswith("node subnet-0-node-0 did not come up: ")
+    assert "its container exited" in message
+    assert "--check-interval: '-1' must be a positive number of seconds" in message
+    assert labelled(client, run.run_id) == ([], [])
+
+
+@needs_docker
+def test_sweep_removes_leftovers_of_dead_runs_only(client: docker.DockerClient) -> None:
+    base = next(
+        tag for image in client.images.list("harness-base") for tag in image.tags
+    )  # made by the node image build of the tests above
+    made: dict[str, tuple[str, str]] = {}
+    for run_id in ("sweep-dead-run", "sweep-live-run"):
+        labels = {
+            docker_backend.RUN_LABEL: run_id,
+            docker_backend.TESTNET_LABEL: "t",
+            docker_backend.STATE_ROOT_LABEL: str(state_root()),
+        }
+        network = client.networks.create(f"harness-{run_id}", labels=labels)
+        container = client.containers.create(
+            base, ["sleep", "600"], labels=labels, network=network.name, name=f"harness-{run_id}"
+        )
+        container.start()
+        made[run_id] = (container.name or "", network.name or "")
+    try:
+        removed = docker_backend.sweep_docker(live_run=lambda run_id: run_id != "sweep-dead-run")
+        assert removed["sweep-dead-run"] == 2
+        assert "sweep-live-run" not in removed
+        assert labelled(client, "sweep-dead-run") == ([], [])
+        assert labelled(client, "sweep-live-run") == (
+            [made["sweep-live-run"][0]],
+            [made["sweep-live-run"][1]],
+        )
+        assert docker_backend.sweep_docker(only_run="sweep-live-run") == {"sweep-live-run": 2}
+        assert labelled(client, "sweep-live-run") == ([], [])
+    finally:
+        docker_backend.sweep_docker(only_run="sweep-dead-run")
+        docker_backend.sweep_docker(only_run="sweep-live-run")
+
+
+def test_missing_engine_is_a_clear_error(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    with pytest.raises(BackendUnavailable) as raised:
+        Testnet(two_nodes(), run, backend="docker")
+    message = str(raised.value)
+    assert message.startswith(
+        "the docker backend needs a running Docker engine: cannot reach unix:///nonexistent.sock ("
+    )
+    assert message.endswith("); use --backend local")
