@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 
-def _free_ip(ports: Sequence[int]) -> str:
+def free_loopback_ip(ports: Sequence[int]) -> str:
     rng = random.Random()
     for _ in range(200):
         ip = f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
@@ -41,13 +41,13 @@ def _free_ip(ports: Sequence[int]) -> str:
 @pytest.fixture
 def loopback_ip() -> str:
     """A 127.x.y.z address on which the usual node ports are free."""
-    return _free_ip([80, 443, 7070, 8080, 9090, 9091, 9324, 9325])
+    return free_loopback_ip([80, 443, 7070, 8080, 9090, 9091, 9324, 9325])
 
 
 @pytest.fixture
 def make_loopback_ip() -> Callable[[], str]:
     """A factory of further free loopback addresses, for tests that need several."""
-    return lambda: _free_ip([80, 443, 7070, 8080, 9090, 9091, 9324, 9325])
+    return lambda: free_loopback_ip([80, 443, 7070, 8080, 9090, 9091, 9324, 9325])
 
 
 @dataclass

@@ -20,7 +20,7 @@ import cbor2
 import httpx
 import psutil
 import pytest
-from conftest import Program, _free_ip, wait_for_http
+from conftest import Program, free_loopback_ip, wait_for_http
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.node.replica.rootkey import DER_PREFIX, default_root_key
@@ -116,7 +116,7 @@ def shared_replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica
     """
     directory = tmp_path_factory.mktemp("shared-replica")
     (directory / "root.der").write_bytes(SHARED_KEY)
-    ip = _free_ip([8080, 9090])
+    ip = free_loopback_ip([8080, 9090])
     log = directory / "replica.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
