@@ -105,6 +105,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             if subnet.subnet_type == SubnetType.CLOUD_ENGINE:
                 subnet.with_ic_gateway()
     topology.validate()
+    if args.backend == "docker":
+        build_images(console)  # before the progress display, so the two do not interleave
     sweep()
     run = Run.create()
     stop = threading.Event()
@@ -148,6 +150,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_images(console: Console) -> str:
+    from harness.driver.images import build_node_image
+
+    return build_node_image(console=console)
+
+
+def cmd_images_build(args: argparse.Namespace) -> int:
+    tag = build_images(Console(stderr=True))
+    print(tag)
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     killed = sweep(everything=args.all)
     total = sum(killed.values())
@@ -174,6 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     down = commands.add_parser("down", help="remove what earlier runs left behind")
     down.add_argument("--all", action="store_true", help="also runs whose owner is still alive")
     down.set_defaults(func=cmd_down)
+    images = commands.add_parser("images", help="the docker backend's node image")
+    image_commands = images.add_subparsers(dest="images_command", required=True)
+    build = image_commands.add_parser(
+        "build", help="build the node image offline (no-op when it is up to date); print its tag"
+    )
+    build.set_defaults(func=cmd_images_build)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -151,3 +153,17 @@ def test_missing_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
         "the docker backend needs a running Docker engine: cannot reach unix:///nonexistent.sock ("
     )
     assert message.endswith("); use --backend local")
+
+
+@needs_docker
+def test_harness_images_build_prints_the_tag(client: docker.DockerClient) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "images", "build"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    tag = result.stdout.strip()
+    assert tag == images.build_node_image(client=client)
+    assert client.images.get(tag).tags == [tag]
