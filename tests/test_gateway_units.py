@@ -7,14 +7,7 @@ import time
 
 import pytest
 
-from harness.node.gateway.config import (
-    ConfigError,
-    load_config,
-    parse_domains,
-    parse_duration,
-    parse_ic_urls,
-    parse_size,
-)
+from harness.node.gateway.config import load_config, parse_domains, parse_ic_urls, parse_size
 from harness.node.gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
@@ -28,6 +21,7 @@ from harness.node.gateway.proxy import host_of
 from harness.node.gateway.routes import Target, match_route
 from harness.node.gateway.upstream import Upstream, UpstreamRequest, UpstreamResponse
 from harness.node.listen import ListenAddress
+from harness.node.settings import ConfigError, parse_duration
 from harness.node.status import StatusResponse, encode_status
 
 BASE_ENV = {"IC_URL": "http://127.0.0.1:8080", "DOMAIN": "ic0.test"}

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator, MutableMapping
 from typing import Any, Literal
 
@@ -26,6 +27,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger(__name__)
+
+EXIT_BIND = 1
+"""A program's exit code when a listen address cannot be bound."""
 
 
 class BindError(OSError):
@@ -133,3 +137,24 @@ def setup_logging(program: str, level: str = "INFO") -> None:
         level=level.upper(),
         format=f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s",
     )
+
+
+def serve_program(
+    program: str,
+    log_level: str,
+    main: Callable[[], Coroutine[Any, Any, None]],
+    log: logging.Logger,
+) -> None:
+    """The common end of `main()` of ic-gateway and ic-boundary: log to stderr as `program`
+    at `log_level`, keep httpx and httpcore at WARNING or quieter, run `main` on uvloop, and
+    exit with `EXIT_BIND` (the reason logged to `log`) when a listen address is taken."""
+    setup_logging(program, log_level)
+    # httpx logs every request at INFO, httpcore every step at DEBUG: too much on the hot path
+    # (and one line per replica per health check).
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        run_program(main)
+    except BindError as exc:
+        log.error("%s", exc.strerror)
+        sys.exit(EXIT_BIND)

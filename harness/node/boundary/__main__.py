@@ -21,7 +21,7 @@ from harness.node.boundary.metrics import BoundaryMetrics
 from harness.node.boundary.routing import Balancer, RoutingTable
 from harness.node.boundary.upstream import make_client
 from harness.node.registry import LocalStore, RegistryClient
-from harness.node.serve import BindError, Servers, run_program, setup_logging
+from harness.node.serve import Servers, serve_program
 
 log = logging.getLogger("harness.node.boundary")
 
@@ -83,15 +83,8 @@ async def serve(config: BoundaryConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
-    setup_logging("ic-boundary", config.log_level)
-    # httpx logs every request at INFO: one line per replica per health check.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        run_program(lambda: serve(config))
-    except BindError as exc:
-        log.error("%s", exc.strerror)
-        sys.exit(1)
+        serve_program("ic-boundary", config.log_level, lambda: serve(config), log)
     except BackgroundTaskFailed as exc:
         log.error("exiting: %s", exc)
         sys.exit(1)

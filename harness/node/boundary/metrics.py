@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from harness.node.boundary.routing import Balancer
-from harness.node.serve import ASGIApp, Receive, Scope, Send
+from harness.node.metrics_app import registry_app
+from harness.node.serve import ASGIApp
 
 NO_SUBNET = "none"
 
@@ -94,21 +95,4 @@ class BoundaryMetrics:
 
     def app(self) -> ASGIApp:
         """`GET /metrics` in the Prometheus text format; other paths are 404."""
-        exposition = make_asgi_app(self.registry)
-
-        async def metrics_app(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                return
-            if scope["path"] != "/metrics":
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 404,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b"not found; try /metrics\n"})
-                return
-            await exposition(scope, receive, send)
-
-        return metrics_app
+        return registry_app(self.registry)

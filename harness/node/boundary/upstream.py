@@ -13,22 +13,12 @@ from dataclasses import dataclass
 
 import httpx
 
+from harness.node.proxy_headers import HeaderFilter
+
 Headers = list[tuple[bytes, bytes]]
 
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
+_TO_REPLICA = HeaderFilter((b"host", b"content-length"))
+_TO_CLIENT = HeaderFilter((b"content-length", b"date"))  # uvicorn adds its own Date
 
 
 class UpstreamError(Exception):
@@ -67,14 +57,8 @@ class UpstreamResponse:
     body: bytes
 
 
-def strip_headers(headers: Iterable[tuple[bytes, bytes]], also: Iterable[bytes]) -> Headers:
-    """`headers` without hop-by-hop ones, those `Connection` names, and `also` (lowercase)."""
-    headers = list(headers)
-    dropped = set(_HOP_BY_HOP) | set(also)
-    for name, value in headers:
-        if name.lower() == b"connection":
-            dropped |= {token.strip().lower() for token in value.split(b",")}
-    return [(name.lower(), value) for name, value in headers if name.lower() not in dropped]
+def _lowercase(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    return [(name.lower(), value) for name, value in headers]
 
 
 async def forward(
@@ -89,7 +73,7 @@ async def forward(
     request = client.build_request(
         method,
         base_url + path_and_query,
-        headers=strip_headers(headers, (b"host", b"content-length")),
+        headers=_TO_REPLICA(_lowercase(headers)),
         content=body,
     )
     try:
@@ -107,6 +91,4 @@ async def forward(
         raise UpstreamTimeout(f"{base_url}: no answer in time ({type(exc).__name__})") from exc
     except httpx.HTTPError as exc:
         raise UpstreamError(f"{base_url}: {type(exc).__name__}: {exc}") from exc
-    # uvicorn adds its own Date.
-    kept = strip_headers(response.headers.raw, (b"content-length", b"date"))
-    return UpstreamResponse(response.status_code, kept, raw)
+    return UpstreamResponse(response.status_code, _TO_CLIENT(_lowercase(response.headers.raw)), raw)

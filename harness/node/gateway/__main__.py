@@ -19,11 +19,10 @@ from harness.node.gateway.metrics import GatewayMetrics
 from harness.node.gateway.protocol import GatewayHttpProtocol
 from harness.node.gateway.proxy import GatewayApp
 from harness.node.gateway.upstream import HttpxUpstream, Transports
-from harness.node.serve import BindError, Servers, run_program, setup_logging
+from harness.node.serve import Servers, serve_program
 
 log = logging.getLogger("harness.node.gateway")
 
-EXIT_BIND = 1
 # A verdict of /health is reused this long, so a flood of health checks is one status request.
 HEALTH_TTL = 0.25
 HEALTH_TIMEOUT = 5.0
@@ -60,15 +59,7 @@ async def serve(config: GatewayConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
-    setup_logging("ic-gateway", config.log_level)
-    # httpx logs every request at INFO, httpcore every step at DEBUG: too much on the hot path.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    try:
-        run_program(lambda: serve(config))
-    except BindError as exc:
-        log.error("%s", exc.strerror)
-        sys.exit(EXIT_BIND)
+    serve_program("ic-gateway", config.log_level, lambda: serve(config), log)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Like the real ic-gateway (`#[clap(env, long)]`), every flag `--some-flag` can be
 variable `SOME_FLAG`; the flag wins, and an empty variable counts as unset. Unknown variables
 are ignored, because the orchestrator passes the real gateway's whole env file (`LOG_STDOUT`,
 `CERT_PROVIDER_DIR`, ...). A bad value ends the program with exit code 2 and a message that
-names the variable or flag it came from.
+names the variable or flag it came from (the machinery is `harness.node.settings`).
 
 Values: durations as `25ms`, `1s`, `1.5s`, `2m`, `1h` (a bare number is seconds); sizes as
 `10MB` (10,000,000 bytes), `512KiB`, `3MiB` (binary units), a bare number is bytes.
@@ -12,22 +12,24 @@ Values: durations as `25ms`, `1s`, `1.5s`, `2m`, `1h` (a bare number is seconds)
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 from harness.node.listen import ListenAddress, parse_listen
+from harness.node.settings import (
+    LOG_LEVELS,
+    ConfigError,
+    Setting,
+    Values,
+    load_settings,
+    name_as_given,
+    parse_duration,
+    parse_log_level,
+)
 
-T = TypeVar("T")
-
-LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical")
-_LOG_LEVEL_NAMES = {"trace": "debug", "warn": "warning"}
-_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIZE = re.compile(r"^(\d+)\s*([kmg]i?b|b)?$")
 _SIZE_UNITS = {
     "b": 1,
@@ -39,10 +41,6 @@ _SIZE_UNITS = {
     "gib": 1024**3,
 }
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-
-
-class ConfigError(ValueError):
-    """A value ic-gateway cannot use; the message says why (the caller adds where it came from)."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +58,6 @@ class GatewayConfig:
     graceful_timeout: float
     log_level: str
     network_http_client_count: int
-
-
-def parse_duration(value: str) -> float:
-    """`25ms`, `1s`, `1.5s`, `2m`, `1h` or a bare number of seconds, in seconds; above zero."""
-    match = _DURATION.match(value.strip().lower())
-    if match is None:
-        raise ConfigError(f"{value!r} is not a duration (examples: 25ms, 1s, 1.5s, 2m)")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
-    if seconds <= 0:
-        raise ConfigError(f"{value!r}: the duration must be above zero")
-    return seconds
 
 
 def parse_size(value: str) -> int:
@@ -152,86 +139,49 @@ def _is_host(host: str) -> bool:
     return True
 
 
-def parse_log_level(value: str) -> str:
-    """A Rust-style (`trace`, `warn`) or Python level name, as a Python level name."""
-    level = value.strip().lower()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
-    return _LOG_LEVEL_NAMES.get(level, level)
-
-
-def _listen(value: str) -> ListenAddress:
-    try:
-        return parse_listen(value)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-# dest -> (default or None, help); the flag is --dest-with-dashes, the variable DEST_UPPER.
-_SETTINGS: dict[str, tuple[str | None, str]] = {
-    "listen_plain": ("127.0.0.1:8080", "plain HTTP listen address"),
-    "ic_url": (None, "replica base URL(s), comma-separated; required"),
-    "domain": (None, "served domain(s), comma-separated; other Host headers get 400; required"),
-    "metrics_listen": (None, "metrics listen address (GET /metrics); none: no metrics server"),
-    "ic_request_retries": ("4", "attempts per request on connect errors, 429 and 5xx"),
-    "ic_request_retry_interval": ("25ms", "pause before the first retry, doubling after"),
-    "ic_request_max_size": ("10MB", "largest request body accepted (413 above)"),
-    "ic_response_timeout": ("30s", "time the upstream gets to answer, retries included (504)"),
-    "graceful_timeout": ("5s", "on SIGTERM, how long in-flight requests may still run"),
-    "log_level": ("info", f"one of {', '.join(LOG_LEVELS)}"),
-    "network_http_client_count": ("32", "upstream connection pools, used in turn"),
+# The flag is --dest-with-dashes, the variable DEST_UPPER.
+_SETTINGS: dict[str, Setting] = {
+    "listen_plain": Setting("127.0.0.1:8080", "plain HTTP listen address"),
+    "ic_url": Setting(None, "replica base URL(s), comma-separated; required"),
+    "domain": Setting(
+        None, "served domain(s), comma-separated; other Host headers get 400; required"
+    ),
+    "metrics_listen": Setting(
+        None, "metrics listen address (GET /metrics); none: no metrics server"
+    ),
+    "ic_request_retries": Setting("4", "attempts per request on connect errors, 429 and 5xx"),
+    "ic_request_retry_interval": Setting("25ms", "pause before the first retry, doubling after"),
+    "ic_request_max_size": Setting("10MB", "largest request body accepted (413 above)"),
+    "ic_response_timeout": Setting(
+        "30s", "time the upstream gets to answer, retries included (504)"
+    ),
+    "graceful_timeout": Setting("5s", "on SIGTERM, how long in-flight requests may still run"),
+    "log_level": Setting("info", f"one of {', '.join(LOG_LEVELS)}"),
+    "network_http_client_count": Setting("32", "upstream connection pools, used in turn"),
 }
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ic-gateway",
-        description="HTTP gateway in front of a replica's IC API, like dfinity/ic-gateway. "
-        "Every flag is also an environment variable (--ic-url = IC_URL); the flag wins.",
-    )
-    for dest, (default, text) in _SETTINGS.items():
-        shown = f" (default {default})" if default is not None else ""
-        parser.add_argument(
-            f"--{dest.replace('_', '-')}", dest=dest, metavar=dest.upper(), help=text + shown
-        )
-    return parser
 
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> GatewayConfig:
     """Build the configuration from flags over variables over defaults; exit 2 when bad."""
-    parser = _parser()
-    args = vars(parser.parse_args(argv))
-    values: dict[str, tuple[str | None, str]] = {}
-    for dest, (default, _) in _SETTINGS.items():
-        flag = f"--{dest.replace('_', '-')}"
-        if args[dest] is not None:
-            values[dest] = (args[dest], flag)
-        elif env.get(dest.upper()):
-            values[dest] = (env[dest.upper()], f"{dest.upper()} (environment)")
-        else:
-            values[dest] = (default, f"{flag} / {dest.upper()}")
-    try:
-        return _build(values)
-    except ConfigError as exc:
-        parser.error(str(exc))
+    return load_settings(
+        argv,
+        env,
+        prog="ic-gateway",
+        description="HTTP gateway in front of a replica's IC API, like dfinity/ic-gateway. "
+        "Every flag is also an environment variable (--ic-url = IC_URL); the flag wins.",
+        settings=_SETTINGS,
+        naming=name_as_given,
+        build=_build,
+    )
 
 
-def _build(values: Mapping[str, tuple[str | None, str]]) -> GatewayConfig:
-    def get(dest: str, parse: Callable[[str], T]) -> T:
-        value, source = values[dest]
-        if value is None:
-            raise ConfigError(f"{source} is required")
-        try:
-            return parse(value)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-
-    metrics_value, _ = values["metrics_listen"]
+def _build(values: Values) -> GatewayConfig:
+    get = values.get
     return GatewayConfig(
-        listen_plain=get("listen_plain", _listen),
+        listen_plain=get("listen_plain", parse_listen),
         ic_urls=get("ic_url", parse_ic_urls),
         domains=get("domain", parse_domains),
-        metrics_listen=None if metrics_value is None else get("metrics_listen", _listen),
+        metrics_listen=values.optional("metrics_listen", parse_listen),
         ic_request_retries=get("ic_request_retries", parse_count),
         ic_request_retry_interval=get("ic_request_retry_interval", parse_duration),
         ic_request_max_size=get("ic_request_max_size", parse_size),

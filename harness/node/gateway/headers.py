@@ -17,48 +17,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from harness.node.proxy_headers import Header, HeaderFilter
 from harness.node.status import CONTENT_TYPE_CBOR
 
-Header = tuple[bytes, bytes]
-
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-    }
+_TO_UPSTREAM = HeaderFilter(
+    (
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    )
 )
-_NOT_TO_UPSTREAM = HOP_BY_HOP | {
-    b"host",
-    b"content-length",
-    b"expect",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-}
-_NOT_TO_CLIENT = HOP_BY_HOP | {b"content-length", b"date"}
 _SUCCESS_HEADERS: tuple[Header, ...] = (
     (b"content-type", CONTENT_TYPE_CBOR.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
 )
-_NOT_TO_CLIENT_ON_SUCCESS = _NOT_TO_CLIENT | {name for name, _ in _SUCCESS_HEADERS}
-
-
-def _named_by_connection(headers: Iterable[Header], dropped: frozenset[bytes]) -> frozenset[bytes]:
-    """`dropped` plus the header names listed in any Connection header."""
-    extra: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            extra.update(token.strip().lower() for token in value.split(b","))
-    return dropped | extra if extra - dropped else dropped
+_TO_CLIENT = HeaderFilter((b"content-length", b"date"))
+_TO_CLIENT_ON_SUCCESS = HeaderFilter(_TO_CLIENT.dropped | {name for name, _ in _SUCCESS_HEADERS})
 
 
 def to_upstream(
@@ -68,8 +46,7 @@ def to_upstream(
 
     Names in `headers` must be lowercase, as ASGI servers give them.
     """
-    dropped = _named_by_connection(headers, _NOT_TO_UPSTREAM)
-    kept = [header for header in headers if header[0] not in dropped]
+    kept = _TO_UPSTREAM(headers)
     forwarded_for = b", ".join(value for name, value in headers if name == b"x-forwarded-for")
     if client_ip is not None:
         client = client_ip.encode()
@@ -83,11 +60,7 @@ def to_upstream(
 
 def to_client(headers: Iterable[Header], success: bool) -> list[Header]:
     """The headers to send back for a replica answer with `headers` (lowercase names)."""
-    headers = list(headers)
-    dropped = _named_by_connection(
-        headers, _NOT_TO_CLIENT_ON_SUCCESS if success else _NOT_TO_CLIENT
-    )
-    kept = [header for header in headers if header[0] not in dropped]
+    kept = (_TO_CLIENT_ON_SUCCESS if success else _TO_CLIENT)(list(headers))
     if success:
         kept.extend(_SUCCESS_HEADERS)
     return kept

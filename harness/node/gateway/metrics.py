@@ -15,13 +15,13 @@ Names and labels follow the real gateway (registry prefix `ic_gateway`):
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from harness.node.serve import ASGIApp, Receive, Scope, Send
+from harness.node.metrics_app import registry_app
+from harness.node.serve import ASGIApp
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LABELS = ("method", "http", "status", "error", "upstream")
-_NOT_FOUND = b"Not Found: metrics are at /metrics\n"
 
 
 class GatewayMetrics:
@@ -74,19 +74,4 @@ class GatewayMetrics:
 
     def app(self) -> ASGIApp:
         """`GET /metrics` in the Prometheus text format; other paths are 404."""
-        exposition = make_asgi_app(self.registry)
-
-        async def metrics_app(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                return
-            if scope["path"] != "/metrics":
-                headers = [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(_NOT_FOUND)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 404, "headers": headers})
-                await send({"type": "http.response.body", "body": _NOT_FOUND})
-                return
-            await exposition(scope, receive, send)
-
-        return metrics_app
+        return registry_app(self.registry)

@@ -15,12 +15,11 @@ from harness.node.replica.faults import FaultsFile
 from harness.node.replica.metrics import metrics_app
 from harness.node.replica.rootkey import RootKeyError, default_root_key, load_root_key
 from harness.node.replica.runtime import Runtime
-from harness.node.serve import BindError, Servers, run_program, setup_logging
+from harness.node.serve import EXIT_BIND, BindError, Servers, run_program, setup_logging
 
 log = logging.getLogger("harness.node.replica")
 
 EXIT_USAGE = 2
-EXIT_BIND = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

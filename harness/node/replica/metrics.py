@@ -17,7 +17,8 @@ from collections.abc import Callable
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from harness.node.serve import ASGIApp, Receive, Scope, Send
+from harness.node.metrics_app import registry_app
+from harness.node.serve import ASGIApp
 from harness.node.status import ReplicaHealthStatus
 
 # `<name>_created` samples would also match a `<name>` prefix and be compared with a count.
@@ -90,23 +91,4 @@ class ReplicaMetrics:
 
 def metrics_app(metrics: ReplicaMetrics, before_scrape: Callable[[], object]) -> ASGIApp:
     """Serve the registry on `/` (the IC driver scrapes the root) and `/metrics`."""
-    exposition = prometheus_client.make_asgi_app(metrics.registry)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["path"] not in METRICS_PATHS:
-            body = f"not found: {scope['path']} (metrics are served on / and /metrics)\n"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 404,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body.encode()})
-            return
-        before_scrape()
-        await exposition(scope, receive, send)
-
-    return app
+    return registry_app(metrics.registry, METRICS_PATHS, before_scrape)
