@@ -220,9 +220,14 @@ def thresholds_for(item: pytest.Item) -> MetricThresholds:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    """After a test body passed: the metric threshold checks on every testnet it used."""
-    result = yield
+    """After the test body: heal every fault it left (pass or fail), then, if it passed, the
+    metric threshold checks on every testnet it used."""
     testnets = _testnets(item)
+    try:
+        result = yield
+    finally:
+        for testnet in testnets:
+            testnet.heal_all()
     if testnets:
         thresholds = thresholds_for(item)
         for testnet in testnets:

@@ -137,12 +137,12 @@ def test_faults_pause_disconnect_stop_and_orchestrator_signal(
 
         backend.pause_node(node.node_id)
         node.await_status_is_unavailable(timeout=20)
-        backend.unpause_node(node.node_id)
+        backend.resume_node(node.node_id)
         node.await_status_is_healthy(timeout=20)
 
-        backend.disconnect_node(node.node_id)
+        backend.partition_node(node.node_id)
         node.await_status_is_unavailable(timeout=20)
-        backend.connect_node(node.node_id)
+        backend.heal_node(node.node_id)
         node.await_status_is_healthy(timeout=20)
 
         backend.stop_node(node.node_id)
@@ -150,14 +150,21 @@ def test_faults_pause_disconnect_stop_and_orchestrator_signal(
         backend.start_node(testnet.plan.nodes[0], testnet.registry.path)
         node.await_status_is_healthy(timeout=20)
 
-        pid = backend.kill_process(node.node_id, "orchestrator", signal.SIGTERM)
+        # The orchestrator killed -9: its container goes down and the restart policy brings
+        # it back (Restart=always); the new orchestrator runs one replica again.
+        old_replica = node.process_pid("replica")
+        pid = backend.kill_process(node.node_id, "orchestrator", signal.SIGKILL)
         assert pid != 1  # the orchestrator, not tini
+        node.await_status_is_unavailable(timeout=20)
+        assert node.await_status_is_healthy(timeout=60).is_healthy
         container = client.containers.list(
-            all=True, filters={"label": f"{docker_backend.NODE_LABEL}={node.node_id}"}
+            filters={"label": f"{docker_backend.NODE_LABEL}={node.node_id}"}
         )[0]
-        assert container.wait(timeout=30)["StatusCode"] == 0  # tini exits with the orchestrator
-        with pytest.raises(docker_backend.HarnessError, match="is not running"):
-            backend.kill_process(node.node_id, "replica")
+        assert container.attrs["RestartCount"] == 1
+        top = container.top()["Processes"]
+        assert sum(1 for row in top if "bin/replica" in " ".join(row)) == 1
+        assert node.process_pid("replica") is not None
+        del old_replica
     assert labelled(client, run.run_id) == ([], [])
 
 

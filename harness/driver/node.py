@@ -206,6 +206,33 @@ class Node:
         )
         return result if running and isinstance(result, int) else None
 
+    # Faults (undone by `Testnet.heal_all()` after every test).
+    def pause(self) -> None:
+        self.testnet.pause_node(self.node_id)
+
+    def resume(self) -> None:
+        self.testnet.resume_node(self.node_id)
+
+    def partition(self) -> None:
+        self.testnet.partition_node(self.node_id)
+
+    def heal(self) -> None:
+        self.testnet.heal_node(self.node_id)
+
+    def stop(self) -> None:
+        self.testnet.stop_node(self.node_id)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.testnet.start_node(self.node_id, timeout)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.testnet.restart_node(self.node_id, timeout)
+
+    def set_replica_faults(self, **knobs: object) -> None:
+        """Turn on the replica's fault knobs (`fail_at_start`, `unhealthy`, `delay_seconds`,
+        `critical_errors`; see `harness.node.replica`); no knobs clears them."""
+        self.testnet.set_replica_faults(self.node_id, knobs)
+
     def kill_process(self, process: str, sig: int = signal.SIGKILL) -> int:
         """Send `sig` (default SIGKILL) to one program of the node; return its pid."""
         return self.testnet.backend.kill_process(self.node_id, process, sig)

@@ -152,6 +152,15 @@ def sweep(everything: bool = False, only_run: str | None = None) -> dict[str, in
             continue
         killed[run_id] = kill_processes(processes)
         log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
+    from harness.driver.backends.local_firewall import sweep_rules
+
+    sweep_rules(
+        lambda run_id: (
+            run_id == only_run
+            if only_run is not None
+            else everything or not _protected(runs_dir / run_id)
+        )
+    )
     if docker_engine_configured():
         from harness.driver.backends.docker import sweep_docker
 

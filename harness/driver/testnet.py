@@ -8,7 +8,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -22,6 +23,8 @@ from harness.driver.node import Node
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
 from harness.driver.topology import InternetComputer, Plan
+from harness.driver.waits import wait_until
+from harness.node.orchestrator.processes import REPLICA_FAULTS_FILE
 from harness.node.registry import SubnetType
 from harness.node.registry.records import FEATURE_IC_GATEWAY
 
@@ -94,6 +97,7 @@ class Testnet:
         )
         self.http = httpx.Client(trust_env=False)
         self._nodes: dict[str, Node] = {}
+        self._faults: dict[str, set[str]] = defaultdict(set)
         self._closed = False
 
     # Life cycle.
@@ -133,6 +137,95 @@ class Testnet:
             self.backend.teardown()
         finally:
             self.http.close()
+
+    # Faults. Each is undone by `heal_all()`, which the pytest plugin runs after every test.
+    def pause_node(self, node_id: str) -> None:
+        """Freeze the node (SIGSTOP / docker pause): it keeps its state, answers nothing."""
+        self.node(node_id)
+        self.backend.pause_node(node_id)
+        self._faults[node_id].add("paused")
+
+    def resume_node(self, node_id: str) -> None:
+        self.node(node_id)
+        self.backend.resume_node(node_id)
+        self._faults[node_id].discard("paused")
+
+    def partition_node(self, node_id: str) -> None:
+        """Cut the node off from every other node and from the harness."""
+        self.node(node_id)
+        self.backend.partition_node(node_id)
+        self._faults[node_id].add("partitioned")
+
+    def heal_node(self, node_id: str) -> None:
+        self.node(node_id)
+        self.backend.heal_node(node_id)
+        self._faults[node_id].discard("partitioned")
+
+    def stop_node(self, node_id: str) -> None:
+        """Stop the node gracefully (its orchestrator stops its programs first)."""
+        self.node(node_id)
+        self.backend.stop_node(node_id)
+        self._faults[node_id] = {"stopped"}
+
+    def start_node(self, node_id: str, timeout: float = 60.0) -> None:
+        """Start a stopped node and wait until it is healthy."""
+        planned = next((n for n in self.plan.nodes if n.node_id == node_id), None)
+        if planned is None:
+            raise HarnessError(f"no node {node_id!r}; nodes: {sorted(self._nodes)}")
+        self.backend.start_node(planned, self.registry.path)
+        self._faults[node_id].discard("stopped")
+        self.await_node_healthy(node_id, timeout)
+
+    def restart_node(self, node_id: str, timeout: float = 60.0) -> None:
+        self.stop_node(node_id)
+        self.start_node(node_id, timeout)
+
+    def set_replica_faults(self, node_id: str, knobs: Mapping[str, object]) -> None:
+        """Write the replica's fault-knob file (atomically); empty `knobs` removes it."""
+        self.node(node_id)
+        path = self.backend.data_dir(node_id) / REPLICA_FAULTS_FILE
+        if not knobs:
+            path.unlink(missing_ok=True)
+            self._faults[node_id].discard("replica faults")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_text(json.dumps(dict(knobs)))
+        staging.replace(path)
+        self._faults[node_id].add("replica faults")
+
+    def faults(self) -> dict[str, set[str]]:
+        """Nodes with a fault in force (paused, partitioned, stopped) and which."""
+        return {node_id: set(f) for node_id, f in self._faults.items() if f}
+
+    def heal_all(self, timeout: float = 60.0) -> dict[str, set[str]]:
+        """Undo every fault in force: resume, heal, start; wait until those nodes are healthy.
+        Returns what was healed."""
+        healed = self.faults()
+        for node_id, faults in healed.items():
+            if "replica faults" in faults:
+                self.set_replica_faults(node_id, {})
+            if "stopped" in faults:
+                self.start_node(node_id, timeout)
+                continue
+            if "paused" in faults:
+                self.resume_node(node_id)
+            if "partitioned" in faults:
+                self.heal_node(node_id)
+            self.await_node_healthy(node_id, timeout)
+        return healed
+
+    def await_node_healthy(self, node_id: str, timeout: float = 60.0) -> None:
+        """Healthy as its role says: replica (and gateway) if assigned, ic-boundary on API
+        boundary nodes, the dashboard answering otherwise."""
+        node = self.node(node_id)
+        snapshot = self.registry.latest()
+        if snapshot.subnet_of(node_id) is not None:
+            node.await_healthy_everywhere(timeout)
+        elif snapshot.api_boundary_node_version(node_id) is not None and node.domain:
+            node.await_status_is_healthy(443, timeout)
+        else:
+            wait_until(node.dashboard, f"dashboard of {node_id} answering", timeout)
 
     # Topology.
     def node(self, node_id: str) -> Node:

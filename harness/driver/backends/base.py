@@ -33,6 +33,10 @@ class Backend(abc.ABC):
         self.directory = directory
         self.options = options
 
+    def data_dir(self, node_id: str) -> Path:
+        """The node's data directory as the harness sees it (logs, pid files, fault knobs)."""
+        return self.directory / node_id
+
     @abc.abstractmethod
     def allocate(self, plan: Plan) -> Mapping[str, str]:
         """Reserve an address for every node; return node id -> IP written to the registry."""
@@ -43,7 +47,24 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def stop_node(self, node_id: str) -> None:
-        """Stop the node gracefully (SIGTERM to its orchestrator, escalating)."""
+        """Stop the node gracefully (SIGTERM to its orchestrator, escalating). Until then, an
+        orchestrator that dies is started again, as systemd's `Restart=always` would."""
+
+    @abc.abstractmethod
+    def pause_node(self, node_id: str) -> None:
+        """Freeze every process of the node; it keeps its state but answers nothing."""
+
+    @abc.abstractmethod
+    def resume_node(self, node_id: str) -> None:
+        """Undo `pause_node`; a no-op for a node that is not paused."""
+
+    @abc.abstractmethod
+    def partition_node(self, node_id: str) -> None:
+        """Cut the node off: nothing reaches it and it reaches nothing (the harness included)."""
+
+    @abc.abstractmethod
+    def heal_node(self, node_id: str) -> None:
+        """Undo `partition_node`; a no-op for a node that is not partitioned."""
 
     @abc.abstractmethod
     def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:

@@ -24,8 +24,11 @@ How a node maps onto Docker:
   `teardown()` removes the testnet's, `sweep_docker()` those of dead runs. testcontainers' Ryuk
   reaper needs an image pull, so it is disabled and these labels are the reaper.
 - Faults: `kill_process` runs `kill -<sig> <pid>` inside the container (pids are the
-  container's); `stop_node` is `docker stop`; `pause_node`/`unpause_node` freeze the container;
-  `disconnect_node`/`connect_node` take it off its network and back (same IP and alias).
+  container's); `stop_node` is `docker stop`; `pause_node`/`resume_node` freeze the container;
+  `partition_node`/`heal_node` take it off its network and back (same IP and alias).
+- Restart policy `unless-stopped`: an orchestrator that dies (killed -9, say) takes its
+  container down, and Docker starts it again, as systemd's `Restart=always` would; the new
+  orchestrator finds the old one's pid files in the data dir and cleans up.
 """
 
 from __future__ import annotations
@@ -134,9 +137,14 @@ class NodeReadyWaitStrategy(WaitStrategy):
 
     def _check(self, container: WaitStrategyTarget, http: httpx.Client) -> bool:
         container.reload()
-        if container.status in ("exited", "dead"):
-            raise ContainerExited(f"node {self.node_id}: its container {container.status}")
-        host_port = _published_port(container.get_wrapped_container(), self.port)
+        wrapped = container.get_wrapped_container()
+        # With the restart policy, a container whose orchestrator cannot start is "restarting"
+        # (or already restarted) rather than "exited": a start that failed all the same.
+        if container.status in ("exited", "dead", "restarting") or wrapped.attrs.get(
+            "RestartCount", 0
+        ):
+            raise ContainerExited(f"node {self.node_id}: its container exited")
+        host_port = _published_port(wrapped, self.port)
         path = STATUS_PATH if self.replica else "/"
         try:
             response = http.get(f"http://{PUBLISH_HOST}:{host_port}{path}")
@@ -162,6 +170,8 @@ class _DockerNode:
     data_dir: Path
     container: DockerContainer | None = None
     ports: dict[int, int] = field(default_factory=dict)
+    started_at: str | None = None  # when the container started that `ports` were read from
+    partitioned: bool = False
 
 
 class DockerBackend(Backend):
@@ -305,6 +315,7 @@ class DockerBackend(Backend):
             .with_volume_mapping(local.data_dir.resolve(), DATA_MOUNT, "rw")
             .with_kwargs(
                 labels={**self.labels, NODE_LABEL: node.node_id},
+                restart_policy={"Name": "unless-stopped"},
                 hostname=node.node_id[:63],
                 user=f"{os.getuid()}:{os.getgid()}",
                 network=self.network_name,
@@ -388,26 +399,26 @@ class DockerBackend(Backend):
         """Freeze every process of the node (`docker pause`): it stops answering, keeps state."""
         self._running(self._node(node_id)).pause()
 
-    def unpause_node(self, node_id: str) -> None:
-        local = self._node(node_id)
-        container = self._wrapped(local)
-        if container.status != "paused":
-            raise HarnessError(
-                f"node {node_id} is not paused (its container is {container.status})"
-            )
-        container.unpause()
+    def resume_node(self, node_id: str) -> None:
+        container = self._wrapped(self._node(node_id))
+        if container.status == "paused":
+            container.unpause()
 
-    def disconnect_node(self, node_id: str) -> None:
+    def partition_node(self, node_id: str) -> None:
         """Take the node off the testnet's network: no other node (nor the host) reaches it."""
         local = self._node(node_id)
         self._client.networks.get(self.network_name).disconnect(self._wrapped(local))
+        local.partitioned = True
 
-    def connect_node(self, node_id: str) -> None:
-        """Put a disconnected node back on the network with its IP and alias."""
+    def heal_node(self, node_id: str) -> None:
+        """Put a partitioned node back on the network with its IP and alias."""
         local = self._node(node_id)
+        if not local.partitioned:
+            return
         self._client.networks.get(self.network_name).connect(
             self._wrapped(local), aliases=[node_id], ipv4_address=local.ip
         )
+        local.partitioned = False
         local.ports = self._read_ports(local)
 
     # Faults and inspection.
@@ -443,7 +454,22 @@ class DockerBackend(Backend):
             raise HarnessError(f"port {port} of a node is not published; published: {NODE_PORTS}")
         if not local.ports:
             raise HarnessError(f"node {node_id} has not been started")
+        self._refresh_ports(local)
         return PUBLISH_HOST, local.ports[port]
+
+    def _refresh_ports(self, local: _DockerNode) -> None:
+        """Docker gives a restarted container (restart policy) new random host ports: read
+        them again when the container is running and has started since they were read."""
+        container = self._created(local)
+        if container is None:
+            return
+        try:
+            state = self._client.api.inspect_container(str(container.id))["State"]
+        except docker.errors.NotFound:
+            return
+        if state.get("Running") and state.get("StartedAt") != local.started_at:
+            local.ports = self._read_ports(local)
+            local.started_at = state.get("StartedAt")
 
     # Logs.
     def _docker_logs(self, local: _DockerNode) -> bytes:

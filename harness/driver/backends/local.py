@@ -2,6 +2,12 @@
 address 127.A.B.n, with the node programs under it, so each node's ports 80, 8080, 9090, 9091,
 7070 (and 443/9324 on API boundary nodes) are real and distinct. No Docker needed.
 
+The backend watches its orchestrators as systemd would with `Restart=always`: one that exits
+while its node should run (killed -9, say) is started again after 0.1 s, at most 5 times in
+10 s; the new orchestrator stops what the old one left before starting anything. Faults: a node
+is paused with SIGSTOP to all its processes (SIGCONT resumes it) and partitioned with iptables
+rules that drop all traffic to and from its address (`local_firewall`).
+
 Where binding port 80 is not permitted (not root and no CAP_NET_BIND_SERVICE) the gateways
 listen on 8880 instead; this is said once, and `endpoint(node, 80)` maps to it.
 """
@@ -16,13 +22,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from harness.driver.backends import local_addresses
+from harness.driver.backends import local_addresses, local_firewall
 from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import (
@@ -41,12 +50,22 @@ UNPRIVILEGED_GATEWAY_PORT = 8880
 _warned_port_80 = False
 
 
+RESTART_DELAY = 0.1  # systemd's RestartSec default
+RESTART_BURST = 5  # systemd's StartLimitBurst default ...
+RESTART_INTERVAL = 10.0  # ... within StartLimitIntervalSec
+
+
 @dataclass
 class _LocalNode:
     node_id: str
     ip: str
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    wanted: bool = False  # whether the node should be running (the supervisor's view)
+    restarts: deque[float] = field(default_factory=deque)
+    partitioned: bool = False
 
 
 class LocalBackend(Backend):
@@ -59,6 +78,11 @@ class LocalBackend(Backend):
         self._nodes: dict[str, _LocalNode] = {}
         self._prefix: str | None = None
         self.gateway_port = GATEWAY_PORT
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name=f"supervise-{testnet_id}", daemon=True
+        )
 
     def allocate(self, plan: Plan) -> Mapping[str, str]:
         global _warned_port_80
@@ -87,57 +111,105 @@ class LocalBackend(Backend):
 
     def start_node(self, node: PlannedNode, registry_path: Path) -> None:
         local = self._node(node.node_id)
-        if local.process is not None and local.process.poll() is None:
-            raise HarnessError(f"node {node.node_id} is already running")
-        local.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "harness.node.orchestrator",
-            "--node-id",
-            node.node_id,
-            "--registry-local-store",
-            str(registry_path),
-            "--data-dir",
-            str(local.data_dir),
-            "--metrics-listen-addr",
-            f"{local.ip}:9091",
-            "--dashboard-listen-addr",
-            f"{local.ip}:7070",
-            "--ic-gateway-port",
-            str(self.gateway_port),
-            "--stop-grace-period",
-            str(self.options.stop_grace_period),
-            "--registry-poll-interval",
-            str(self.options.registry_poll_interval),
-            "--check-interval",
-            str(self.options.check_interval),
-        ]
-        env = {
-            **os.environ,
-            **self.run.process_tags(self.testnet_id, node.node_id),
-            "PYTHONUNBUFFERED": "1",
-        }
-        log_file = local.data_dir / "orchestrator.log"
+        with self._lock:
+            if local.process is not None and local.process.poll() is None:
+                raise HarnessError(f"node {node.node_id} is already running")
+            local.data_dir.mkdir(parents=True, exist_ok=True)
+            local.argv = [
+                sys.executable, "-m", "harness.node.orchestrator",
+                "--node-id", node.node_id,
+                "--registry-local-store", str(registry_path),
+                "--data-dir", str(local.data_dir),
+                "--metrics-listen-addr", f"{local.ip}:9091",
+                "--dashboard-listen-addr", f"{local.ip}:7070",
+                "--ic-gateway-port", str(self.gateway_port),
+                "--stop-grace-period", str(self.options.stop_grace_period),
+                "--registry-poll-interval", str(self.options.registry_poll_interval),
+                "--check-interval", str(self.options.check_interval),
+            ]  # fmt: skip
+            local.env = {
+                **os.environ,
+                **self.run.process_tags(self.testnet_id, node.node_id),
+                "PYTHONUNBUFFERED": "1",
+            }
+            self._spawn(local)
+            local.wanted = True
+            local.restarts.clear()
+        if not self._supervisor.is_alive() and not self._closing.is_set():
+            self._supervisor.start()
+
+    def _spawn(self, local: _LocalNode) -> None:
         try:
-            with log_file.open("ab") as out:
+            with (local.data_dir / "orchestrator.log").open("ab") as out:
                 local.process = subprocess.Popen(
-                    argv,
+                    local.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env=env,
+                    env=local.env,
                     start_new_session=True,
                 )
         except OSError as exc:
             raise NodeStartError(
-                f"node {node.node_id}: cannot start the orchestrator: {exc}"
+                f"node {local.node_id}: cannot start the orchestrator: {exc}"
             ) from exc
         (local.data_dir / "orchestrator.pid").write_text(str(local.process.pid))
 
+    def _supervise(self) -> None:
+        """Restart=always for the orchestrators (see the module docstring)."""
+        while not self._closing.wait(RESTART_DELAY):
+            for local in list(self._nodes.values()):
+                with self._lock:
+                    process = local.process
+                    if not local.wanted or process is None or process.poll() is None:
+                        continue
+                    now = time.monotonic()
+                    while local.restarts and now - local.restarts[0] > RESTART_INTERVAL:
+                        local.restarts.popleft()
+                    if len(local.restarts) >= RESTART_BURST:
+                        log.error(
+                            "node %s: orchestrator exited %d times in %.0f s; not restarting it",
+                            local.node_id, RESTART_BURST, RESTART_INTERVAL,
+                        )  # fmt: skip
+                        local.wanted = False
+                        continue
+                    local.restarts.append(now)
+                    log.warning(
+                        "node %s: orchestrator exited (%s); restarting it",
+                        local.node_id, process.returncode,
+                    )  # fmt: skip
+                    try:
+                        self._spawn(local)
+                    except NodeStartError as exc:
+                        log.error("%s", exc)
+
     def stop_node(self, node_id: str) -> None:
         local = self._node(node_id)
+        with self._lock:
+            local.wanted = False
+        self.resume_node(node_id)  # a stopped process cannot act on SIGTERM
         self._stop(local)
+
+    def pause_node(self, node_id: str) -> None:
+        self._signal_node(self._node(node_id), signal.SIGSTOP)
+
+    def resume_node(self, node_id: str) -> None:
+        self._signal_node(self._node(node_id), signal.SIGCONT)
+
+    def _signal_node(self, local: _LocalNode, sig: int) -> None:
+        for process in self._tagged(local.node_id):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                process.send_signal(sig)
+
+    def partition_node(self, node_id: str) -> None:
+        local = self._node(node_id)
+        local_firewall.isolate(local.ip, self.run.run_id, node_id)
+        local.partitioned = True
+
+    def heal_node(self, node_id: str) -> None:
+        local = self._node(node_id)
+        local_firewall.heal(local.ip, self.run.run_id, node_id)
+        local.partitioned = False
 
     def _stop(self, local: _LocalNode) -> None:
         process = local.process
@@ -214,6 +286,16 @@ class LocalBackend(Backend):
                 shutil.copyfile(source, destination / source.name)
 
     def teardown(self) -> None:
+        self._closing.set()
+        with self._lock:
+            for local in self._nodes.values():
+                local.wanted = False
+        if self._supervisor.is_alive():
+            self._supervisor.join()
+        for local in self._nodes.values():
+            if local.partitioned:
+                self.heal_node(local.node_id)
+            self._signal_node(local, signal.SIGCONT)
         for local in self._nodes.values():
             if local.process is not None and local.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

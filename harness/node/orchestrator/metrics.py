@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -41,6 +41,9 @@ class OrchestratorMetrics:
     def __init__(self, version: str, process_names: Iterable[str]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_start_time_seconds, CPU and memory of the orchestrator itself: a restarted
+        # orchestrator is told apart by its start time.
+        ProcessCollector(registry=r)
         self.info = Gauge(
             "ic_orchestrator_info",
             "The version of the orchestrator (1 for the running version)",
