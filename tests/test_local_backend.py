@@ -146,3 +146,18 @@ def test_run_id_is_inherited_by_node_programs(run: Run) -> None:
         pid = node.process_pid("replica")
         assert pid is not None
         assert psutil.Process(pid).environ()[RUN_ID_ENV] == run.run_id
+
+
+def test_partition_rules_of_a_dead_run_are_swept(loopback_ip: str) -> None:
+    from harness.driver.backends import local_firewall
+
+    local_firewall.isolate(loopback_ip, "dead-run-for-test", "node-x")
+    try:
+        listing = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True)
+        assert "harness:dead-run-for-test:node-x" in listing.stdout
+        assert local_firewall.sweep_rules(lambda run_id: run_id == "dead-run-for-test") == 2
+        for chain in ("INPUT", "OUTPUT"):
+            listing = subprocess.run(["iptables", "-S", chain], capture_output=True, text=True)
+            assert "dead-run-for-test" not in listing.stdout
+    finally:
+        local_firewall.heal(loopback_ip, "dead-run-for-test", "node-x")
