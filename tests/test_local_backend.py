@@ -148,6 +148,7 @@ def test_run_id_is_inherited_by_node_programs(run: Run) -> None:
         assert psutil.Process(pid).environ()[RUN_ID_ENV] == run.run_id
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="iptables rules need root")
 def test_partition_rules_of_a_dead_run_are_swept(loopback_ip: str) -> None:
     from harness.driver.backends import local_firewall
 
