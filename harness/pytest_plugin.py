@@ -225,9 +225,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     testnets = _testnets(item)
     try:
         result = yield
-    finally:
+    except BaseException as failure:
         for testnet in testnets:
-            testnet.heal_all()
+            try:
+                testnet.heal_all()
+            except Exception as exc:  # the test's own failure stays the one reported
+                failure.add_note(f"healing {testnet.testnet_id} afterwards failed too: {exc}")
+        raise
+    for testnet in testnets:
+        testnet.heal_all()
     if testnets:
         thresholds = thresholds_for(item)
         for testnet in testnets:
