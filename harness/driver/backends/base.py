@@ -33,6 +33,22 @@ class Backend(abc.ABC):
         self.directory = directory
         self.options = options
 
+    def orchestrator_arguments(
+        self, node_id: str, registry: str, data_dir: str, listen_ip: str, *extra: str
+    ) -> list[str]:
+        """The orchestrator's flags for a node: one place for what every backend passes."""
+        return [
+            "--node-id", node_id,
+            "--registry-local-store", registry,
+            "--data-dir", data_dir,
+            "--metrics-listen-addr", f"{listen_ip}:9091",
+            "--dashboard-listen-addr", f"{listen_ip}:7070",
+            "--stop-grace-period", str(self.options.stop_grace_period),
+            "--registry-poll-interval", str(self.options.registry_poll_interval),
+            "--check-interval", str(self.options.check_interval),
+            *extra,
+        ]  # fmt: skip
+
     def data_dir(self, node_id: str) -> Path:
         """The node's data directory as the harness sees it (logs, pid files, fault knobs)."""
         return self.directory / node_id

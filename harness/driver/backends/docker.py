@@ -293,17 +293,14 @@ class DockerBackend(Backend):
         self, local: _DockerNode, node: PlannedNode, registry_path: Path
     ) -> DockerContainer:
         assert self._image is not None
-        command = [
-            "--node-id", node.node_id,
-            "--registry-local-store", REGISTRY_MOUNT,
-            "--data-dir", DATA_MOUNT,
-            "--ic-binary-directory", BINARY_DIRECTORY,
-            "--metrics-listen-addr", "0.0.0.0:9091",
-            "--dashboard-listen-addr", "0.0.0.0:7070",
-            "--stop-grace-period", str(self.options.stop_grace_period),
-            "--registry-poll-interval", str(self.options.registry_poll_interval),
-            "--check-interval", str(self.options.check_interval),
-        ]  # fmt: skip
+        command = self.orchestrator_arguments(
+            node.node_id,
+            REGISTRY_MOUNT,
+            DATA_MOUNT,
+            "0.0.0.0",
+            "--ic-binary-directory",
+            BINARY_DIRECTORY,
+        )
         endpoint = docker.types.EndpointConfig(
             self._client.api.api_version, aliases=[node.node_id], ipv4_address=local.ip
         )

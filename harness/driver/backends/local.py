@@ -116,17 +116,18 @@ class LocalBackend(Backend):
                 raise HarnessError(f"node {node.node_id} is already running")
             local.data_dir.mkdir(parents=True, exist_ok=True)
             local.argv = [
-                sys.executable, "-m", "harness.node.orchestrator",
-                "--node-id", node.node_id,
-                "--registry-local-store", str(registry_path),
-                "--data-dir", str(local.data_dir),
-                "--metrics-listen-addr", f"{local.ip}:9091",
-                "--dashboard-listen-addr", f"{local.ip}:7070",
-                "--ic-gateway-port", str(self.gateway_port),
-                "--stop-grace-period", str(self.options.stop_grace_period),
-                "--registry-poll-interval", str(self.options.registry_poll_interval),
-                "--check-interval", str(self.options.check_interval),
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "harness.node.orchestrator",
+                *self.orchestrator_arguments(
+                    node.node_id,
+                    str(registry_path),
+                    str(local.data_dir),
+                    local.ip,
+                    "--ic-gateway-port",
+                    str(self.gateway_port),
+                ),
+            ]
             local.env = {
                 **os.environ,
                 **self.run.process_tags(self.testnet_id, node.node_id),
