@@ -20,6 +20,7 @@ from harness.driver.errors import TopologyError
 from harness.node.registry import SubnetType
 
 DEFAULT_REPLICA_VERSION = "1.0.0"
+MAX_NODES = 250
 FEATURES = frozenset({"ic_gateway"})
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -135,21 +136,29 @@ class InternetComputer:
 
     def validate(self) -> None:
         """Raise `TopologyError` naming the first problem that would make the testnet fail."""
-        if not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise TopologyError(
                 f"testnet name {self.name!r}: use lower-case letters, digits and '-' (max 41)"
             )
+        for index, subnet in enumerate(self.subnets):
+            if not isinstance(subnet.subnet_type, SubnetType):
+                raise TopologyError(
+                    f"subnet {index}: subnet type must be a SubnetType, got {subnet.subnet_type!r}"
+                )
+        # Counted before anything is built per node, so a huge count fails at once.
         if self.node_count() == 0:
             raise TopologyError("the topology has no nodes: add a subnet with add_nodes(n)")
+        if self.node_count() > MAX_NODES:
+            raise TopologyError(
+                f"the topology has {self.node_count()} nodes; one testnet holds at most {MAX_NODES}"
+            )
         names: set[str] = set()
         for index, subnet in enumerate(self.subnets):
             label = subnet.name or f"subnet {index} ({subnet.subnet_type.value})"
-            if not isinstance(subnet.subnet_type, SubnetType):
-                raise TopologyError(f"{label}: subnet type must be a SubnetType")
             if subnet.nodes < 1:
                 raise TopologyError(f"{label} has no nodes: call add_nodes(n) with n >= 1")
             if subnet.name is not None:
-                if not _NAME.match(subnet.name):
+                if not isinstance(subnet.name, str) or not _NAME.fullmatch(subnet.name):
                     raise TopologyError(f"subnet name {subnet.name!r}: use [a-z0-9-], max 41")
                 if subnet.name in names:
                     raise TopologyError(f"two subnets are named {subnet.name!r}")
@@ -161,17 +170,16 @@ class InternetComputer:
                 f"{self.api_boundary_nodes} API boundary node(s) but "
                 f"{len(self.api_boundary_domains)} domain(s) given"
             )
+        for domain in self.api_boundary_domains:
+            if not isinstance(domain, str):
+                raise TopologyError(f"API boundary node domain {domain!r} is not a string")
         seen: set[str] = set()
         for domain in self.boundary_domains():
-            if not _DOMAIN.match(domain):
+            if not _DOMAIN.fullmatch(domain):
                 raise TopologyError(f"API boundary node domain {domain!r} is not a valid FQDN")
             if domain in seen:
                 raise TopologyError(f"two API boundary nodes share the domain {domain!r}")
             seen.add(domain)
-        if self.node_count() > 250:
-            raise TopologyError(
-                f"the topology has {self.node_count()} nodes; one testnet holds at most 250"
-            )
 
     def boundary_domains(self) -> list[str]:
         if self.api_boundary_domains:

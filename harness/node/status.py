@@ -100,7 +100,7 @@ def decode_status(body: bytes) -> StatusResponse:
     extra: dict[str, Any] = {}
     for key, item in value.items():
         if not isinstance(key, str):
-            raise StatusDecodeError(f"status record has a non-text key {key!r}")
+            raise StatusDecodeError(f"status record has a non-text key {_shown(key)}")
         expected = _FIELD_TYPES.get(key)
         if expected is None:
             extra[key] = item
@@ -108,7 +108,16 @@ def decode_status(body: bytes) -> StatusResponse:
         if not isinstance(item, expected) or (expected is int and isinstance(item, bool)):
             raise StatusDecodeError(
                 f"status field {key!r} should be {expected.__name__}, "
-                f"got {type(item).__name__} {item!r}"
+                f"got {type(item).__name__} {_shown(item)}"
             )
         known[key] = item
     return StatusResponse(**known, extra=extra)
+
+
+def _shown(value: Any) -> str:
+    """`repr` for an error message, short, and safe for integers too long to print."""
+    try:
+        text = repr(value)
+    except ValueError:  # int above sys.get_int_max_str_digits()
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= 80 else f"{text[:77]}..."

@@ -85,7 +85,8 @@ def _match_path(path: str) -> tuple[Route | None, str]:
         return Route(Target.ANY, "status"), "GET"
     parts = path.split("/")
     # "", "api", version, kind, principal, endpoint
-    if len(parts) != 6 or parts[0] or parts[1] != "api" or not parts[4]:
+    # A dot segment is no principal: the client forwarding it would resolve it.
+    if len(parts) != 6 or parts[0] or parts[1] != "api" or parts[4] in ("", ".", ".."):
         return None, ""
     version, kind, principal, endpoint = parts[2:]
     if kind == "canister" and endpoint in _CANISTER_METHODS.get(version, ()):

@@ -10,7 +10,8 @@ Proxied to the replica, path and query unchanged:
 - ``POST /api/v4/canister/{principal}/call``, ``POST /api/v4/subnet/{principal}/call``
 
 Answered by the gateway: ``GET|HEAD /health``, and ``OPTIONS`` (CORS preflight) on every
-proxied route. The principal is not checked here (any non-empty segment); the replica judges it.
+proxied route. The principal is not checked here (any segment but empty, `.` and `..`); the
+replica judges it.
 """
 
 from __future__ import annotations
@@ -59,13 +60,17 @@ _TEMPLATED: dict[tuple[str, str, str], Route] = {
 }
 
 
+_NOT_A_PRINCIPAL = frozenset({"", ".", ".."})
+
+
 def match_route(path: str) -> Route | None:
     """The route serving `path` (decoded, without query), or None for an unknown path."""
     route = _FIXED.get(path)
     if route is not None or not path.startswith("/api/v"):
         return route
     parts = path.split("/")
-    # "", "api", version, kind, principal, endpoint
-    if len(parts) != 6 or not parts[4]:
+    # "", "api", version, kind, principal, endpoint. A dot segment is no principal: a client
+    # (httpx among them) would resolve it and the replica would get another path than this.
+    if len(parts) != 6 or parts[4] in _NOT_A_PRINCIPAL:
         return None
     return _TEMPLATED.get((parts[2], parts[3], parts[5]))

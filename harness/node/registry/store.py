@@ -46,8 +46,10 @@ class LocalStore:
             raise RegistryFormatError(f"{file}: no such registry version") from None
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RegistryFormatError(f"{file}: not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer too
+            # long to convert; nesting deep enough exhausts the parser's recursion.
+            raise RegistryFormatError(f"{file}: not valid JSON ({exc!s:.200})") from None
         try:
             snapshot = RegistrySnapshot.from_json(data)
         except RegistryFormatError as exc:
