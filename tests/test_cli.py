@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.cli import load_topology, main
-from harness.driver import HarnessError, TopologyError
+from harness.driver import HarnessError, TopologyError, sweep
 from harness.driver.run import tagged_processes
 
 
 @pytest.fixture(autouse=True)
-def own_state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def own_state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "state"
     monkeypatch.setenv("HARNESS_STATE_DIR", str(root))
-    return root
+    yield root
+    sweep(everything=True)  # whatever a failing test left
 
 
 def harness(*args: str) -> subprocess.CompletedProcess[str]:

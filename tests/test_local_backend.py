@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -32,7 +33,7 @@ def processes_of(run_id: str) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def run() -> Run:
+def run() -> Iterator[Run]:
     run = Run.create()
     yield run
     run.close()
@@ -76,11 +77,13 @@ def test_artifacts_hold_logs_registry_metrics_topology(run: Run, tmp_path: Path)
 
 
 @pytest.fixture
-def own_state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A state root of the test's own, shared with the `harness` processes it starts."""
+def own_state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A state root of the test's own, shared with the `harness` processes it starts; whatever
+    a failing test left in it is removed afterwards."""
     root = tmp_path / "state"
     monkeypatch.setenv("HARNESS_STATE_DIR", str(root))
-    return root
+    yield root
+    sweep(everything=True)
 
 
 def test_harness_up_tears_down_on_sigint(own_state_root: Path) -> None:

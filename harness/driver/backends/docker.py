@@ -542,7 +542,9 @@ def remove_labelled(
     """Remove every container, then every network, with a run label that `doomed` accepts;
     return how many."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+    for container in client.containers.list(
+        all=True, filters={"label": RUN_LABEL}, ignore_removed=True
+    ):
         if doomed(container.labels):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
