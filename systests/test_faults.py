@@ -91,7 +91,11 @@ def test_crash_looping_replica_backs_off_and_recovers(testnet: Testnet) -> None:
     assert 2 <= attempts <= 6
     backoff = node.metric("orchestrator_process_restart_backoff_seconds", 9091, process="replica")
     assert backoff > 0
-    assert node.dashboard()["replica state"] == "backoff"
+    # Between two waits a start is under way (starting, then exited): poll for the wait itself.
+    deadline = time.monotonic() + 10
+    while node.dashboard()["replica state"] != "backoff":
+        assert time.monotonic() < deadline, "the dashboard never showed the replica in backoff"
+        time.sleep(0.05)
     node.set_replica_faults()  # cleared: the next start succeeds
     assert node.await_status_is_healthy(timeout=40).is_healthy
 
