@@ -13,9 +13,10 @@ what a pre-imported fork would save. Not a target of its own; its findings go to
   do), both with the default 0.2 s warm-up; and each one's memory once healthy (RSS, PSS, and
   USS: the pages only it holds, i.e. what one more such process costs).
 - replica stop: SIGTERM until the process exited, for the spawned replica (no connection open),
-  and for forked ones with one kept-alive client connection open, as they are and with the
-  proposed `_Server` of `harness.node.serve` (`fast_stop_server()`: uvicorn's 0.1 s exit tick
-  and its fixed 0.1 s shutdown sleep replaced by 10 ms checks), patched into the child only.
+  and for forked ones with one kept-alive client connection open, with the servers of
+  `harness.node.serve` as they are (woken by the stop, draining in 10 ms polls) and with
+  uvicorn's own stop put back (`stock_stop_server()`: a 0.1 s exit tick, a fixed 0.1 s
+  shutdown sleep and 0.1 s polls), patched into the child only.
 
 Only loopback addresses (127.251-254.x.y); every process it starts is stopped, also on Ctrl-C.
 """
@@ -152,60 +153,34 @@ def spawned_replica(
     return healthy, stopped
 
 
-def fast_stop_server() -> type:
-    """`harness.node.serve._Server` as proposed: notice `should_exit` within 10 ms instead of
-    uvicorn's 0.1 s tick, and drain without uvicorn's fixed 0.1 s sleep and 0.1 s polls."""
-    import asyncio
+def stock_stop_server() -> type:
+    """`harness.node.serve._Server` with uvicorn's own stop put back (the peer of our fast
+    stop): `should_exit` looked at on a 0.1 s tick, a fixed 0.1 s sleep after asking the
+    connections to close, then 0.1 s polls."""
+    import uvicorn
 
     from harness.node import serve
 
-    class FastStopServer(serve._Server):
-        async def main_loop(self) -> None:
-            counter = 0
-            while not await self.on_tick(counter):
-                counter = (counter + 1) % 864000
-                for _ in range(10):  # on_tick every 0.1 s as before; should_exit every 10 ms
-                    if self.should_exit:
-                        break
-                    await asyncio.sleep(0.01)
+    class StockStopServer(serve._Server):
+        main_loop = uvicorn.Server.main_loop
+        shutdown = uvicorn.Server.shutdown
 
-        async def shutdown(self, sockets: list[Any] | None = None) -> None:
-            for server in self.servers:
-                server.close()
-            for sock in sockets or []:
-                sock.close()
-            for connection in list(self.server_state.connections):
-                connection.shutdown()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.config.timeout_graceful_shutdown
-            state = self.server_state
-            while (state.connections or state.tasks) and not self.force_exit:
-                if loop.time() >= deadline:
-                    for task in state.tasks:
-                        task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
-                    break
-                await asyncio.sleep(0.01)
-            for server in self.servers:
-                await server.wait_closed()
-            if not self.force_exit:
-                await self.lifespan.shutdown()
-
-    return FastStopServer
+    return StockStopServer
 
 
 def forked_replica(
     ip: str,
     http: httpx.Client,
-    fast_stop: bool = False,
+    stock_stop: bool = False,
     memory: list[dict[str, float]] | None = None,
 ) -> tuple[float, float]:
     """(fork -> healthy, SIGTERM -> exited) of a replica forked from this process, which has
-    imported it; with `fast_stop`, its servers are `fast_stop_server()`'s. Its memory once
+    imported it; with `stock_stop`, its servers are `stock_stop_server()`'s. Its memory once
     healthy is appended to `memory`."""
     from harness.node import serve
     from harness.node.replica.__main__ import main as replica_main
 
-    server_class = fast_stop_server() if fast_stop else serve._Server
+    server_class = stock_stop_server() if stock_stop else serve._Server
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: serve, then leave without running the parent's cleanup
@@ -256,7 +231,7 @@ def main() -> None:
     stop: list[float] = []
     fork: list[float] = []
     fork_stop: list[float] = []
-    fast_stop: list[float] = []
+    stock_stop: list[float] = []
     spawned_memory: list[dict[str, float]] = []
     forked_memory: list[dict[str, float]] = []
     with Children() as children:
@@ -277,12 +252,12 @@ def main() -> None:
             fork_stop.append(forked_stop)
             with httpx.Client(trust_env=False, timeout=0.5) as http:
                 _, patched_stop = forked_replica(free_loopback_ip([8080, 9090]), http, True)
-            fast_stop.append(patched_stop)
+            stock_stop.append(patched_stop)
             console.log(
                 f"replica {index + 1}/{args.trials}: spawn->healthy {healthy * 1000:.0f} ms, "
                 f"fork->healthy {forked * 1000:.0f} ms; SIGTERM->exit: spawned "
-                f"{stopped * 1000:.0f} ms, forked {forked_stop * 1000:.0f} ms, forked with the "
-                f"proposed fast stop {patched_stop * 1000:.0f} ms"
+                f"{stopped * 1000:.0f} ms, forked {forked_stop * 1000:.0f} ms, forked with "
+                f"uvicorn's own stop {patched_stop * 1000:.0f} ms"
             )
     document = {
         "benchmark": "probes",
@@ -294,7 +269,7 @@ def main() -> None:
             "fork_to_healthy": distribution(fork),
             "sigterm_to_exit": distribution(stop),
             "forked_sigterm_to_exit": distribution(fork_stop),
-            "forked_sigterm_to_exit_fast_stop": distribution(fast_stop),
+            "forked_sigterm_to_exit_uvicorn_stock_stop": distribution(stock_stop),
             "warmup_s": 0.2,
             "memory_mb_spawned": _median_memory(spawned_memory),
             "memory_mb_forked": _median_memory(forked_memory),

@@ -10,6 +10,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -111,16 +112,33 @@ class Testnet:
                 self._nodes[planned.node_id] = Node(
                     self, planned.node_id, ips[planned.node_id], planned.domain
                 )
-            total = len(self.plan.nodes)
-            for done, planned in enumerate(self.plan.nodes, 1):
-                self.backend.start_node(planned, self.registry.path)
-                if progress:
-                    progress("starting nodes", done, total)
+            self._start_nodes(progress)
             self.await_all_healthy(timeout, progress)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _start_nodes(self, progress: Progress | None) -> None:
+        """Start every node, `backend.parallel_starts` at a time (a docker node's start waits
+        for its replica, ~2 s; in series that is most of a testnet's spin-up). On the first
+        failure no further node is started and that failure is raised once the running
+        starts are over; the caller tears down what did start."""
+        total = len(self.plan.nodes)
+        workers = max(1, min(self.backend.parallel_starts, total))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"start-{self.testnet_id}") as pool:
+            futures = [
+                pool.submit(self.backend.start_node, planned, self.registry.path)
+                for planned in self.plan.nodes
+            ]
+            try:
+                for done, future in enumerate(as_completed(futures), 1):
+                    future.result()
+                    if progress:
+                        progress("starting nodes", done, total)
+            finally:
+                for future in futures:
+                    future.cancel()  # those not started yet; the pool waits for the others
 
     def __enter__(self) -> Self:
         return self

@@ -36,12 +36,57 @@ class BindError(OSError):
     """A listen address could not be bound."""
 
 
+STOP_POLL = 0.01
+"""How often a stopping server looks whether its connections and tasks are done, in seconds."""
+
+
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to `Servers`."""
+    """A uvicorn server that leaves signal handling to `Servers` and stops without uvicorn's
+    fixed waits: it wakes on `Servers.stop()` itself instead of on its next 0.1 s tick, and
+    drains by polling every `STOP_POLL` instead of sleeping 0.1 s, then polling every 0.1 s.
+    A program's stop goes from ~120 ms to ~20 ms (bench/probes.py), which every registry
+    change that stops a process and every testnet teardown waits for."""
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            # uvicorn's tick stays 0.1 s (its date header, max-requests checks); a stop ends it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or ():
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle keep-alive connections close, busy ones finish first
+        loop = asyncio.get_running_loop()
+        grace = self.config.timeout_graceful_shutdown
+        deadline = loop.time() + (grace if grace is not None else float("inf"))
+        state = self.server_state
+        while (state.connections or state.tasks) and not self.force_exit:
+            if loop.time() >= deadline:
+                log.error(
+                    "cancelling %d request(s) still running after the %s s graceful timeout",
+                    len(state.tasks),
+                    grace,
+                )
+                for task in state.tasks:
+                    task.cancel(msg="graceful shutdown timeout exceeded")
+                break
+            await asyncio.sleep(STOP_POLL)
+        for server in self.servers:
+            await server.wait_closed()
 
 
 def bind(address: ListenAddress, name: str) -> socket.socket:
@@ -87,7 +132,7 @@ class Servers:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(self.graceful_timeout)),
         )
-        self._servers.append((name, _Server(config), sock))
+        self._servers.append((name, _Server(config, self.stopping), sock))
 
     def bound(self, name: str) -> ListenAddress:
         """The address a server really listens on (useful with port 0)."""

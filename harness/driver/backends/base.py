@@ -26,6 +26,8 @@ class Backend(abc.ABC):
     """Runs the nodes of one testnet."""
 
     name: str = "?"
+    parallel_starts: int = 8
+    """How many `start_node` calls `Testnet.start` makes at once; each must be thread-safe."""
 
     def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
         self.run = run

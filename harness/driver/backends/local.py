@@ -136,8 +136,8 @@ class LocalBackend(Backend):
             self._spawn(local)
             local.wanted = True
             local.restarts.clear()
-        if not self._supervisor.is_alive() and not self._closing.is_set():
-            self._supervisor.start()
+            if not self._supervisor.is_alive() and not self._closing.is_set():
+                self._supervisor.start()
 
     def _spawn(self, local: _LocalNode) -> None:
         try:
