@@ -645,13 +645,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(
         (
             ["--tls-hostname", DOMAIN],
             {},
-            "give exactly one of --registry-local-store-path (REGISTRY_LOCAL_STORE_PATH) "
-            "or --upstreams (UPSTREAMS)",
+            "give exactly one of --registry-local-store-path (REGISTRY_LOCAL_STORE_PATH), "
+            "--registry-url (REGISTRY_URL) or --upstreams (UPSTREAMS)",
         ),
         (
             ["--tls-hostname", DOMAIN, "--upstreams", "a=http://127.0.0.1:1"],
             {"REGISTRY_LOCAL_STORE_PATH": "/tmp/registry"},
-            "or --upstreams (UPSTREAMS), not both",
+            "or --upstreams (UPSTREAMS), not several",
         ),
         (["--upstreams", "a=http://127.0.0.1:1"], {}, "--tls-hostname (TLS_HOSTNAME) is required"),
         (
@@ -689,13 +689,13 @@ def test_the_program_exits_2_on_bad_flags_without_a_traceback() -> None:
         env={
             k: v
             for k, v in os.environ.items()
-            if k not in ("UPSTREAMS", "REGISTRY_LOCAL_STORE_PATH")
+            if k not in ("UPSTREAMS", "REGISTRY_LOCAL_STORE_PATH", "REGISTRY_URL")
         },
     )
     assert result.returncode == 2
     assert result.stderr.endswith(
         "ic-boundary: error: give exactly one of --registry-local-store-path "
-        "(REGISTRY_LOCAL_STORE_PATH) or --upstreams (UPSTREAMS)\n"
+        "(REGISTRY_LOCAL_STORE_PATH), --registry-url (REGISTRY_URL) or --upstreams (UPSTREAMS)\n"
     )
     assert "Traceback" not in result.stderr
 

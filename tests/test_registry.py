@@ -135,5 +135,5 @@ def test_client_without_any_version_has_no_snapshot(tmp_path: Path) -> None:
 
 def test_file_name_and_content_version_must_agree(tmp_path: Path) -> None:
     (tmp_path / "00000000000000000002.json").write_text(json.dumps(snapshot(1).to_json()))
-    with pytest.raises(RegistryFormatError, match="file name says version 2, content says 1"):
+    with pytest.raises(RegistryFormatError, match="name says version 2, the content says 1"):
         LocalStore(tmp_path).read(2)

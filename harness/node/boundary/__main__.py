@@ -20,7 +20,8 @@ from harness.node.boundary.health import HealthChecker
 from harness.node.boundary.metrics import BoundaryMetrics
 from harness.node.boundary.routing import Balancer, RoutingTable
 from harness.node.boundary.upstream import make_client
-from harness.node.registry import LocalStore, RegistryClient
+from harness.node.registry import RegistryClient
+from harness.node.registry.client import open_source
 from harness.node.serve import Servers, serve_program
 
 log = logging.getLogger("harness.node.boundary")
@@ -32,7 +33,7 @@ class BackgroundTaskFailed(RuntimeError):
 
 async def serve(config: BoundaryConfig) -> None:
     """Serve the API and metrics until a stop signal, keeping the routing table current."""
-    static = config.registry_local_store_path is None
+    static = config.registry_local_store_path is None and config.registry_url is None
     balancer = Balancer(RoutingTable.from_upstreams(config.upstreams) if static else None)
     metrics = BoundaryMetrics(balancer)
     health = HealthChecker(balancer, config.health_check_interval)
@@ -51,9 +52,9 @@ async def serve(config: BoundaryConfig) -> None:
         servers.add("api", app, config.listen_http_addr)
         servers.add("metrics", metrics.app(), config.obs_metrics_addr)
         tasks = [asyncio.create_task(health.run(), name="health checks")]
-        if config.registry_local_store_path is not None:
+        if not static:
             registry = RegistryClient(
-                LocalStore(config.registry_local_store_path),
+                open_source(config.registry_local_store_path, config.registry_url),
                 on_error=lambda _version, _exc: metrics.registry_errors.inc(),
             )
             watcher = RegistryWatcher(
@@ -67,7 +68,9 @@ async def serve(config: BoundaryConfig) -> None:
             config.tls_hostname,
             servers.bound("api"),
             servers.bound("metrics"),
-            "static --upstreams" if static else f"registry {config.registry_local_store_path}",
+            "static --upstreams"
+            if static
+            else f"registry {config.registry_url or config.registry_local_store_path}",
         )
         try:
             await servers.run()

@@ -40,6 +40,7 @@ class BoundaryConfig:
     listen_http_addr: ListenAddress
     obs_metrics_addr: ListenAddress
     registry_local_store_path: Path | None
+    registry_url: str | None
     upstreams: tuple[StaticUpstream, ...]
     registry_poll_interval: float
     health_check_interval: float
@@ -81,6 +82,7 @@ _SETTINGS: dict[str, Setting] = {
     "listen_http_addr": Setting("[::]:443", "API listen address, plain HTTP"),
     "obs_metrics_addr": Setting("[::]:9324", "metrics listen address"),
     "registry_local_store_path": Setting(None, "registry store directory to route from"),
+    "registry_url": Setting(None, "or a registry service to route from (http://HOST:PORT)"),
     "upstreams": Setting(None, "static routing instead of a registry: SUBNET_ID=URL,..."),
     "registry_poll_interval": Setting("1s", "how often to read the registry"),
     "health_check_interval": Setting("1s", "how often to probe every replica"),
@@ -111,16 +113,19 @@ def _hostname(value: str) -> str:
 def _build(values: Values) -> BoundaryConfig:
     get = values.get
     registry, upstreams = values.raw("registry_local_store_path"), values.raw("upstreams")
-    if (registry is None) == (upstreams is None):
+    url = values.raw("registry_url")
+    if [registry, url, upstreams].count(None) != 2:
         raise ConfigError(
-            f"give exactly one of {values.name('registry_local_store_path')} or "
-            f"{values.name('upstreams')}" + (", not both" if registry is not None else "")
+            f"give exactly one of {values.name('registry_local_store_path')}, "
+            f"{values.name('registry_url')} or {values.name('upstreams')}"
+            + (", not several" if [registry, url, upstreams].count(None) < 2 else "")
         )
     return BoundaryConfig(
         tls_hostname=get("tls_hostname", _hostname),
         listen_http_addr=get("listen_http_addr", parse_listen),
         obs_metrics_addr=get("obs_metrics_addr", parse_listen),
         registry_local_store_path=Path(registry) if registry is not None else None,
+        registry_url=url,
         upstreams=values.optional("upstreams", parse_upstreams) or (),
         registry_poll_interval=get("registry_poll_interval", parse_duration),
         health_check_interval=get("health_check_interval", parse_duration),

@@ -33,9 +33,10 @@ class OrchestratorConfig:
     registry."""
 
     node_id: str
-    registry_local_store: Path
+    registry_local_store: Path | None  # or `registry_url`: exactly one is set
     data_dir: Path
     ic_binary_directory: Path
+    registry_url: str | None = None
     metrics_listen_addr: ListenAddress = field(
         default_factory=lambda: parse_listen(DEFAULT_METRICS_LISTEN)
     )
@@ -102,6 +103,13 @@ def _listen(value: str) -> ListenAddress:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _http_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL")
+    return value.rstrip("/")
+
+
 def _directory(value: str) -> Path:
     path = Path(value)
     if not path.is_dir():
@@ -133,11 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--node-id", required=True, type=_non_empty("--node-id"))
-    parser.add_argument(
+    registry = parser.add_mutually_exclusive_group(required=True)
+    registry.add_argument(
         "--registry-local-store",
-        required=True,
         type=lambda v: Path(v).absolute(),
         help="registry store directory (one JSON file per version)",
+    )
+    registry.add_argument(
+        "--registry-url",
+        type=_http_url,
+        help="registry service to poll instead, e.g. http://registry:8000 (a node that "
+        "shares no folder with the registry)",
     )
     parser.add_argument(
         "--data-dir",
@@ -193,6 +207,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OrchestratorConfig:
     return OrchestratorConfig(
         node_id=ns.node_id,
         registry_local_store=ns.registry_local_store,
+        registry_url=ns.registry_url,
         data_dir=ns.data_dir,
         ic_binary_directory=ns.ic_binary_directory or default_binary_directory(),
         metrics_listen_addr=ns.metrics_listen_addr,

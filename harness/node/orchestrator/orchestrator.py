@@ -56,7 +56,8 @@ from harness.node.orchestrator.processes import (
 from harness.node.orchestrator.runner import KILL_TIMEOUT, ProcessRunner, SubprocessRunner
 from harness.node.orchestrator.tasks import TaskTracker
 from harness.node.orchestrator.upgrade import UpgradeCheck
-from harness.node.registry import LocalStore, RegistryClient, RegistrySnapshot
+from harness.node.registry import RegistryClient, RegistrySnapshot
+from harness.node.registry.client import open_source
 from harness.node.serve import Servers, bind
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class Orchestrator:
         self.metrics = OrchestratorMetrics(config.version, PROCESS_NAMES)
         self.tasks = TaskTracker(self.metrics)
         self.registry = RegistryClient(
-            LocalStore(config.registry_local_store), on_error=self._on_registry_error
+            open_source(config.registry_local_store, config.registry_url),
+            on_error=self._on_registry_error,
         )
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -127,7 +129,9 @@ class Orchestrator:
         )
         self.ic_boundary = ProcessManager(
             IcBoundaryProcess,
-            IcBoundaryConfig(binaries, config.ic_boundary_env, config.registry_local_store),
+            IcBoundaryConfig(
+                binaries, config.ic_boundary_env, config.registry_local_store, config.registry_url
+            ),
             make_runner(IcBoundaryProcess.NAME),
             self.metrics,
             backoff,
@@ -273,7 +277,7 @@ class Orchestrator:
 
     async def run_pass(self) -> None:
         """One pass: upgrade check, then boundary-node check, on the latest good snapshot."""
-        snapshot = self._poll_registry()
+        snapshot = await self._poll_registry()
         self._acted_version = snapshot.version if snapshot else 0
         await self.upgrade.run(snapshot)
         await self.boundary_check.run(snapshot)
@@ -287,8 +291,9 @@ class Orchestrator:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
 
-    def _poll_registry(self) -> RegistrySnapshot | None:
-        snapshot = self.registry.poll()
+    async def _poll_registry(self) -> RegistrySnapshot | None:
+        # In a thread: a registry service may be slow to answer, the loop must not wait.
+        snapshot = await asyncio.to_thread(self.registry.poll)
         if snapshot is not None:
             self.metrics.registry_version.set(snapshot.version)
         return snapshot
@@ -296,7 +301,7 @@ class Orchestrator:
     async def _watch_registry(self) -> None:
         while True:
             await asyncio.sleep(self.config.registry_poll_interval)
-            snapshot = self._poll_registry()
+            snapshot = await self._poll_registry()
             if snapshot is not None and snapshot.version != self._acted_version:
                 log.debug("registry version %d: waking the main loop", snapshot.version)
                 self._wake.set()

@@ -148,7 +148,8 @@ class IcGatewayProcess(Process[IcGatewayConfig, IcGatewayArgs]):
 @dataclass(frozen=True)
 class IcBoundaryConfig(ProcessConfig):
     env_file: Mapping[str, str]
-    registry_local_store: Path
+    registry_local_store: Path | None
+    registry_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,11 @@ class IcBoundaryProcess(Process[IcBoundaryConfig, IcBoundaryArgs]):
             **self.config.env_file,
             "LISTEN_HTTP_ADDR": str(ListenAddress(self.args.ip, IC_BOUNDARY_HTTP_PORT)),
             "OBS_METRICS_ADDR": str(ListenAddress(self.args.ip, IC_BOUNDARY_METRICS_PORT)),
-            "REGISTRY_LOCAL_STORE_PATH": str(self.config.registry_local_store),
+            **(
+                {"REGISTRY_URL": self.config.registry_url}
+                if self.config.registry_url is not None
+                else {"REGISTRY_LOCAL_STORE_PATH": str(self.config.registry_local_store)}
+            ),
         }
 
     def restart_decision(self, args: IcBoundaryArgs) -> RestartDecision:

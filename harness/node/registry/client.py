@@ -10,16 +10,20 @@ write protocol may still be finishing it), but reported only once.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from harness.node.registry.records import RegistryFormatError, RegistrySnapshot
+from harness.node.registry.store import LocalStore
 
 log = logging.getLogger(__name__)
 
 
 class RegistrySource(Protocol):
-    """Where versions come from: a local store directory today, HTTP for remote nodes later."""
+    """Where versions come from: a local store directory (`LocalStore`) or a registry service
+    (`harness.node.registry.http.HttpSource`)."""
 
     def latest_version(self) -> int: ...
 
@@ -38,9 +42,15 @@ class RegistryClient:
         self.on_error = on_error
         self.snapshot: RegistrySnapshot | None = None
         self._reported: set[int] = set()
+        self._lock = threading.Lock()
 
     def poll(self) -> RegistrySnapshot | None:
-        """The newest good snapshot (None until one exists). Cheap when nothing changed."""
+        """The newest good snapshot (None until one exists). Cheap when nothing changed.
+        Blocking (a file read or an HTTP request); callable from several threads."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> RegistrySnapshot | None:
         current = self.snapshot.version if self.snapshot else 0
         try:
             latest = self.source.latest_version()
@@ -65,3 +75,16 @@ class RegistryClient:
         )
         if self.on_error is not None:
             self.on_error(version, exc)
+
+
+def open_source(local_store: Path | None, url: str | None) -> RegistrySource:
+    """The source a program was told to read: a store directory or a registry service URL
+    (exactly one of them)."""
+    if (local_store is None) == (url is None):
+        raise ValueError("a registry source is a local store directory or a URL, exactly one")
+    if url is not None:
+        from harness.node.registry.http import HttpSource  # httpx only where it is used
+
+        return HttpSource(url)
+    assert local_store is not None
+    return LocalStore(local_store)

@@ -39,26 +39,18 @@ class LocalStore:
 
     def read(self, version: int) -> RegistrySnapshot:
         """Read and validate one version; raise `RegistryFormatError` if it is not valid."""
-        file = self.path / version_file_name(version)
+        return parse_version(self.read_bytes(version), version, str(self.file(version)))
+
+    def file(self, version: int) -> Path:
+        return self.path / version_file_name(version)
+
+    def read_bytes(self, version: int) -> bytes:
+        """The stored text of one version, unchecked; `RegistryFormatError` if it is absent."""
+        file = self.file(version)
         try:
-            text = file.read_bytes()
+            return file.read_bytes()
         except FileNotFoundError:
             raise RegistryFormatError(f"{file}: no such registry version") from None
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer too
-            # long to convert; nesting deep enough exhausts the parser's recursion.
-            raise RegistryFormatError(f"{file}: not valid JSON ({exc!s:.200})") from None
-        try:
-            snapshot = RegistrySnapshot.from_json(data)
-        except RegistryFormatError as exc:
-            raise RegistryFormatError(f"{file}: {exc}") from None
-        if snapshot.version != version:
-            raise RegistryFormatError(
-                f"{file}: file name says version {version}, content says {snapshot.version}"
-            )
-        return snapshot
 
     def read_latest(self) -> RegistrySnapshot | None:
         latest = self.latest_version()
@@ -96,3 +88,23 @@ class LocalStore:
         finally:
             os.close(dir_fd)
         return final
+
+
+def parse_version(text: bytes, version: int, where: str) -> RegistrySnapshot:
+    """Validate the stored text of registry version `version`, read from `where` (a file or a
+    URL, named in errors); raise `RegistryFormatError` if it is not that version, valid."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer too
+        # long to convert; nesting deep enough exhausts the parser's recursion.
+        raise RegistryFormatError(f"{where}: not valid JSON ({exc!s:.200})") from None
+    try:
+        snapshot = RegistrySnapshot.from_json(data)
+    except RegistryFormatError as exc:
+        raise RegistryFormatError(f"{where}: {exc}") from None
+    if snapshot.version != version:
+        raise RegistryFormatError(
+            f"{where}: the name says version {version}, the content says {snapshot.version}"
+        )
+    return snapshot

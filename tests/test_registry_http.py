@@ -1,0 +1,168 @@
+"""The registry service (`python -m harness.node.registry`) and the HTTP source that nodes poll
+it with: versions served exactly as stored, the client's last-good rule across outages, and an
+orchestrator that reads its registry over HTTP only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Program, wait_for_http
+from test_registry import snapshot as make_snapshot
+
+from harness.node.registry import (
+    LocalStore,
+    NodeRecord,
+    RegistryClient,
+    RegistryFormatError,
+    SubnetRecord,
+    SubnetType,
+)
+from harness.node.registry.http import HttpSource, RegistryUnreachable
+from harness.node.status import decode_status
+
+MODULE = "harness.node.registry"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    store = LocalStore(tmp_path / "registry")
+    store.path.mkdir()
+    return store
+
+
+def serve(start_program: Callable[..., Program], store: LocalStore, ip: str) -> str:
+    url = f"http://{ip}:8000"
+    start_program(MODULE, "--store", str(store.path), "--listen", f"{ip}:8000", ready_url=url + "/")
+    return url
+
+
+def test_versions_are_served_as_stored_and_the_source_reads_them(
+    start_program: Callable[..., Program], store: LocalStore, loopback_ip: str
+) -> None:
+    url = serve(start_program, store, loopback_ip)
+    source = HttpSource(url)
+    assert source.latest_version() == 0
+    store.write(make_snapshot(1))
+    store.write(make_snapshot(2))
+    assert source.latest_version() == 2
+    assert source.read(2) == store.read(2)
+    raw = httpx.get(f"{url}/api/v1/registry/versions/1")
+    assert raw.status_code == 200
+    assert raw.content == store.file(1).read_bytes()
+    with pytest.raises(RegistryFormatError, match="versions/3: no such registry version"):
+        source.read(3)
+    source.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "says"),
+    [
+        ("GET", "/", 404, "served: /api/v1/registry/latest"),
+        ("GET", "/api/v1/registry/versions/0", 404, "no registry version 0"),
+        ("GET", "/api/v1/registry/versions/-1", 404, "not found"),
+        ("GET", "/api/v1/registry/versions/%2e%2e", 404, "not found"),
+        ("GET", "/api/v1/registry/versions/" + "9" * 30, 404, "no registry version"),
+        ("PUT", "/api/v1/registry/versions/1", 405, "read-only"),
+    ],
+)
+def test_anything_else_is_refused_plainly(
+    start_program: Callable[..., Program],
+    store: LocalStore,
+    loopback_ip: str,
+    method: str,
+    path: str,
+    status: int,
+    says: str,
+) -> None:
+    store.write(make_snapshot(1))
+    url = serve(start_program, store, loopback_ip)
+    response = httpx.request(method, url + path, content=b"{}")
+    assert response.status_code == status
+    assert says in response.text
+
+
+def test_the_client_keeps_the_last_good_version_while_the_service_is_down(
+    start_program: Callable[..., Program], store: LocalStore, loopback_ip: str
+) -> None:
+    store.write(make_snapshot(1))
+    url = f"http://{loopback_ip}:8000"
+    program = start_program(
+        MODULE, "--store", str(store.path), "--listen", f"{loopback_ip}:8000", ready_url=url
+    )
+    errors: list[tuple[int, Exception]] = []
+    client = RegistryClient(
+        HttpSource(url, timeout=1.0), on_error=lambda v, e: errors.append((v, e))
+    )
+    first = client.poll()
+    assert first is not None and first.version == 1
+    assert program.terminate() == 0
+    assert client.poll() is first  # unreachable: the last good one, reported
+    assert isinstance(errors[-1][1], RegistryUnreachable)
+    assert f"{url}/api/v1/registry/latest" in str(errors[-1][1])
+
+
+def test_a_corrupt_version_behind_the_service_is_skipped(
+    start_program: Callable[..., Program], store: LocalStore, loopback_ip: str
+) -> None:
+    store.write(make_snapshot(1))
+    (store.path / "00000000000000000002.json").write_text('{"version": 2, "subnets": ')
+    url = serve(start_program, store, loopback_ip)
+    errors: list[tuple[int, Exception]] = []
+    client = RegistryClient(HttpSource(url), on_error=lambda v, e: errors.append((v, e)))
+    snapshot = client.poll()
+    assert snapshot is not None and snapshot.version == 1
+    assert [version for version, _ in errors] == [2]
+    assert "versions/2: not valid JSON" in str(errors[0][1])
+
+
+def test_a_bad_store_is_refused_at_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", MODULE, "--store", str(tmp_path / "absent")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_orchestrator_runs_its_node_from_a_registry_service_alone(
+    start_program: Callable[..., Program], tmp_path: Path, make_loopback_ip: Callable[[], str]
+) -> None:
+    registry_ip, node_ip = make_loopback_ip(), make_loopback_ip()
+    store = LocalStore(tmp_path / "registry")
+    store.path.mkdir()
+    store.write(
+        make_snapshot(
+            1,
+            subnets={"s1": SubnetRecord(SubnetType.APPLICATION, ("node-1",), "1.0.0")},
+            nodes={"node-1": NodeRecord(node_ip)},
+            api_boundary_nodes={},
+        )
+    )
+    url = serve(start_program, store, registry_ip)
+    start_program(
+        "harness.node.orchestrator",
+        "--node-id", "node-1",
+        "--registry-url", url,
+        "--data-dir", str(tmp_path / "node"),
+        "--metrics-listen-addr", f"{node_ip}:9091",
+        "--dashboard-listen-addr", f"{node_ip}:7070",
+        "--registry-poll-interval", "0.1",
+    )  # fmt: skip
+    status_url = f"http://{node_ip}:8080/api/v2/status"
+    wait_for_http(status_url, timeout=30)
+    deadline = time.monotonic() + 10
+    while not decode_status(httpx.get(status_url).content).is_healthy:
+        assert time.monotonic() < deadline, "the replica never became healthy"
+        time.sleep(0.05)
+    dashboard = httpx.get(f"http://{node_ip}:7070/").text
+    assert "last registry version: 1" in dashboard
+    assert "subnet id: s1" in dashboard
