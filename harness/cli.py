@@ -32,6 +32,7 @@ from harness.driver import (
     Subnet,
     SubnetType,
     Testnet,
+    backend_names,
     sweep,
 )
 
@@ -139,6 +140,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             else:
                 Console().print(_nodes_table(testnet))
             console.print(f"[green]every node is healthy[/green] ({len(testnet.nodes())} nodes)")
+            if testnet.backend.http_proxy is not None:
+                proxy = testnet.backend.http_proxy.removeprefix("socks5://")
+                console.print(
+                    f"the URLs are reachable through the SOCKS5 proxy {proxy}, e.g. "
+                    f"curl --socks5-hostname {proxy} <url>"
+                )
             if args.once:
                 return 0
             console.print("up; press Ctrl-C (or send SIGTERM) to tear it down")
@@ -174,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="bring up a testnet and wait until every node is healthy")
-    up.add_argument("--backend", default="local", choices=["local", "docker"])
+    up.add_argument("--backend", default="local", choices=backend_names())
     up.add_argument("--topology", help="FILE.py[:name] or module[:name] of an InternetComputer")
     up.add_argument(
         "--enable-ic-gateway",

@@ -31,6 +31,7 @@ from harness.driver import (
     MetricThresholds,
     Run,
     Testnet,
+    backend_names,
     sweep,
 )
 
@@ -52,9 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add(
         "--backend",
         "harness_backend",
-        "backend that runs the nodes: local (default) or docker",
+        "backend that runs the nodes: local (default), docker or swarm",
         default=None,
-        choices=["local", "docker"],
+        choices=backend_names(),
     )
     add(
         "--keep-testnet",
@@ -99,8 +100,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "remove_all=False): change the metric checks run after this test",
     )
     backend = _setting(config, "harness_backend", "local")
-    if backend not in ("local", "docker"):
-        raise pytest.UsageError(f"harness_backend = {backend!r}: use local or docker")
+    if backend not in backend_names():
+        raise pytest.UsageError(
+            f"harness_backend = {backend!r}: use one of {', '.join(backend_names())}"
+        )
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
 
 

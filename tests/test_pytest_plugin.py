@@ -60,7 +60,11 @@ def test_backend_ini_is_validated(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nharness_backend = kubernetes\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*harness_backend = 'kubernetes': use local or docker*"])
+    result.stderr.fnmatch_lines(
+        ["*harness_backend = 'kubernetes': use one of docker, local, swarm*"]
+    )
+        ["*harness_backend = 'kubernetes': use one of docker, local, swarm*"]
+    )
 
 
 def test_thresholds_marker_builds_the_checked_maps(pytester: pytest.Pytester) -> None:

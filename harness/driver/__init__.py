@@ -12,7 +12,7 @@
 Everything a test needs is exported here; tests import nothing else from `harness`.
 """
 
-from harness.driver.backends.base import BackendOptions
+from harness.driver.backends.base import BackendOptions, backend_names
 from harness.driver.errors import (
     BackendUnavailable,
     HarnessError,
@@ -59,5 +59,6 @@ __all__ = [
     "Testnet",
     "TopologyError",
     "TopologySnapshot",
+    "backend_names",
     "sweep",
 ]

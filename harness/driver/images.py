@@ -57,7 +57,8 @@ NODE_REPOSITORY = "harness-node"
 SUITE = "bookworm"
 TARGET_PYTHON = "3.11"  # the python3 of SUITE: the wheelhouse and the .pyc are made for it
 SITE_PACKAGES = f"/opt/harness/lib/python{TARGET_PYTHON}/site-packages"  # as in Dockerfile.node
-BASE_PACKAGES = ("python3", "python3-venv", "tini", "ca-certificates")
+# microsocks: the swarm backend's access proxy (a SOCKS5 server) runs from this image too.
+BASE_PACKAGES = ("python3", "python3-venv", "tini", "ca-certificates", "microsocks")
 MMDEBSTRAP_ARGS = ("--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "--format=tar")
 HOST_APT_SOURCES = (
     Path("/etc/apt/sources.list.d/debian.sources"),

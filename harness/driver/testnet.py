@@ -107,6 +107,9 @@ class Testnet:
         node is healthy (cloud-engine nodes with ic-gateway also on port 80)."""
         try:
             ips = self.backend.allocate(self.plan)
+            if self.backend.http_proxy is not None:
+                self.http.close()
+                self.http = httpx.Client(trust_env=False, proxy=self.backend.http_proxy)
             self.registry.write_initial(initial_snapshot(self.plan, ips))
             for planned in self.plan.nodes:
                 self._nodes[planned.node_id] = Node(
@@ -201,15 +204,11 @@ class Testnet:
     def set_replica_faults(self, node_id: str, knobs: Mapping[str, object]) -> None:
         """Write the replica's fault-knob file (atomically); empty `knobs` removes it."""
         self.node(node_id)
-        path = self.backend.data_dir(node_id) / REPLICA_FAULTS_FILE
         if not knobs:
-            path.unlink(missing_ok=True)
+            self.backend.write_node_file(node_id, REPLICA_FAULTS_FILE, None)
             self._faults[node_id].discard("replica faults")
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.tmp")
-        staging.write_text(json.dumps(dict(knobs)))
-        staging.replace(path)
+        self.backend.write_node_file(node_id, REPLICA_FAULTS_FILE, json.dumps(dict(knobs)).encode())
         self._faults[node_id].add("replica faults")
 
     def faults(self) -> dict[str, set[str]]:
@@ -371,5 +370,7 @@ class Testnet:
             "backend": self.backend.name,
             "registry_version": snapshot.registry_version,
             "registry": str(self.registry.path),
+            # Where the URLs are reachable through (swarm: a SOCKS5 proxy on the overlay).
+            "proxy": self.backend.http_proxy,
             "nodes": nodes,
         }

@@ -12,6 +12,7 @@ message that names the problem. `plan()` turns the declaration into concrete nod
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Self
@@ -26,6 +27,7 @@ _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+_MACHINE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}=[A-Za-z0-9._-]{1,63}$")
 
 
 @dataclass
@@ -73,6 +75,7 @@ class PlannedNode:
     features: frozenset[str]
     domain: str | None = None
     api_boundary: bool = False
+    machine_label: str | None = None  # `KEY=VALUE`: run on a machine with that label (swarm)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class InternetComputer:
     api_boundary_domains: list[str] = field(default_factory=list)
     name: str = "ic"
     unassigned_nodes_version: str = DEFAULT_REPLICA_VERSION
+    machine_labels: dict[str, str] = field(default_factory=dict)
 
     def add_subnet(self, subnet: Subnet) -> Self:
         if not isinstance(subnet, Subnet):
@@ -125,6 +129,14 @@ class InternetComputer:
             raise TopologyError(f"with_api_boundary_nodes: count must be >= 0, got {count!r}")
         self.api_boundary_nodes = count
         self.api_boundary_domains = list(domains or [])
+        return self
+
+    def with_machine_label(self, target: str, label: str) -> Self:
+        """Run a node, or every node of a subnet (`target`: a node id such as
+        `subnet-0-node-1`, or a subnet id), on machines with the label `KEY=VALUE`. Only the
+        swarm backend has several machines (`docker node update --label-add KEY=VALUE`); the
+        local and docker backends run everything on one and ignore it."""
+        self.machine_labels[target] = label
         return self
 
     def with_name(self, name: str) -> Self:
@@ -181,6 +193,20 @@ class InternetComputer:
                 raise TopologyError(f"two API boundary nodes share the domain {domain!r}")
             seen.add(domain)
 
+    def _validate_machine_labels(self, nodes: list[PlannedNode], subnet_ids: set[str]) -> None:
+        node_ids = {node.node_id for node in nodes}
+        for target, label in self.machine_labels.items():
+            if target not in node_ids and target not in subnet_ids:
+                raise TopologyError(
+                    f"machine label for {target!r}: no such node or subnet; nodes: "
+                    f"{sorted(node_ids)}, subnets: {sorted(subnet_ids)}"
+                )
+            if not isinstance(label, str) or not _MACHINE_LABEL.fullmatch(label):
+                raise TopologyError(
+                    f"machine label {label!r} for {target!r}: expected KEY=VALUE "
+                    "(letters, digits, '.', '_', '-')"
+                )
+
     def boundary_domains(self) -> list[str]:
         if self.api_boundary_domains:
             return [d.lower().rstrip(".") for d in self.api_boundary_domains]
@@ -209,4 +235,13 @@ class InternetComputer:
                     f"api-bn-{i}", len(nodes), None, frozenset(), domain=domain, api_boundary=True
                 )
             )
-        return Plan(self.name, tuple(subnets), tuple(nodes), self.unassigned_nodes_version)
+        self._validate_machine_labels(nodes, {s.subnet_id for s in subnets})
+        labelled = [
+            dataclasses.replace(
+                node,
+                machine_label=self.machine_labels.get(node.node_id)
+                or self.machine_labels.get(node.subnet_id or ""),
+            )
+            for node in nodes
+        ]
+        return Plan(self.name, tuple(subnets), tuple(labelled), self.unassigned_nodes_version)

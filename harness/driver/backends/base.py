@@ -35,13 +35,20 @@ class Backend(abc.ABC):
         self.directory = directory
         self.options = options
 
+    @property
+    def http_proxy(self) -> str | None:
+        """The proxy URL the harness reaches node endpoints through, if any (after
+        `allocate()`); None where `endpoint()` is reachable directly."""
+        return None
+
     def orchestrator_arguments(
         self, node_id: str, registry: str, data_dir: str, listen_ip: str, *extra: str
     ) -> list[str]:
-        """The orchestrator's flags for a node: one place for what every backend passes."""
+        """The orchestrator's flags for a node: one place for what every backend passes.
+        `registry` is a store directory or, with a scheme (`http://...`), a registry service."""
         return [
             "--node-id", node_id,
-            "--registry-local-store", registry,
+            "--registry-url" if "://" in registry else "--registry-local-store", registry,
             "--data-dir", data_dir,
             "--metrics-listen-addr", f"{listen_ip}:9091",
             "--dashboard-listen-addr", f"{listen_ip}:7070",
@@ -54,6 +61,18 @@ class Backend(abc.ABC):
     def data_dir(self, node_id: str) -> Path:
         """The node's data directory as the harness sees it (logs, pid files, fault knobs)."""
         return self.directory / node_id
+
+    def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
+        """Replace (atomically) or, with None, remove a file in the node's data dir, as the
+        node's programs see it; here: in `data_dir()`, which the node shares."""
+        path = self.data_dir(node_id) / relative
+        if data is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_bytes(data)
+        staging.replace(path)
 
     @abc.abstractmethod
     def allocate(self, plan: Plan) -> Mapping[str, str]:
@@ -136,5 +155,12 @@ def _docker() -> type[Backend]:
     return DockerBackend
 
 
+def _swarm() -> type[Backend]:
+    from harness.driver.backends.swarm import SwarmBackend
+
+    return SwarmBackend
+
+
 register_backend("local", _local)
 register_backend("docker", _docker)
+register_backend("swarm", _swarm)

@@ -41,6 +41,7 @@ import math
 import os
 import random
 import signal
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,7 @@ class ContainerExited(NodeStartError):
     """The node's container stopped while it was being waited for."""
 
 
-def _published_port(container: Container, port: int) -> int:
+def published_port(container: Container, port: int) -> int:
     """The host port `port` of the container is published on; `ConnectionError` while Docker
     has not filled the mapping in yet (it can lag behind the container's start)."""
     bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
@@ -106,6 +107,24 @@ def _published_port(container: Container, port: int) -> int:
         if binding.get("HostIp") == PUBLISH_HOST and binding.get("HostPort"):
             return int(binding["HostPort"])
     raise ConnectionError(f"port {port} of container {container.short_id} is not published yet")
+
+
+def taken_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    """Every IPv4 subnet of the engine's networks and of the host's interfaces."""
+    taken: list[ipaddress.IPv4Network] = []
+    for network in client.api.networks():
+        for config in (network.get("IPAM") or {}).get("Config") or ():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                subnet = ipaddress.ip_network(config["Subnet"], strict=False)
+                if isinstance(subnet, ipaddress.IPv4Network):
+                    taken.append(subnet)
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family.name == "AF_INET" and address.netmask:
+                interface = ipaddress.ip_interface(f"{address.address}/{address.netmask}")
+                if isinstance(interface, ipaddress.IPv4Interface):
+                    taken.append(interface.network)
+    return taken
 
 
 class NodeReadyWaitStrategy(WaitStrategy):
@@ -144,7 +163,7 @@ class NodeReadyWaitStrategy(WaitStrategy):
             "RestartCount", 0
         ):
             raise ContainerExited(f"node {self.node_id}: its container exited")
-        host_port = _published_port(wrapped, self.port)
+        host_port = published_port(wrapped, self.port)
         path = STATUS_PATH if self.replica else "/"
         try:
             response = http.get(f"http://{PUBLISH_HOST}:{host_port}{path}")
@@ -209,24 +228,8 @@ class DockerBackend(Backend):
             self._nodes[node.node_id] = _DockerNode(node.node_id, ip, self.directory / node.node_id)
         return ips
 
-    def _taken_subnets(self) -> list[ipaddress.IPv4Network]:
-        taken: list[ipaddress.IPv4Network] = []
-        for network in self._client.api.networks():
-            for config in (network.get("IPAM") or {}).get("Config") or ():
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    subnet = ipaddress.ip_network(config["Subnet"], strict=False)
-                    if isinstance(subnet, ipaddress.IPv4Network):
-                        taken.append(subnet)
-        for addresses in psutil.net_if_addrs().values():
-            for address in addresses:
-                if address.family.name == "AF_INET" and address.netmask:
-                    interface = ipaddress.ip_interface(f"{address.address}/{address.netmask}")
-                    if isinstance(interface, ipaddress.IPv4Interface):
-                        taken.append(interface.network)
-        return taken
-
     def _create_network(self, tries: int = 100) -> ipaddress.IPv4Network:
-        taken = self._taken_subnets()
+        taken = taken_subnets(self._client)
         blocks = SUBNET_POOL.num_addresses // 256
         rng = random.Random()
         for _ in range(tries):
@@ -347,7 +350,7 @@ class DockerBackend(Backend):
 
         def read() -> dict[int, int]:
             container.reload()
-            return {port: _published_port(container, port) for port in NODE_PORTS}
+            return {port: published_port(container, port) for port in NODE_PORTS}
 
         return wait_until(
             read, f"the port mappings of node {local.node_id}", PORT_MAPPING_TIMEOUT, 0.1
@@ -539,22 +542,44 @@ def _is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
 def remove_labelled(
     client: docker.DockerClient, doomed: Callable[[Mapping[str, str]], bool]
 ) -> int:
-    """Remove every container, then every network, with a run label that `doomed` accepts;
-    return how many."""
+    """Remove every swarm service (where the engine manages a swarm), then every container,
+    then every network with a run label that `doomed` accepts; return how many."""
     removed = 0
+    with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: no services
+        for service in client.services.list(filters={"label": RUN_LABEL}):
+            if doomed(service.attrs.get("Spec", {}).get("Labels") or {}):
+                with contextlib.suppress(docker.errors.NotFound):
+                    service.remove()  # type: ignore[no-untyped-call]
+                    removed += 1
     for container in client.containers.list(
         all=True, filters={"label": RUN_LABEL}, ignore_removed=True
     ):
         if doomed(container.labels):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True)  # an APIError: its service removes it already
                 removed += 1
     for network in client.networks.list(filters={"label": RUN_LABEL}):
         if doomed(network.attrs.get("Labels") or {}):
-            with contextlib.suppress(docker.errors.NotFound):
-                network.remove()
-                removed += 1
+            _remove_network(network)
+            removed += 1
     return removed
+
+
+def _remove_network(network: Any, timeout: float = 20.0) -> None:
+    """Remove a network; an overlay keeps "active endpoints" for a moment after the containers
+    of removed services are gone, so that is waited out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            network.remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "active endpoints" not in str(exc) or time.monotonic() > deadline:
+                log.warning("cannot remove docker network %s: %s", network.name, exc)
+                return
+            time.sleep(0.2)
 
 
 def sweep_docker(

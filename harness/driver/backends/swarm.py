@@ -1,0 +1,588 @@
+"""The swarm backend: every node is a Docker Swarm service, so a testnet can span every machine
+of an existing swarm. The harness must run on a manager of that swarm.
+
+How a testnet maps onto Swarm:
+
+- Network: one attachable overlay network per testnet, with a /24 from 10.200.0.0/13 picked at
+  random and checked against the engine's networks. Services use `endpoint_mode: dnsrr`
+  (virtual IPs and the ingress routing mesh need IPVS, which some engines, such as this
+  project's CI machines, lack).
+- Nodes: one service per node, one replica, restart on failure, hostname and network alias the
+  node id. A task gets its IP from the overlay when it starts, and a new task (after a restart or
+  a move to another machine) gets another one, so the registry records a node's address as its
+  node id: a name that resolves to the node's current IP on the overlay (for its own programs,
+  through /etc/hosts). The node's data dir (logs, pid files, fault knobs) lives in its task's
+  container, never in a shared folder.
+- Placement: the swarm scheduler puts each new task on the machine running the fewest, which
+  spreads one-task services over the machines; a topology's machine label
+  (`InternetComputer.with_machine_label`) pins a node with a `node.labels.KEY==VALUE`
+  constraint.
+- Registry: a `registry-service` service (`harness.node.registry.http`) serves the testnet's
+  registry directory, read-only, on port 8000 under the network alias `registry`; the
+  orchestrators poll it with `--registry-url`. It is the one service pinned to the harness's
+  own machine, where the registry directory is written.
+- Access: one container of the node image on the overlay network, running `microsocks` (a
+  SOCKS5 proxy, Debian package), with its port published on 127.0.0.1 only. The harness's HTTP
+  client (`Testnet.http`) goes through it, so `endpoint()` is simply (node id, port), resolved
+  inside the overlay; nothing of a node is published on any host interface.
+- Labels: services, the access container, task containers and the network carry the docker
+  backend's labels (`org.harness.run-id`, `org.harness.testnet-id`, ...), so `teardown()`,
+  `harness down --all` and the sweep at the start of every run remove them the same way.
+- Faults: `kill_process` runs `kill` in the task's container; `stop_node`/`start_node` scale the
+  service to 0 and back (a new task); `partition_node`/`heal_node` disconnect the task's
+  container from the overlay and connect it again with the same IP; `pause_node` freezes the
+  container. These use the engine of the machine the task runs on, which the harness reaches
+  only for tasks on its own machine: on another machine they raise `HarnessError` naming it.
+- Images: the node image is built here; other machines need it under the same tag, e.g. from a
+  registry the user runs (`harness images push`, see README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import json
+import logging
+import math
+import random
+import signal
+import tarfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import httpx
+import requests
+from docker.models.containers import Container
+from docker.models.services import Service
+from testcontainers.core.container import DockerContainer
+
+from harness.driver.backends.base import Backend, BackendOptions
+from harness.driver.backends.docker import (
+    NODE_LABEL,
+    PUBLISH_HOST,
+    RUN_LABEL,
+    STATE_ROOT_LABEL,
+    TESTNET_LABEL,
+    published_port,
+    remove_labelled,
+    taken_subnets,
+)
+from harness.driver.errors import BackendUnavailable, HarnessError, NodeStartError
+from harness.driver.images import build_node_image, engine
+from harness.driver.run import Run, state_root
+from harness.driver.topology import Plan, PlannedNode
+from harness.driver.waits import wait_until
+from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
+
+log = logging.getLogger(__name__)
+
+NETWORK_POOL = ipaddress.ip_network("10.200.0.0/13")
+DATA_DIR = "/var/lib/node"
+BINARY_DIRECTORY = "/opt/harness/bin"
+TINI = "/usr/bin/tini"
+PROXY_PORT = 1080
+REGISTRY_PORT = 8000
+REGISTRY_ALIAS = "registry"
+REPLICA_PORT = 8080
+DASHBOARD_PORT = 7070
+STARTUP_TIMEOUT = 60.0
+SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+FAILED_TASK_STATES = ("failed", "rejected", "orphaned")
+LIVE_TASK_STATES = (
+    "new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
+)  # fmt: skip
+
+
+def swarm_node_id(client: docker.DockerClient) -> str:
+    """The swarm node id of the engine the harness talks to, which must be a manager;
+    `BackendUnavailable` saying how to get one otherwise."""
+    try:
+        swarm = client.info().get("Swarm") or {}
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise BackendUnavailable(f"the docker engine does not answer: {exc}") from None
+    if swarm.get("LocalNodeState") != "active":
+        raise BackendUnavailable(
+            "the docker engine is not part of a swarm; make it one with "
+            "`docker swarm init --advertise-addr 127.0.0.1` (one machine) or join it to yours"
+        )
+    if not swarm.get("ControlAvailable"):
+        raise BackendUnavailable(
+            "the docker engine is a swarm worker; run the harness on a manager of the swarm"
+        )
+    return str(swarm["NodeID"])
+
+
+@dataclass
+class _SwarmNode:
+    planned: PlannedNode
+    service: Service | None = None
+    partitioned_ip: str | None = None  # the IP to reconnect with, while partitioned
+
+
+class SwarmBackend(Backend):
+    """Nodes as Swarm services on a per-testnet overlay network."""
+
+    name = "swarm"
+
+    def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
+        super().__init__(run, testnet_id, directory, options)
+        self._client = engine()
+        self._machine = swarm_node_id(self._client)
+        self.network_name = f"harness-{run.run_id}-{testnet_id}"
+        self._image: str | None = None
+        self._subnet: ipaddress.IPv4Network | None = None
+        self._nodes: dict[str, _SwarmNode] = {}
+        self._access: Container | None = None
+        self._registry: Service | None = None
+        self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
+        self.startup_timeout = STARTUP_TIMEOUT
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            RUN_LABEL: self.run.run_id,
+            TESTNET_LABEL: self.testnet_id,
+            STATE_ROOT_LABEL: str(state_root()),
+        }
+
+    @property
+    def http_proxy(self) -> str | None:
+        if self._access is None:
+            return None
+        return f"socks5://{PUBLISH_HOST}:{published_port(self._access, PROXY_PORT)}"
+
+    # Addresses, network, access.
+    def allocate(self, plan: Plan) -> Mapping[str, str]:
+        if len(plan.nodes) > 250:
+            raise HarnessError(f"the swarm backend runs at most 250 nodes, not {len(plan.nodes)}")
+        self._image = build_node_image(client=self._client)
+        self._subnet = self._create_network()
+        self._access = self._start_access()
+        for node in plan.nodes:
+            self._nodes[node.node_id] = _SwarmNode(node)
+        return {node.node_id: node.node_id for node in plan.nodes}
+
+    def _create_network(self, tries: int = 100) -> ipaddress.IPv4Network:
+        taken = taken_subnets(self._client)
+        rng = random.Random()
+        for _ in range(tries):
+            block = NETWORK_POOL.network_address + 256 * rng.randrange(
+                NETWORK_POOL.num_addresses // 256
+            )
+            subnet = ipaddress.IPv4Network(f"{block}/24")
+            if any(subnet.overlaps(other) for other in taken):
+                continue
+            try:
+                self._client.networks.create(
+                    self.network_name,
+                    driver="overlay",
+                    attachable=True,
+                    labels=self.labels,
+                    ipam=docker.types.IPAMConfig(
+                        pool_configs=[docker.types.IPAMPool(subnet=str(subnet))]
+                    ),
+                )
+            except docker.errors.APIError as exc:
+                if "overlap" in str(exc).lower():
+                    taken.append(subnet)
+                    continue
+                raise HarnessError(
+                    f"cannot create overlay network {self.network_name}: {exc}"
+                ) from None
+            return subnet
+        raise BackendUnavailable(f"no free /24 in {NETWORK_POOL} after {tries} tries")
+
+    def _start_access(self) -> Container:
+        """The SOCKS5 proxy on the overlay that the harness reaches every node through."""
+        assert self._image is not None
+        access = DockerContainer(self._image).with_name(f"{self.network_name}-access")
+        access.with_kwargs(
+            entrypoint=[TINI, "--", "microsocks", "-i", "0.0.0.0", "-p", str(PROXY_PORT)],
+            labels={**self.labels, NODE_LABEL: "access"},
+            network=self.network_name,
+        )
+        ports: dict[str, Any] = access.ports
+        ports[f"{PROXY_PORT}/tcp"] = (PUBLISH_HOST, None)  # random host port, loopback only
+        access.start()
+        container = access.get_wrapped_container()
+
+        def mapped() -> int:
+            container.reload()
+            if container.status != "running":
+                raise HarnessError(f"the access proxy container is {container.status}")
+            return published_port(container, PROXY_PORT)
+
+        port = wait_until(mapped, "the access proxy's published port", 10.0, 0.1)
+        self._http = httpx.Client(
+            trust_env=False, proxy=f"socks5://{PUBLISH_HOST}:{port}", timeout=2.0
+        )
+        return container
+
+    # The registry service.
+    def _ensure_registry(self, registry_path: Path) -> None:
+        with self._lock:
+            if self._registry is not None:
+                return
+            assert self._image is not None
+            self._registry = self._client.services.create(  # type: ignore[no-untyped-call]
+                self._image,
+                command=[TINI, "--", "registry-service"],
+                args=["--store", "/registry", "--listen", f"0.0.0.0:{REGISTRY_PORT}"],
+                name=f"{self.network_name}-registry",
+                labels={**self.labels, NODE_LABEL: "registry"},
+                container_labels={**self.labels, NODE_LABEL: "registry"},
+                mounts=[
+                    docker.types.Mount(
+                        "/registry", str(registry_path.resolve()), type="bind", read_only=True
+                    )
+                ],
+                constraints=[f"node.id=={self._machine}"],
+                networks=[
+                    docker.types.NetworkAttachmentConfig(
+                        self.network_name, aliases=[REGISTRY_ALIAS]
+                    )
+                ],
+                endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
+                restart_policy=docker.types.RestartPolicy(condition="any"),
+            )
+            url = f"http://{REGISTRY_ALIAS}:{REGISTRY_PORT}/api/v1/registry/latest"
+            wait_until(
+                lambda: self._answers(url),
+                f"the registry service of testnet {self.testnet_id}",
+                self.startup_timeout,
+                0.1,
+            )
+
+    def _answers(self, url: str) -> bool:
+        assert self._http is not None
+        try:
+            return self._http.get(url).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    # Life cycle.
+    def _node(self, node_id: str) -> _SwarmNode:
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise HarnessError(f"no node {node_id!r} in testnet {self.testnet_id}") from None
+
+    def _service_name(self, node_id: str) -> str:
+        return f"{self.network_name}-{node_id}"
+
+    def start_node(self, node: PlannedNode, registry_path: Path) -> None:
+        if self._image is None:
+            raise HarnessError("allocate() must run before start_node()")
+        local = self._node(node.node_id)
+        self._ensure_registry(registry_path)
+        if local.service is None:
+            local.service = self._create_service(node)
+        else:
+            if self._running_tasks(local):
+                raise HarnessError(f"node {node.node_id} is already running")
+            local.service.scale(1)
+        self._await_ready(local)
+
+    def _create_service(self, node: PlannedNode) -> Service:
+        assert self._image is not None
+        arguments = self.orchestrator_arguments(
+            node.node_id,
+            f"http://{REGISTRY_ALIAS}:{REGISTRY_PORT}",
+            DATA_DIR,
+            "0.0.0.0",
+            "--ic-binary-directory",
+            BINARY_DIRECTORY,
+        )
+        labels = {**self.labels, NODE_LABEL: node.node_id}
+        constraints = []
+        if node.machine_label is not None:
+            key, _, value = node.machine_label.partition("=")
+            constraints.append(f"node.labels.{key}=={value}")
+        service: Service = self._client.services.create(  # type: ignore[no-untyped-call]
+            self._image,
+            args=arguments,
+            name=self._service_name(node.node_id),
+            hostname=node.node_id,
+            labels=labels,
+            container_labels=labels,
+            constraints=constraints,
+            networks=[
+                docker.types.NetworkAttachmentConfig(self.network_name, aliases=[node.node_id])
+            ],
+            endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
+            restart_policy=docker.types.RestartPolicy(condition="on-failure"),
+            # Docker's SIGKILL comes after the orchestrator's own SIGTERM-then-SIGKILL.
+            stop_grace_period=int(self._stop_timeout() * 1e9),
+        )
+        return service
+
+    def _stop_timeout(self) -> int:
+        return math.ceil(2 * self.options.stop_grace_period + 5)
+
+    def _tasks(self, local: _SwarmNode) -> list[dict[str, Any]]:
+        if local.service is None:
+            return []
+        try:
+            return list(local.service.tasks())  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            return []
+
+    def _running_tasks(self, local: _SwarmNode) -> list[dict[str, Any]]:
+        """Tasks meant to run and not yet ended (from `new` to `running`)."""
+        return [
+            t
+            for t in self._tasks(local)
+            if t.get("DesiredState") == "running"
+            and (t.get("Status") or {}).get("State") in LIVE_TASK_STATES
+        ]
+
+    def _await_ready(self, local: _SwarmNode) -> None:
+        node = local.planned
+        replica = node.subnet_id is not None
+        port = REPLICA_PORT if replica else DASHBOARD_PORT
+        url = f"http://{node.node_id}:{port}{STATUS_PATH if replica else '/'}"
+        last = "nothing observed yet"
+        started = time.monotonic()
+        assert self._http is not None
+        while True:
+            failed = [
+                t
+                for t in self._tasks(local)
+                if (t.get("Status") or {}).get("State") in FAILED_TASK_STATES
+                and t.get("CreatedAt", "") >= self._started_since(started)
+            ]
+            if failed:
+                status = failed[-1].get("Status") or {}
+                raise self._start_error(
+                    local, f"its task {status.get('State')}: {status.get('Err', '')}"
+                )
+            try:
+                response = self._http.get(url)
+                if not replica:
+                    if response.status_code == 200:
+                        return
+                    last = f"the dashboard answered {response.status_code}"
+                else:
+                    status = decode_status(response.content)
+                    if status.is_healthy:
+                        return
+                    last = f"replica_health_status {status.replica_health_status}"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            except StatusDecodeError as exc:
+                last = str(exc)
+            if time.monotonic() - started > self.startup_timeout:
+                raise self._start_error(
+                    local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
+                )
+            time.sleep(0.1)
+
+    @staticmethod
+    def _started_since(monotonic_start: float) -> str:
+        """An RFC 3339 UTC time a little before `monotonic_start`, comparable as text with
+        the engine's `CreatedAt` (tasks of earlier starts do not count as this one's)."""
+        wall = time.time() - (time.monotonic() - monotonic_start) - 1.0
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+
+    def _start_error(self, local: _SwarmNode, reason: str) -> NodeStartError:
+        tail = self._service_logs(local)[-3000:].decode(errors="replace")
+        return NodeStartError(
+            f"node {local.planned.node_id} did not come up: {reason}\n"
+            f"--- orchestrator output (docker service logs) ---\n{tail}"
+        )
+
+    def stop_node(self, node_id: str) -> None:
+        """Scale the node's service to 0: Docker stops its task (SIGTERM, SIGKILL later)."""
+        local = self._node(node_id)
+        if local.service is None:
+            raise HarnessError(f"node {node_id} has not been started")
+        with contextlib.suppress(HarnessError):
+            self.resume_node(node_id)  # a frozen container cannot stop
+        local.service.scale(0)
+        wait_until(
+            lambda: not self._running_anywhere(local),
+            f"node {node_id}'s task to stop",
+            self._stop_timeout() + 10,
+            0.1,
+        )
+
+    # The task's container (on this machine).
+    def _local_containers(self, local: _SwarmNode) -> list[Container]:
+        """The node's task containers on this machine."""
+        service = self._service_name(local.planned.node_id)
+        return list(
+            self._client.containers.list(
+                filters={"label": f"{SERVICE_NAME_LABEL}={service}"}, ignore_removed=True
+            )
+        )
+
+    def _running_anywhere(self, local: _SwarmNode) -> list[dict[str, Any]]:
+        """The node's running tasks, on any machine of the swarm."""
+        return [t for t in self._tasks(local) if (t.get("Status") or {}).get("State") == "running"]
+
+    def _container(self, node_id: str) -> Container:
+        local = self._node(node_id)
+        containers = self._local_containers(local)
+        if containers:
+            return containers[0]
+        running = self._running_anywhere(local)
+        if running:
+            machine = running[0].get("NodeID", "?")
+            raise HarnessError(
+                f"node {node_id} runs on swarm machine {machine}, not on this one: its container "
+                "is reachable through that machine's engine only"
+            )
+        raise HarnessError(f"node {node_id} is not running")
+
+    def pause_node(self, node_id: str) -> None:
+        self._container(node_id).pause()
+
+    def resume_node(self, node_id: str) -> None:
+        container = self._container(node_id)
+        if container.status == "paused":
+            container.unpause()
+
+    def partition_node(self, node_id: str) -> None:
+        """Disconnect the node's container from the overlay: nothing reaches it, it reaches
+        nothing (neither the registry nor the access proxy)."""
+        local = self._node(node_id)
+        container = self._container(node_id)
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        local.partitioned_ip = networks[self.network_name]["IPAddress"]
+        self._client.networks.get(self.network_name).disconnect(container)
+
+    def heal_node(self, node_id: str) -> None:
+        local = self._node(node_id)
+        if local.partitioned_ip is None:
+            return
+        self._client.networks.get(self.network_name).connect(
+            self._container(node_id), aliases=[node_id], ipv4_address=local.partitioned_ip
+        )
+        local.partitioned_ip = None
+
+    def _exec(self, node_id: str, command: list[str]) -> tuple[int, bytes]:
+        result = self._container(node_id).exec_run(command)
+        output = result.output if isinstance(result.output, bytes) else b""
+        return int(result.exit_code or 0), output
+
+    def _pid(self, node_id: str, process: str) -> int | None:
+        path = (
+            f"{DATA_DIR}/orchestrator.pid"
+            if process == "orchestrator"
+            else f"{DATA_DIR}/run/{process}.pid"
+        )
+        code, output = self._exec(node_id, ["cat", path])
+        if code != 0:
+            return None
+        try:
+            if process == "orchestrator":
+                return int(output.strip())
+            return int(json.loads(output)["pid"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:
+        pid = self._pid(node_id, process)
+        if pid is None:
+            raise HarnessError(f"node {node_id}: no {process} process is running")
+        code, output = self._exec(node_id, ["kill", f"-{int(sig)}", str(pid)])
+        if code != 0:
+            raise HarnessError(
+                f"node {node_id}: no {process} process is running "
+                f"(kill {pid}: {output.decode(errors='replace').strip()})"
+            )
+        return pid
+
+    def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
+        if data is None:
+            self._exec(node_id, ["rm", "-f", f"{DATA_DIR}/{relative}"])
+            return
+        parent, _, name = f"{DATA_DIR}/{relative}".rpartition("/")
+        self._exec(node_id, ["mkdir", "-p", parent])
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        if not self._container(node_id).put_archive(parent, archive.getvalue()):
+            raise HarnessError(f"node {node_id}: cannot write {relative}")
+
+    def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
+        self._node(node_id)
+        return node_id, port  # resolved by the access proxy, inside the overlay
+
+    # Logs.
+    def _service_logs(self, local: _SwarmNode) -> bytes:
+        if local.service is None:
+            return b""
+        try:
+            return b"".join(local.service.logs(stdout=True, stderr=True, timestamps=True))
+        except (docker.errors.DockerException, requests.RequestException):
+            return b""
+
+    def collect_logs(self, node_id: str, destination: Path) -> None:
+        local = self._node(node_id)
+        destination.mkdir(parents=True, exist_ok=True)
+        (destination / "orchestrator.log").write_bytes(self._service_logs(local))
+        try:
+            container = self._container(node_id)
+            stream, _ = container.get_archive(f"{DATA_DIR}/logs")
+        except (HarnessError, docker.errors.DockerException, requests.RequestException) as exc:
+            (destination / "logs-unavailable.txt").write_text(
+                f"the programs' logs of node {node_id} could not be read: {exc}\n"
+            )
+            return
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    extracted = tar.extractfile(member)
+                    if extracted is not None:
+                        (destination / Path(member.name).name).write_bytes(extracted.read())
+
+    def teardown(self) -> None:
+        services = [local.service for local in self._nodes.values() if local.service is not None]
+        if self._registry is not None:
+            services.append(self._registry)
+        for service in services:
+            with contextlib.suppress(docker.errors.NotFound, requests.RequestException):
+                service.remove()  # type: ignore[no-untyped-call]
+        if self._access is not None:
+            with contextlib.suppress(docker.errors.NotFound, requests.RequestException):
+                self._access.remove(force=True)
+        if self._http is not None:
+            self._http.close()
+        for local in self._nodes.values():
+            local.service = None
+        self._registry = self._access = self._http = None
+        # Removing a service stops its task as `stop_node` does (SIGTERM, then SIGKILL after
+        # the grace period); wait for that before removing what is left by force.
+        with contextlib.suppress(HarnessError):
+            wait_until(
+                lambda: (
+                    not self._client.containers.list(
+                        all=True, filters={"label": f"{TESTNET_LABEL}={self.testnet_id}"}
+                    )
+                    or None
+                ),
+                f"the task containers of testnet {self.testnet_id} to stop",
+                self._stop_timeout() + 5,
+                0.2,
+            )
+        removed = remove_labelled(self._client, lambda labels: _is_ours(labels, self.labels))
+        if removed:
+            log.debug("testnet %s: removed %d leftover(s)", self.testnet_id, removed)
+        self._subnet = None
+
+
+def _is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in wanted.items())
