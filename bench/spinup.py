@@ -25,11 +25,6 @@ programs; on docker the container's tree from its init) every `--sample-interval
 the start until one second after healthy; the per-node peak is reported, and PSS (RSS with
 shared pages divided among their users) once after healthy.
 
-On docker, each size is also measured as `docker-concurrent`: the same testnet with every
-`backend.start_node()` call in its own thread (the docker backend's `start_node()` waits until
-its node is ready, so `Testnet.start()` waits node after node): a proposed change, measured
-here without changing the harness (`--no-concurrent` skips it).
-
 The docker backend's first use builds the node image offline; it is built before any timing
 (`harness.driver.images.build_node_image()`). Prints one JSON document on stdout and a table on
 stderr. Every testnet is torn down, also on Ctrl-C.
@@ -45,7 +40,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,13 +63,11 @@ from harness.driver import (
     BackendOptions,
     HarnessError,
     InternetComputer,
-    Node,
     Run,
     Subnet,
     SubnetType,
     Testnet,
 )
-from harness.driver.registry import initial_snapshot
 
 Progress = Callable[[str, int, int], None]
 
@@ -302,36 +294,8 @@ def docker_roots(testnet: Testnet) -> Callable[[], dict[str, int]]:
 
 
 # ----------------------------------------------------------------------------- one testnet
-def start_concurrently(testnet: Testnet, timeout: float, progress: Progress) -> None:
-    """What `Testnet.start()` does, but with every `backend.start_node()` call in its own
-    thread: the change proposed for the docker backend, whose `start_node()` waits until the
-    node is ready. (Measures a proposal; uses the testnet's private node table.)"""
-    try:
-        ips = testnet.backend.allocate(testnet.plan)
-        testnet.registry.write_initial(initial_snapshot(testnet.plan, ips))
-        for planned in testnet.plan.nodes:
-            node = Node(testnet, planned.node_id, ips[planned.node_id], planned.domain)
-            testnet._nodes[planned.node_id] = node
-        total = len(testnet.plan.nodes)
-        with ThreadPoolExecutor(max_workers=min(32, total)) as pool:
-            futures = [
-                pool.submit(testnet.backend.start_node, planned, testnet.registry.path)
-                for planned in testnet.plan.nodes
-            ]
-            for done, future in enumerate(as_completed(futures), 1):
-                future.result()
-                progress("starting nodes", done, total)
-        testnet.await_all_healthy(timeout)
-    except BaseException:
-        testnet.close()
-        raise
-
-
-def spin_up(
-    backend: str, nodes: int, run: Run, interval: float, concurrent: bool = False
-) -> dict[str, Any]:
-    """Start a testnet of `nodes` nodes, time it until healthy, sample its memory, stop it.
-    With `concurrent`, start the nodes in parallel threads (`start_concurrently`)."""
+def spin_up(backend: str, nodes: int, run: Run, interval: float) -> dict[str, Any]:
+    """Start a testnet of `nodes` nodes, time it until healthy, sample its memory, stop it."""
     options = BackendOptions()
     marks: dict[str, float] = {}
     spawned: list[float] = []
@@ -347,15 +311,12 @@ def spin_up(
     testnet = Testnet(topology(nodes), run, backend, options)
     roots = local_roots(testnet) if backend == "local" else docker_roots(testnet)
     sampler = RssSampler(roots, interval)
-    result: dict[str, Any] = {"backend": backend, "nodes": nodes, "concurrent_start": concurrent}
+    result: dict[str, Any] = {"backend": backend, "nodes": nodes}
     timeout = 30.0 + 3.0 * nodes
     try:
         sampler.start()
         try:
-            if concurrent:
-                start_concurrently(testnet, timeout, progress)
-            else:
-                testnet.start(timeout=timeout, progress=progress)
+            testnet.start(timeout=timeout, progress=progress)
         except HarnessError as exc:
             result["error"] = str(exc).splitlines()[0][:300]
             return result
@@ -369,7 +330,8 @@ def spin_up(
         time.sleep(1.0)  # keep sampling a little past healthy
         sampler.stop()
         pss, by_program = memory_now(roots())
-        # How long each backend.start_node() call took (the docker backend waits per node).
+        # Gaps between successive backend.start_node() calls returning (Testnet.start runs
+        # `backend.parallel_starts` of them at once; the docker backend's waits for its node).
         each = [b - a for a, b in zip([0.0, *spawned], spawned, strict=False)]
         result.update(
             {
@@ -408,18 +370,15 @@ def _mb_stats(values: dict[str, int]) -> dict[str, float]:
     }
 
 
-def measure(
-    backend: str, nodes: int, repeat: int, run: Run, interval: float, concurrent: bool = False
-) -> dict[str, Any]:
+def measure(backend: str, nodes: int, repeat: int, run: Run, interval: float) -> dict[str, Any]:
     """Floors and spin-ups, interleaved, `repeat` times; medians of each."""
     trials: list[dict[str, Any]] = []
     for index in range(repeat):
         console_note(f"{backend} {nodes} nodes, trial {index + 1}/{repeat}: floors")
         floor = node_floor(nodes)
         floor_processes = process_floor(nodes)
-        variant = " (concurrent start_node)" if concurrent else ""
-        console_note(f"{backend}{variant} {nodes} nodes, trial {index + 1}/{repeat}: spin-up")
-        trial = spin_up(backend, nodes, run, interval, concurrent)
+        console_note(f"{backend} {nodes} nodes, trial {index + 1}/{repeat}: spin-up")
+        trial = spin_up(backend, nodes, run, interval)
         trial["node_floor_s"] = round(floor, 3)
         trial["process_floor_s"] = round(floor_processes, 3)
         trial["loadavg_1m"] = round(os.getloadavg()[0], 2)
@@ -428,7 +387,7 @@ def measure(
             break
     good = [t for t in trials if "error" not in t]
     summary: dict[str, Any] = {
-        "backend": f"{backend}-concurrent" if concurrent else backend,
+        "backend": backend,
         "nodes": nodes,
         "trials": trials,
     }
@@ -483,8 +442,8 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     for r in results:
-        if "healthy_s" not in r or r["backend"].endswith("-concurrent"):
-            continue  # the concurrent rows measure a proposed change, not the harness
+        if "healthy_s" not in r:
+            continue
         for floor in ("process", "node"):
             ratio = r[f"ratio_to_{floor}_floor"]
             checks.append(
@@ -524,11 +483,6 @@ def main() -> None:
         help="trials per size up to 13 nodes (larger sizes run once); medians are reported",
     )
     parser.add_argument("--sample-interval", type=float, default=0.5)
-    parser.add_argument(
-        "--no-concurrent",
-        action="store_true",
-        help="skip the docker runs that start nodes concurrently (the proposed change)",
-    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     stop_on_sigterm()
@@ -544,14 +498,11 @@ def main() -> None:
     run = Run.create()
     results: list[dict[str, Any]] = []
     try:
-        plan = [("local", n, False) for n in args.local_sizes]
-        for n in args.docker_sizes:
-            plan.append(("docker", n, False))
-            if not args.no_concurrent:
-                plan.append(("docker", n, True))
-        for backend, nodes, concurrent in plan:
+        plan = [("local", n) for n in args.local_sizes]
+        plan += [("docker", n) for n in args.docker_sizes]
+        for backend, nodes in plan:
             repeat = max(1, args.repeat) if nodes <= 13 else 1
-            results.append(measure(backend, nodes, repeat, run, args.sample_interval, concurrent))
+            results.append(measure(backend, nodes, repeat, run, args.sample_interval))
     finally:
         run.close()
     checks = targets(results)

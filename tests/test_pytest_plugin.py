@@ -63,8 +63,6 @@ def test_backend_ini_is_validated(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         ["*harness_backend = 'kubernetes': use one of docker, local, swarm*"]
     )
-        ["*harness_backend = 'kubernetes': use one of docker, local, swarm*"]
-    )
 
 
 def test_thresholds_marker_builds_the_checked_maps(pytester: pytest.Pytester) -> None:
