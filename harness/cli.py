@@ -169,6 +169,13 @@ def cmd_images_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images_push(args: argparse.Namespace) -> int:
+    from harness.driver.images import push_node_image
+
+    print(push_node_image(args.registry, console=Console(stderr=True)))
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     killed = sweep(everything=args.all)
     total = sum(killed.values())
@@ -195,12 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     down = commands.add_parser("down", help="remove what earlier runs left behind")
     down.add_argument("--all", action="store_true", help="also runs whose owner is still alive")
     down.set_defaults(func=cmd_down)
-    images = commands.add_parser("images", help="the docker backend's node image")
+    images = commands.add_parser("images", help="the node image of the docker and swarm backends")
     image_commands = images.add_subparsers(dest="images_command", required=True)
     build = image_commands.add_parser(
         "build", help="build the node image offline (no-op when it is up to date); print its tag"
     )
     build.set_defaults(func=cmd_images_build)
+    push = image_commands.add_parser(
+        "push",
+        help="build the node image if needed and push it to a registry every swarm machine "
+        "pulls from; print its reference (HARNESS_IMAGE_REGISTRY=REGISTRY makes the swarm "
+        "backend push and use it)",
+    )
+    push.add_argument("registry", help="HOST:PORT of the registry, e.g. 10.0.0.5:5000")
+    push.set_defaults(func=cmd_images_push)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

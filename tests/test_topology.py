@@ -63,6 +63,22 @@ def test_builder_plans_ids_for_every_node() -> None:
         (lambda: InternetComputer().with_name("Bad Name").with_unassigned_nodes(1), "testnet name"),
         (lambda: InternetComputer().with_unassigned_nodes(251), "at most 250"),
         (lambda: InternetComputer().add_subnet("system"), "add_subnet takes a Subnet"),
+        (
+            lambda: (
+                InternetComputer()
+                .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+                .with_machine_label("subnet-7", "zone=a")
+            ),
+            "machine label for 'subnet-7': no such node or subnet",
+        ),
+        (
+            lambda: (
+                InternetComputer()
+                .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+                .with_machine_label("subnet-0", "zone a")
+            ),
+            "machine label 'zone a' for 'subnet-0': expected KEY=VALUE",
+        ),
     ],
 )
 def test_invalid_topologies_fail_with_a_message_naming_the_problem(build, message) -> None:
@@ -75,3 +91,20 @@ def test_invalid_topologies_fail_with_a_message_naming_the_problem(build, messag
 def test_gate_can_be_turned_off_again() -> None:
     subnet = Subnet(SubnetType.CLOUD_ENGINE).add_nodes(1).with_ic_gateway().with_ic_gateway(False)
     assert subnet.features == set()
+
+
+def test_machine_labels_pin_a_subnet_or_one_node() -> None:
+    plan = (
+        InternetComputer()
+        .add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(2))
+        .with_unassigned_nodes(1)
+        .with_machine_label("subnet-0", "zone=a")
+        .with_machine_label("subnet-0-node-1", "zone=b")
+        .with_machine_label("unassigned-node-0", "disk=ssd")
+        .plan()
+    )
+    assert [(n.node_id, n.machine_label) for n in plan.nodes] == [
+        ("subnet-0-node-0", "zone=a"),
+        ("subnet-0-node-1", "zone=b"),
+        ("unassigned-node-0", "disk=ssd"),
+    ]

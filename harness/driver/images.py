@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import py_compile
+import re
 import shutil
 import subprocess
 import sys
@@ -518,3 +519,33 @@ def build_node_image(
 ) -> str:
     """The tag of the node image of this source tree, built first if it does not exist."""
     return ensure_node_image(root, client, console).tag
+
+
+IMAGE_REGISTRY_ENV = "HARNESS_IMAGE_REGISTRY"
+"""A container registry (`HOST:PORT`) the swarm backend pushes the node image to and runs it
+from, so that every machine of the swarm can pull it."""
+
+_REGISTRY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
+
+
+def push_node_image(
+    registry: str, client: docker.DockerClient | None = None, console: Console | None = None
+) -> str:
+    """Build the node image if needed, tag it `REGISTRY/harness-node:<hash>` and push it to
+    `registry` (`HOST[:PORT]`, as a docker engine names a registry); return that reference."""
+    if not _REGISTRY.fullmatch(registry):
+        raise HarnessError(
+            f"registry {registry!r}: expected HOST or HOST:PORT (no scheme, no path), "
+            "e.g. 10.0.0.5:5000"
+        )
+    client = client or engine()
+    tag = build_node_image(client=client, console=console)
+    repository, _, version = f"{registry}/{tag}".rpartition(":")
+    client.images.get(tag).tag(repository, version)
+    try:
+        for line in client.api.push(repository, version, stream=True, decode=True):
+            if "error" in line:
+                raise ImageBuildError(f"pushing {repository}:{version}: {line['error']}")
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise ImageBuildError(f"pushing {repository}:{version}: {_short(exc)}") from None
+    return f"{repository}:{version}"

@@ -29,10 +29,12 @@ How a testnet maps onto Swarm:
   backend's labels (`org.harness.run-id`, `org.harness.testnet-id`, ...), so `teardown()`,
   `harness down --all` and the sweep at the start of every run remove them the same way.
 - Faults: `kill_process` runs `kill` in the task's container; `stop_node`/`start_node` scale the
-  service to 0 and back (a new task); `partition_node`/`heal_node` disconnect the task's
-  container from the overlay and connect it again with the same IP; `pause_node` freezes the
-  container. These use the engine of the machine the task runs on, which the harness reaches
-  only for tasks on its own machine: on another machine they raise `HarnessError` naming it.
+  service to 0 and back (a new task); `partition_node`/`heal_node` refuse, then allow again,
+  every packet of the task's container but its loopback (iptables in its network namespace;
+  taking it off the overlay instead loses its DNS name there, which reconnecting does not bring
+  back); `pause_node` freezes the container. These use the engine of the machine the task runs
+  on, which the harness reaches only for tasks on its own machine: on another machine they
+  raise `HarnessError` naming it.
 - Images: the node image is built here; other machines need it under the same tag, e.g. from a
   registry the user runs (`harness images push`, see README).
 """
@@ -45,8 +47,11 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import random
+import shutil
 import signal
+import subprocess
 import tarfile
 import threading
 import time
@@ -76,7 +81,12 @@ from harness.driver.backends.docker import (
     taken_subnets,
 )
 from harness.driver.errors import BackendUnavailable, HarnessError, NodeStartError
-from harness.driver.images import build_node_image, engine
+from harness.driver.images import (
+    IMAGE_REGISTRY_ENV,
+    build_node_image,
+    engine,
+    push_node_image,
+)
 from harness.driver.run import Run, state_root
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
@@ -96,6 +106,15 @@ DASHBOARD_PORT = 7070
 STARTUP_TIMEOUT = 60.0
 SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
 FAILED_TASK_STATES = ("failed", "rejected", "orphaned")
+# Refused rather than dropped: the access proxy's SOCKS handshake has no timeout in httpcore, so
+# a dropped connection would hold the harness for the kernel's SYN retries (~2 min). Outgoing
+# ICMP stays allowed, or the refusals themselves (ICMP port unreachable) would be refused.
+_PARTITION_TAG = ("-m", "comment", "--comment", "harness-partition", "-j", "REJECT")
+PARTITION_RULES = (
+    ("INPUT", "!", "-i", "lo", *_PARTITION_TAG),
+    ("OUTPUT", "!", "-o", "lo", "!", "-p", "icmp", *_PARTITION_TAG),
+)
+PLACEMENT_PATIENCE = 5.0  # seconds a task may stay pending for a reason before the start fails
 LIVE_TASK_STATES = (
     "new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
 )  # fmt: skip
@@ -124,7 +143,7 @@ def swarm_node_id(client: docker.DockerClient) -> str:
 class _SwarmNode:
     planned: PlannedNode
     service: Service | None = None
-    partitioned_ip: str | None = None  # the IP to reconnect with, while partitioned
+    partitioned_pid: int | None = None  # whose network namespace has the partition rules
 
 
 class SwarmBackend(Backend):
@@ -164,7 +183,20 @@ class SwarmBackend(Backend):
     def allocate(self, plan: Plan) -> Mapping[str, str]:
         if len(plan.nodes) > 250:
             raise HarnessError(f"the swarm backend runs at most 250 nodes, not {len(plan.nodes)}")
-        self._image = build_node_image(client=self._client)
+        registry = os.environ.get(IMAGE_REGISTRY_ENV)
+        if registry:
+            self._image = push_node_image(registry, self._client)
+        else:
+            self._image = build_node_image(client=self._client)
+            machines = len(self._client.nodes.list())
+            if machines > 1:
+                log.warning(
+                    "the swarm has %d machines but %s is not set: the others must have the "
+                    "node image %s already (see `harness images push`)",
+                    machines,
+                    IMAGE_REGISTRY_ENV,
+                    self._image,
+                )
         self._subnet = self._create_network()
         self._access = self._start_access()
         for node in plan.nodes:
@@ -289,6 +321,7 @@ class SwarmBackend(Backend):
         else:
             if self._running_tasks(local):
                 raise HarnessError(f"node {node.node_id} is already running")
+            local.service.reload()  # an update must name the service's current version
             local.service.scale(1)
         self._await_ready(local)
 
@@ -353,18 +386,11 @@ class SwarmBackend(Backend):
         last = "nothing observed yet"
         started = time.monotonic()
         assert self._http is not None
+        since = self._started_since(started)
         while True:
-            failed = [
-                t
-                for t in self._tasks(local)
-                if (t.get("Status") or {}).get("State") in FAILED_TASK_STATES
-                and t.get("CreatedAt", "") >= self._started_since(started)
-            ]
-            if failed:
-                status = failed[-1].get("Status") or {}
-                raise self._start_error(
-                    local, f"its task {status.get('State')}: {status.get('Err', '')}"
-                )
+            problem = self._task_problem(local, since, time.monotonic() - started)
+            if problem is not None:
+                raise self._start_error(local, problem)
             try:
                 response = self._http.get(url)
                 if not replica:
@@ -372,10 +398,10 @@ class SwarmBackend(Backend):
                         return
                     last = f"the dashboard answered {response.status_code}"
                 else:
-                    status = decode_status(response.content)
-                    if status.is_healthy:
+                    decoded = decode_status(response.content)
+                    if decoded.is_healthy:
                         return
-                    last = f"replica_health_status {status.replica_health_status}"
+                    last = f"replica_health_status {decoded.replica_health_status}"
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             except StatusDecodeError as exc:
@@ -385,6 +411,21 @@ class SwarmBackend(Backend):
                     local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
                 )
             time.sleep(0.1)
+
+    def _task_problem(self, local: _SwarmNode, since: str, waited: float) -> str | None:
+        """Why the node's task will not come up, if the swarm says so: a task created since
+        `since` that failed, or one still pending with a reason (no machine satisfies its
+        placement) after `PLACEMENT_PATIENCE` seconds."""
+        for task in reversed(self._tasks(local)):
+            status = task.get("Status") or {}
+            if task.get("CreatedAt", "") < since:
+                continue
+            state, error = status.get("State"), status.get("Err", "")
+            if state in FAILED_TASK_STATES:
+                return f"its task {state}: {error}"
+            if state == "pending" and error and waited > PLACEMENT_PATIENCE:
+                return f"the swarm cannot place it: {error}"
+        return None
 
     @staticmethod
     def _started_since(monotonic_start: float) -> str:
@@ -407,6 +448,7 @@ class SwarmBackend(Backend):
             raise HarnessError(f"node {node_id} has not been started")
         with contextlib.suppress(HarnessError):
             self.resume_node(node_id)  # a frozen container cannot stop
+        local.service.reload()
         local.service.scale(0)
         wait_until(
             lambda: not self._running_anywhere(local),
@@ -452,22 +494,47 @@ class SwarmBackend(Backend):
             container.unpause()
 
     def partition_node(self, node_id: str) -> None:
-        """Disconnect the node's container from the overlay: nothing reaches it, it reaches
-        nothing (neither the registry nor the access proxy)."""
+        """Refuse every packet to and from the node's container except its loopback: nothing
+        reaches it, it reaches nothing (neither the registry nor the access proxy). Done with
+        iptables in the container's network namespace, entered from this machine (root): taking
+        the container off the overlay instead loses its DNS name there, which connecting it
+        again does not bring back."""
         local = self._node(node_id)
-        container = self._container(node_id)
-        networks = container.attrs["NetworkSettings"]["Networks"]
-        local.partitioned_ip = networks[self.network_name]["IPAddress"]
-        self._client.networks.get(self.network_name).disconnect(container)
+        pid = self._netns_pid(node_id)
+        for rule in PARTITION_RULES:
+            result = _netns_iptables(pid, "-I", *rule)
+            if result.returncode != 0:
+                self._drop_partition_rules(pid)
+                raise HarnessError(
+                    f"cannot partition node {node_id}: iptables in its network namespace said "
+                    f"{result.stderr.strip()!r} (partitions need root on the node's machine)"
+                )
+        local.partitioned_pid = pid
 
     def heal_node(self, node_id: str) -> None:
         local = self._node(node_id)
-        if local.partitioned_ip is None:
+        if local.partitioned_pid is None:
             return
-        self._client.networks.get(self.network_name).connect(
-            self._container(node_id), aliases=[node_id], ipv4_address=local.partitioned_ip
-        )
-        local.partitioned_ip = None
+        with contextlib.suppress(HarnessError):  # a replaced task has no rules to remove
+            if self._netns_pid(node_id) == local.partitioned_pid:
+                self._drop_partition_rules(local.partitioned_pid)
+        local.partitioned_pid = None
+
+    def _netns_pid(self, node_id: str) -> int:
+        container = self._container(node_id)
+        container.reload()
+        pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
+        if pid <= 0:
+            raise HarnessError(f"node {node_id} is not running")
+        return pid
+
+    @staticmethod
+    def _drop_partition_rules(pid: int) -> None:
+        for rule in PARTITION_RULES:
+            for _ in range(100):
+                deleted = _netns_iptables(pid, "-D", *rule)
+                if deleted.returncode != 0:
+                    break
 
     def _exec(self, node_id: str, command: list[str]) -> tuple[int, bytes]:
         result = self._container(node_id).exec_run(command)
@@ -494,7 +561,7 @@ class SwarmBackend(Backend):
         pid = self._pid(node_id, process)
         if pid is None:
             raise HarnessError(f"node {node_id}: no {process} process is running")
-        code, output = self._exec(node_id, ["kill", f"-{int(sig)}", str(pid)])
+        code, output = self._exec(node_id, ["sh", "-c", f"kill -{int(sig)} {pid}"])
         if code != 0:
             raise HarnessError(
                 f"node {node_id}: no {process} process is running "
@@ -586,3 +653,19 @@ class SwarmBackend(Backend):
 
 def _is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in wanted.items())
+
+
+def _netns_iptables(pid: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """iptables in the network namespace of process `pid` (a container's)."""
+    nsenter, iptables = shutil.which("nsenter"), shutil.which("iptables")
+    if nsenter is None or iptables is None:
+        raise BackendUnavailable(
+            "partitioning a swarm node needs nsenter and iptables on its machine "
+            "(Debian packages util-linux and iptables)"
+        )
+    return subprocess.run(
+        [nsenter, "-t", str(pid), "-n", iptables, "-w", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
