@@ -23,6 +23,7 @@ from harness.driver.metrics_check import MetricThresholds, offenders
 from harness.driver.node import Node
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
+from harness.driver.socks import socks_client
 from harness.driver.topology import InternetComputer, Plan
 from harness.driver.waits import wait_until
 from harness.node.orchestrator.processes import REPLICA_FAULTS_FILE
@@ -109,7 +110,7 @@ class Testnet:
             ips = self.backend.allocate(self.plan)
             if self.backend.http_proxy is not None:
                 self.http.close()
-                self.http = httpx.Client(trust_env=False, proxy=self.backend.http_proxy)
+                self.http = socks_client(self.backend.http_proxy)
             self.registry.write_initial(initial_snapshot(self.plan, ips))
             for planned in self.plan.nodes:
                 self._nodes[planned.node_id] = Node(

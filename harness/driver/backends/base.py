@@ -37,8 +37,8 @@ class Backend(abc.ABC):
 
     @property
     def http_proxy(self) -> str | None:
-        """The proxy URL the harness reaches node endpoints through, if any (after
-        `allocate()`); None where `endpoint()` is reachable directly."""
+        """The SOCKS5 proxy (`socks5://HOST:PORT`) the harness reaches node endpoints through,
+        if any (after `allocate()`); None where `endpoint()` is reachable directly."""
         return None
 
     def orchestrator_arguments(

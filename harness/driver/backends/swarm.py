@@ -88,6 +88,7 @@ from harness.driver.images import (
     push_node_image,
 )
 from harness.driver.run import Run, state_root
+from harness.driver.socks import socks_client
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
@@ -254,9 +255,7 @@ class SwarmBackend(Backend):
             return published_port(container, PROXY_PORT)
 
         port = wait_until(mapped, "the access proxy's published port", 10.0, 0.1)
-        self._http = httpx.Client(
-            trust_env=False, proxy=f"socks5://{PUBLISH_HOST}:{port}", timeout=2.0
-        )
+        self._http = socks_client(f"socks5://{PUBLISH_HOST}:{port}", timeout=2.0)
         return container
 
     # The registry service.

@@ -1,0 +1,58 @@
+"""The harness's SOCKS5 client: a proxy that never answers a CONNECT (its own connection to a
+cut-off machine hangs) makes a request fail as unreachable after the handshake timeout, instead
+of holding the harness for minutes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from harness.driver.socks import socks_client
+
+
+@pytest.fixture
+def stalling_proxy() -> Iterator[str]:
+    """A SOCKS5 server that accepts the greeting and then never answers the CONNECT."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            client.recv(16)  # version 5, n methods, methods
+            client.sendall(b"\x05\x00")  # no authentication
+            held.append(client)  # the CONNECT is read by nobody, answered never
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"socks5://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    for client in held:
+        client.close()
+    server.close()
+
+
+def test_a_proxy_that_never_connects_is_reported_unreachable_in_bounded_time(
+    stalling_proxy: str,
+) -> None:
+    with socks_client(stalling_proxy, handshake_timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.TransportError):
+            client.get("http://subnet-0-node-0:8080/api/v2/status")
+        assert time.monotonic() - started < 5
+
+
+def test_only_socks5_urls_are_taken() -> None:
+    with pytest.raises(ValueError, match="is not a socks5:// URL"):
+        socks_client("http://127.0.0.1:3128")
