@@ -158,7 +158,6 @@ class SwarmBackend(Backend):
         self._machine = swarm_node_id(self._client)
         self.network_name = f"harness-{run.run_id}-{testnet_id}"
         self._image: str | None = None
-        self._subnet: ipaddress.IPv4Network | None = None
         self._nodes: dict[str, _SwarmNode] = {}
         self._access: Container | None = None
         self._registry: Service | None = None
@@ -198,7 +197,7 @@ class SwarmBackend(Backend):
                     IMAGE_REGISTRY_ENV,
                     self._image,
                 )
-        self._subnet = self._create_network()
+        self._create_network()
         self._access = self._start_access()
         for node in plan.nodes:
             self._nodes[node.node_id] = _SwarmNode(node)
@@ -287,7 +286,7 @@ class SwarmBackend(Backend):
             )
             url = f"http://{REGISTRY_ALIAS}:{REGISTRY_PORT}/api/v1/registry/latest"
             wait_until(
-                lambda: self._answers(url),
+                lambda: self._answers(url) or None,
                 f"the registry service of testnet {self.testnet_id}",
                 self.startup_timeout,
                 0.1,
@@ -647,7 +646,6 @@ class SwarmBackend(Backend):
         removed = remove_labelled(self._client, lambda labels: _is_ours(labels, self.labels))
         if removed:
             log.debug("testnet %s: removed %d leftover(s)", self.testnet_id, removed)
-        self._subnet = None
 
 
 def _is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
