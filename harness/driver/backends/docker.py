@@ -109,6 +109,11 @@ def published_port(container: Container, port: int) -> int:
     raise ConnectionError(f"port {port} of container {container.short_id} is not published yet")
 
 
+def testnet_labels(run_id: str, testnet_id: str) -> dict[str, str]:
+    """The labels of everything a testnet makes in a docker engine: what the sweep goes by."""
+    return {RUN_LABEL: run_id, TESTNET_LABEL: testnet_id, STATE_ROOT_LABEL: str(state_root())}
+
+
 def taken_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
     """Every IPv4 subnet of the engine's networks and of the host's interfaces."""
     taken: list[ipaddress.IPv4Network] = []
@@ -209,11 +214,7 @@ class DockerBackend(Backend):
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            RUN_LABEL: self.run.run_id,
-            TESTNET_LABEL: self.testnet_id,
-            STATE_ROOT_LABEL: str(state_root()),
-        }
+        return testnet_labels(self.run.run_id, self.testnet_id)
 
     # Addresses.
     def allocate(self, plan: Plan) -> Mapping[str, str]:
@@ -528,14 +529,14 @@ class DockerBackend(Backend):
             self.subnet = None
         # Anything else with this testnet's labels (say, from a start interrupted between
         # creating a container and recording it) goes too.
-        removed = remove_labelled(self._client, lambda labels: _is_ours(labels, self.labels))
+        removed = remove_labelled(self._client, lambda labels: is_ours(labels, self.labels))
         if removed:
             log.warning("testnet %s: removed %d untracked leftover(s)", self.testnet_id, removed)
         for local in self._nodes.values():
             local.ports = {}
 
 
-def _is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+def is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in wanted.items())
 
 

@@ -73,12 +73,12 @@ from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.backends.docker import (
     NODE_LABEL,
     PUBLISH_HOST,
-    RUN_LABEL,
-    STATE_ROOT_LABEL,
     TESTNET_LABEL,
+    is_ours,
     published_port,
     remove_labelled,
     taken_subnets,
+    testnet_labels,
 )
 from harness.driver.errors import BackendUnavailable, HarnessError, NodeStartError
 from harness.driver.images import (
@@ -87,7 +87,7 @@ from harness.driver.images import (
     engine,
     push_node_image,
 )
-from harness.driver.run import Run, state_root
+from harness.driver.run import Run
 from harness.driver.socks import socks_client
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
@@ -167,11 +167,7 @@ class SwarmBackend(Backend):
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            RUN_LABEL: self.run.run_id,
-            TESTNET_LABEL: self.testnet_id,
-            STATE_ROOT_LABEL: str(state_root()),
-        }
+        return testnet_labels(self.run.run_id, self.testnet_id)
 
     @property
     def http_proxy(self) -> str | None:
@@ -643,13 +639,9 @@ class SwarmBackend(Backend):
                 self._stop_timeout() + 5,
                 0.2,
             )
-        removed = remove_labelled(self._client, lambda labels: _is_ours(labels, self.labels))
+        removed = remove_labelled(self._client, lambda labels: is_ours(labels, self.labels))
         if removed:
             log.debug("testnet %s: removed %d leftover(s)", self.testnet_id, removed)
-
-
-def _is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in wanted.items())
 
 
 def _netns_iptables(pid: int, *args: str) -> subprocess.CompletedProcess[str]:
