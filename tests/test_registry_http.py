@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from conftest import Program, wait_for_http
 from test_registry import snapshot as make_snapshot
@@ -148,7 +149,7 @@ def test_an_orchestrator_runs_its_node_from_a_registry_service_alone(
         )
     )
     url = serve(start_program, store, registry_ip)
-    start_program(
+    orchestrator = start_program(
         "harness.node.orchestrator",
         "--node-id", "node-1",
         "--registry-url", url,
@@ -157,12 +158,20 @@ def test_an_orchestrator_runs_its_node_from_a_registry_service_alone(
         "--dashboard-listen-addr", f"{node_ip}:7070",
         "--registry-poll-interval", "0.1",
     )  # fmt: skip
-    status_url = f"http://{node_ip}:8080/api/v2/status"
-    wait_for_http(status_url, timeout=30)
-    deadline = time.monotonic() + 10
-    while not decode_status(httpx.get(status_url).content).is_healthy:
-        assert time.monotonic() < deadline, "the replica never became healthy"
-        time.sleep(0.05)
-    dashboard = httpx.get(f"http://{node_ip}:7070/").text
-    assert "last registry version: 1" in dashboard
-    assert "subnet id: s1" in dashboard
+    replica: int | None = None
+    try:
+        status_url = f"http://{node_ip}:8080/api/v2/status"
+        wait_for_http(status_url, timeout=30)
+        deadline = time.monotonic() + 10
+        while not decode_status(httpx.get(status_url).content).is_healthy:
+            assert time.monotonic() < deadline, "the replica never became healthy"
+            time.sleep(0.05)
+        dashboard = httpx.get(f"http://{node_ip}:7070/").text
+        assert "last registry version: 1" in dashboard
+        assert "subnet id: s1" in dashboard
+        replica = int(dashboard.split("replica process id: ", 1)[1].split()[0])
+    finally:
+        # SIGTERM, not the fixture's SIGKILL of its group: the orchestrator stops its programs
+        # (each in a process group of its own), so nothing outlives the test.
+        assert orchestrator.terminate(timeout=30) == 0
+    assert replica is not None and not psutil.pid_exists(replica)
