@@ -87,6 +87,8 @@ class _Server(uvicorn.Server):
             await asyncio.sleep(STOP_POLL)
         for server in self.servers:
             await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()  # a no-op with lifespan="off", as every program has
 
 
 def bind(address: ListenAddress, name: str) -> socket.socket:
