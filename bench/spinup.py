@@ -2,6 +2,7 @@
 the floor of merely starting as many Python interpreters importing the node programs.
 
     .venv/bin/python bench/spinup.py [--local-sizes 5,13,40,100] [--docker-sizes 5,13]
+                                     [--swarm-sizes 5,13]
 
 A testnet of N nodes is a 1-node system subnet plus an (N-1)-node cloud-engine subnet with
 ic-gateway, so "healthy" means every replica's status on 8080 and every cloud-engine node's
@@ -21,11 +22,14 @@ which everything it starts inherits):
 The spin-up is reported against both; the target (< 1.5) is judged against each.
 
 Memory: a sampler thread sums the RSS of each node's process tree (orchestrator and its
-programs; on docker the container's tree from its init) every `--sample-interval` seconds from
-the start until one second after healthy; the per-node peak is reported, and PSS (RSS with
-shared pages divided among their users) once after healthy.
+programs; on docker and swarm the container's tree from its init) every `--sample-interval`
+seconds from the start until one second after healthy; the per-node peak is reported, and PSS
+(RSS with shared pages divided among their users) once after healthy.
 
-The docker backend's first use builds the node image offline; it is built before any timing
+The swarm column runs when the docker engine is a swarm manager (`docker swarm init
+--advertise-addr 127.0.0.1` makes it one); its nodes are reached through the swarm backend's
+SOCKS proxy, as tests reach them. The docker and swarm backends' first use builds the node image
+offline; it is built before any timing
 (`harness.driver.images.build_node_image()`). Prints one JSON document on stdout and a table on
 stderr. Every testnet is torn down, also on Ctrl-C.
 """
@@ -273,20 +277,23 @@ def local_roots(testnet: Testnet) -> Callable[[], dict[str, int]]:
 
 
 def docker_roots(testnet: Testnet) -> Callable[[], dict[str, int]]:
-    """The host pids of the containers' init processes (tini), once each container exists."""
+    """The host pids of the nodes' containers' init processes (tini), once each container
+    exists; on swarm the task containers (the registry service and access proxy are not
+    nodes and not counted)."""
     import docker
 
     client = docker.from_env()
     found: dict[str, int] = {}
     label = f"org.harness.testnet-id={testnet.testnet_id}"
     total = len(testnet.plan.nodes)
+    node_ids = {node.node_id for node in testnet.plan.nodes}
 
     def roots() -> dict[str, int]:
         if len(found) < total:
             for container in client.containers.list(filters={"label": label}):
                 node_id = container.labels.get("org.harness.node-id")
                 pid = (container.attrs.get("State") or {}).get("Pid") or 0
-                if node_id and pid:
+                if node_id in node_ids and pid:
                     found[node_id] = int(pid)
         return dict(found)
 
@@ -309,7 +316,7 @@ def spin_up(backend: str, nodes: int, run: Run, interval: float) -> dict[str, An
             marks[phase] = now
 
     testnet = Testnet(topology(nodes), run, backend, options)
-    roots = local_roots(testnet) if backend == "local" else docker_roots(testnet)
+    roots = local_roots(testnet) if backend == "local" else docker_roots(testnet)  # swarm too
     sampler = RssSampler(roots, interval)
     result: dict[str, Any] = {"backend": backend, "nodes": nodes}
     timeout = 30.0 + 3.0 * nodes
@@ -477,6 +484,12 @@ def main() -> None:
     parser.add_argument("--local-sizes", type=_sizes, default=[5, 13, 40, 100])
     parser.add_argument("--docker-sizes", type=_sizes, default=[5, 13])
     parser.add_argument(
+        "--swarm-sizes",
+        type=_sizes,
+        default=[5, 13],
+        help="needs the docker engine to be a swarm manager (skipped, saying so, otherwise)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=3,
@@ -490,7 +503,17 @@ def main() -> None:
 
     before = machine()
     image: str | None = None
-    if args.docker_sizes:
+    if args.swarm_sizes:
+        from harness.driver.backends.swarm import swarm_node_id
+        from harness.driver.errors import BackendUnavailable
+        from harness.driver.images import engine
+
+        try:
+            swarm_node_id(engine())
+        except BackendUnavailable as exc:
+            console_note(f"no swarm column: {exc}")
+            args.swarm_sizes = []
+    if args.docker_sizes or args.swarm_sizes:
         from harness.driver.images import build_node_image
 
         console_note("building the node image (not timed)")
@@ -500,6 +523,7 @@ def main() -> None:
     try:
         plan = [("local", n) for n in args.local_sizes]
         plan += [("docker", n) for n in args.docker_sizes]
+        plan += [("swarm", n) for n in args.swarm_sizes]
         for backend, nodes in plan:
             repeat = max(1, args.repeat) if nodes <= 13 else 1
             results.append(measure(backend, nodes, repeat, run, args.sample_interval))
