@@ -18,15 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 from rich.console import Console
 from rich.table import Table
-
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").is_dir() else sys.executable
@@ -109,24 +107,6 @@ def distribution(values: Sequence[float]) -> dict[str, float | int]:
 
 def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
-
-
-def wait_until(check: Callable[[], T | None], timeout: float, interval: float, what: str) -> T:
-    """Call `check` until it returns something other than None; exceptions count as "not yet".
-    Bounded: raise `BenchError` naming `what` and the last error after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = "nothing observed"
-    while True:
-        try:
-            value = check()
-            if value is not None:
-                return value
-            last = "condition not met"
-        except Exception as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() >= deadline:
-            raise BenchError(f"{what}: not within {timeout:g} s (last: {last})")
-        time.sleep(interval)
 
 
 def free_loopback_ip(ports: Sequence[int], tries: int = 200) -> str:

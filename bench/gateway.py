@@ -52,10 +52,11 @@ from benchlib import (
     median,
     stop_on_sigterm,
     verdict,
-    wait_until,
 )
 from rich.table import Table
 
+from harness.driver.errors import NodeNotReady
+from harness.driver.waits import wait_until
 from harness.node.status import decode_status
 
 DOMAIN = "gateway.icp"
@@ -253,7 +254,7 @@ class Lab:
             response = self.http.request(method, url, headers=headers)
             return True if response.status_code in (200, 204) else None
 
-        wait_until(ok, START_TIMEOUT, 0.05, f"{url} answering")
+        wait_until(ok, f"{url} answering", START_TIMEOUT, 0.05)
 
     def replica(self) -> Server:
         process = self.children.start(
@@ -281,7 +282,7 @@ class Lab:
                 True if decode_status(self.http.get(url + STATUS_PATH).content).is_healthy else None
             )
 
-        wait_until(healthy, START_TIMEOUT, 0.05, "replica healthy")
+        wait_until(healthy, "replica healthy", START_TIMEOUT, 0.05)
         return Server("replica", process, url)
 
     def gateway(self, upstream: str) -> Server:
@@ -315,7 +316,7 @@ class Lab:
         url = f"http://{self.ip}:{port}"
         try:
             self._await(url + STATUS_PATH, DOMAIN)
-        except BenchError:
+        except NodeNotReady:
             error_log = self.tmp / f"nginx-{name}.error.log"
             tail = error_log.read_text()[-800:] if error_log.exists() else ""
             raise BenchError(f"nginx {name} did not answer: {tail}") from None

@@ -199,7 +199,7 @@ class SwarmBackend(Backend):
             self._nodes[node.node_id] = _SwarmNode(node)
         return {node.node_id: node.node_id for node in plan.nodes}
 
-    def _create_network(self, tries: int = 100) -> ipaddress.IPv4Network:
+    def _create_network(self, tries: int = 100) -> None:
         taken = taken_subnets(self._client)
         rng = random.Random()
         for _ in range(tries):
@@ -226,7 +226,7 @@ class SwarmBackend(Backend):
                 raise HarnessError(
                     f"cannot create overlay network {self.network_name}: {exc}"
                 ) from None
-            return subnet
+            return
         raise BackendUnavailable(f"no free /24 in {NETWORK_POOL} after {tries} tries")
 
     def _start_access(self) -> Container:
