@@ -141,7 +141,7 @@ class NodeReadyWaitStrategy(WaitStrategy):
         super().__init__()
         self.node_id = node_id
         self.replica = replica
-        self.port = REPLICA_PORT if replica else DASHBOARD_PORT
+        self.port = ready_path(replica)[0]
         self.last = "nothing observed yet"
         self.with_poll_interval(0.1)
 
@@ -169,22 +169,30 @@ class NodeReadyWaitStrategy(WaitStrategy):
         ):
             raise ContainerExited(f"node {self.node_id}: its container exited")
         host_port = published_port(wrapped, self.port)
-        path = STATUS_PATH if self.replica else "/"
-        try:
-            response = http.get(f"http://{PUBLISH_HOST}:{host_port}{path}")
-        except httpx.TransportError as exc:
-            self.last = f"{type(exc).__name__}: {exc}"
-            return False
-        if not self.replica:
-            self.last = f"the dashboard answered {response.status_code}"
-            return response.status_code == 200
-        try:
-            status = decode_status(response.content)
-        except StatusDecodeError as exc:
-            self.last = f"{response.status_code}: {exc}"
-            return False
-        self.last = f"replica_health_status {status.replica_health_status}"
-        return status.is_healthy
+        ready, self.last = probe_ready(http, PUBLISH_HOST, host_port, self.replica)
+        return ready
+
+
+def ready_path(replica: bool) -> tuple[int, str]:
+    """The port and path that tell whether a node is up: its replica's status on 8080 for a
+    node assigned to a subnet, else its orchestrator's dashboard on 7070."""
+    return (REPLICA_PORT, STATUS_PATH) if replica else (DASHBOARD_PORT, "/")
+
+
+def probe_ready(http: httpx.Client, host: str, port: int, replica: bool) -> tuple[bool, str]:
+    """Ask once whether a node is up (see `ready_path`), reached at `host:port`; return
+    (up, what was observed)."""
+    try:
+        response = http.get(f"http://{host}:{port}{ready_path(replica)[1]}")
+    except httpx.TransportError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if not replica:
+        return response.status_code == 200, f"the dashboard answered {response.status_code}"
+    try:
+        status = decode_status(response.content)
+    except StatusDecodeError as exc:
+        return False, f"{response.status_code}: {exc}"
+    return status.is_healthy, f"replica_health_status {status.replica_health_status}"
 
 
 @dataclass

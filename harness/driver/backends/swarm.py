@@ -75,7 +75,9 @@ from harness.driver.backends.docker import (
     PUBLISH_HOST,
     TESTNET_LABEL,
     is_ours,
+    probe_ready,
     published_port,
+    ready_path,
     remove_labelled,
     taken_subnets,
     testnet_labels,
@@ -91,7 +93,6 @@ from harness.driver.run import Run
 from harness.driver.socks import socks_client
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
-from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,6 @@ TINI = "/usr/bin/tini"
 PROXY_PORT = 1080
 REGISTRY_PORT = 8000
 REGISTRY_ALIAS = "registry"
-REPLICA_PORT = 8080
-DASHBOARD_PORT = 7070
 STARTUP_TIMEOUT = 60.0
 SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
 FAILED_TASK_STATES = ("failed", "rejected", "orphaned")
@@ -375,8 +374,7 @@ class SwarmBackend(Backend):
     def _await_ready(self, local: _SwarmNode) -> None:
         node = local.planned
         replica = node.subnet_id is not None
-        port = REPLICA_PORT if replica else DASHBOARD_PORT
-        url = f"http://{node.node_id}:{port}{STATUS_PATH if replica else '/'}"
+        port = ready_path(replica)[0]
         last = "nothing observed yet"
         started = time.monotonic()
         assert self._http is not None
@@ -385,21 +383,9 @@ class SwarmBackend(Backend):
             problem = self._task_problem(local, since, time.monotonic() - started)
             if problem is not None:
                 raise self._start_error(local, problem)
-            try:
-                response = self._http.get(url)
-                if not replica:
-                    if response.status_code == 200:
-                        return
-                    last = f"the dashboard answered {response.status_code}"
-                else:
-                    decoded = decode_status(response.content)
-                    if decoded.is_healthy:
-                        return
-                    last = f"replica_health_status {decoded.replica_health_status}"
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            except StatusDecodeError as exc:
-                last = str(exc)
+            ready, last = probe_ready(self._http, node.node_id, port, replica)
+            if ready:
+                return
             if time.monotonic() - started > self.startup_timeout:
                 raise self._start_error(
                     local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
