@@ -104,8 +104,8 @@ MAX_DELAY = {"local": 8.0, "docker": 22.0}
 # Exit codes that are no surprise after each signal (Python's default SIGINT handling ends in
 # -2; pytest says 2 when interrupted; `harness up` catches SIGINT/SIGTERM and returns 0).
 EXPECTED_CODES: dict[tuple[str, str], set[int]] = {
-    ("up", "SIGINT"): {0, -2},
-    ("up", "SIGTERM"): {0, -15},
+    ("up", "SIGINT"): {130, -2},  # 128 + the signal when handled, -signal when it came first
+    ("up", "SIGTERM"): {143, -15},
     ("up", "SIGKILL"): {-9},
     ("pytest", "SIGINT"): {2, -2},
     ("pytest", "SIGTERM"): {-15},
@@ -350,7 +350,9 @@ class Observer:
                     {"run": run_id, "name": entry.name, "entries": len(inside), "some": inside[:6]}
                 )
         with contextlib.suppress(OSError):
-            for entry in sorted((self.state / "claims").iterdir()):
+            for entry in sorted((self.state / "claims").rglob("*")):
+                if not entry.is_file():
+                    continue
                 try:
                     run_id = entry.read_text().split()[0]
                 except (OSError, IndexError):

@@ -10,8 +10,10 @@ In a test module::
         update_orchestrator={"orchestrator_processes_start_attempts_total": 2})
     def test_crash_recovery(testnet): ...
 
-Options (each also an ini key `harness_<name>`): `--backend local|docker`, `--keep-testnet`,
-`--artifacts-dir DIR`, `--run-manual`.
+Options (each also an ini key `harness_<name>`): `--backend local|docker|swarm`,
+`--keep-testnet`, `--artifacts-dir DIR`, `--run-manual`. Each test's artifact directory (also
+of a testnet whose start failed) is in its report and, as the property `harness_artifacts`, in
+JUnit XML. Async tests (pytest-asyncio, strict or auto mode) use the same fixtures.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ from harness.driver import (
     backend_names,
     sweep,
 )
+from harness.driver.listing import testnet_lines
 
 run_key = pytest.StashKey[Run]()
 artifacts_key = pytest.StashKey[Path]()
 kept_key = pytest.StashKey[list[dict[str, object]]]()
+# Where the start of a testnet that failed left its artifacts, by id() of the error raised.
+failed_starts_key = pytest.StashKey[dict[int, Path]]()
+ARTIFACTS_PROPERTY = "harness_artifacts"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -105,6 +111,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"harness_backend = {backend!r}: use one of {', '.join(backend_names())}"
         )
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
+    config.stash[failed_starts_key] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -126,8 +133,17 @@ class TestnetFactory:
         self.options = BackendOptions()
         self.kept: list[Testnet] = []
 
-    def __call__(self, topology: InternetComputer, timeout: float = 60.0) -> Testnet:
-        return Testnet(topology, self.run, self.backend, self.options).start(timeout)
+    def __call__(
+        self,
+        topology: InternetComputer,
+        timeout: float = 60.0,
+        failure_artifacts: Path | None = None,
+    ) -> Testnet:
+        """A started testnet; if its start fails, the artifacts go into `failure_artifacts`
+        (a folder named after the testnet in it)."""
+        testnet = Testnet(topology, self.run, self.backend, self.options)
+        where = failure_artifacts / testnet.testnet_id if failure_artifacts else None
+        return testnet.start(timeout, failure_artifacts=where)
 
     def release(self, testnet: Testnet) -> None:
         if self.keep:
@@ -140,7 +156,7 @@ class TestnetFactory:
 def harness_run() -> Iterator[Run]:
     """This session's run; leftovers of dead earlier runs are swept first."""
     sweep()
-    run = Run.create()
+    run = Run.create("pytest")
     yield run
 
 
@@ -154,7 +170,7 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
     )
     yield factory
     if factory.kept:
-        (harness_run.directory / "keep").write_text("kept by --keep-testnet\n")
+        harness_run.keep("kept by --keep-testnet")
         config.stash[kept_key] = [testnet.describe() for testnet in factory.kept]
     else:
         harness_run.close()
@@ -163,11 +179,12 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say how to reach the testnets that --keep-testnet left up."""
     for described in terminalreporter.config.stash.get(kept_key, []):
+        testnet_id = described["testnet"]
         terminalreporter.write_line(
-            f"testnet {described['testnet']} kept up (remove with `harness down --all`):"
+            f"kept up: `harness ls` lists it, `harness down {testnet_id}` removes it"
         )
-        for node in described["nodes"]:  # type: ignore[attr-defined]
-            terminalreporter.write_line(f"  {node['id']:<24} {node['role']:<12} {node['urls']}")
+        for line in testnet_lines(described):
+            terminalreporter.write_line(line)
 
 
 def define_testnet(
@@ -179,9 +196,19 @@ def define_testnet(
     """A fixture giving tests a started testnet of `topology`, torn down after its scope."""
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload, untyped-decorator]
-    def _testnet(testnet_factory: TestnetFactory) -> Iterator[Testnet]:
+    def _testnet(
+        request: pytest.FixtureRequest, testnet_factory: TestnetFactory
+    ) -> Iterator[Testnet]:
         declared = topology() if callable(topology) else copy.deepcopy(topology)
-        testnet = testnet_factory(declared, timeout)
+        # A start that fails leaves its artifacts where the test's (or module's) would go.
+        artifacts = artifacts_dir(request.config, request.node.nodeid)
+        shutil.rmtree(artifacts, ignore_errors=True)
+        try:
+            testnet = testnet_factory(declared, timeout, failure_artifacts=artifacts)
+        except Exception as failure:
+            if artifacts.is_dir():
+                request.config.stash[failed_starts_key][id(failure)] = artifacts
+            raise
         try:
             yield testnet
         finally:
@@ -250,9 +277,14 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Write the test's artifact directory while its testnets are still up."""
     report = yield
+    if report.when == "setup" and report.failed and call.excinfo is not None:
+        failed_start = item.config.stash[failed_starts_key].get(id(call.excinfo.value))
+        if failed_start is not None:
+            _link_artifacts(item, report, failed_start)
+        return report
     testnets = _testnets(item)
     if report.when == "call" and testnets:
-        directory = item.config.stash[artifacts_key] / _safe_name(item.nodeid)
+        directory = artifacts_dir(item.config, item.nodeid)
         summary = [
             f"test: {item.nodeid}",
             f"outcome: {report.outcome}",
@@ -266,9 +298,19 @@ def pytest_runtest_makereport(
                 testnet.collect_artifacts(directory / testnet.testnet_id, summary)
             except Exception as exc:  # artifacts must never hide the test's own outcome
                 summary.append(f"collecting artifacts of {testnet.testnet_id} failed: {exc!r}")
-        report.sections.append(("harness artifacts", str(directory.resolve())))
+        _link_artifacts(item, report, directory)
     return report
 
 
-def _safe_name(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:180]
+def _link_artifacts(item: pytest.Item, report: pytest.TestReport, directory: Path) -> None:
+    """Name the artifact directory in the report and in the JUnit XML (a `harness_artifacts`
+    property: junitxml writes the item's user properties with the teardown report)."""
+    where = str(directory.resolve())
+    report.sections.append(("harness artifacts", where))
+    if (ARTIFACTS_PROPERTY, where) not in item.user_properties:
+        item.user_properties.append((ARTIFACTS_PROPERTY, where))
+
+
+def artifacts_dir(config: pytest.Config, nodeid: str) -> Path:
+    """The artifact directory of a test (or of a module, for a module-scoped testnet)."""
+    return config.stash[artifacts_key] / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:180]

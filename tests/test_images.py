@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -38,14 +39,10 @@ def client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def _copy_tree(destination: Path) -> Path:
-    root = images.project_root()
+def _copy_package(destination: Path) -> Path:
+    """A copy of the harness package (what an image is built from), in `destination`."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copyfile(root / name, destination / name)
-    for name in ("harness", "images"):
-        shutil.copytree(root / name, destination / name, ignore=ignore)
-    return destination
+    return Path(shutil.copytree(images.package_dir(), destination / "harness", ignore=ignore))
 
 
 @needs_docker
@@ -64,13 +61,43 @@ def test_second_build_is_a_no_op(client: docker.DockerClient) -> None:
 
 
 @needs_docker
+def test_the_node_image_holds_only_what_nodes_need(client: docker.DockerClient) -> None:
+    tag = images.build_node_image(client=client)
+    probe = (
+        "import importlib.util, json, shutil; "
+        "print(json.dumps({"
+        "'absent': [m for m in ('pytest', 'testcontainers', 'docker', 'rich', 'pip', "
+        "'harness.driver', 'harness.cli') if importlib.util.find_spec(m.split('.')[0]) "
+        "and importlib.util.find_spec(m)], "
+        "'present': [m for m in ('uvicorn', 'httpx', 'cbor2', 'prometheus_client', 'psutil', "
+        "'harness.node.replica') if importlib.util.find_spec(m)], "
+        "'programs': [p for p in ('replica', 'ic-gateway', 'ic-boundary', 'orchestrator', "
+        "'registry-service') if shutil.which(p)]}))"
+    )
+    output = client.containers.run(
+        tag, entrypoint=["/opt/harness/bin/python3", "-c"], command=[probe], remove=True
+    )
+    found = json.loads(output)
+    assert found["absent"] == []
+    assert found["present"] == [
+        "uvicorn",
+        "httpx",
+        "cbor2",
+        "prometheus_client",
+        "psutil",
+        "harness.node.replica",
+    ]
+    assert len(found["programs"]) == 5
+
+
+@needs_docker
 def test_code_change_rebuilds_only_the_project_layer(
     client: docker.DockerClient, tmp_path: Path
 ) -> None:
-    source = _copy_tree(tmp_path)
+    source = _copy_package(tmp_path)
     images.ensure_node_image(source, client=client)
     token = uuid.uuid4().hex
-    (source / "harness" / "_image_probe.py").write_text(f'TOKEN = "{token}"\n')
+    (source / "node" / "_image_probe.py").write_text(f'TOKEN = "{token}"\n')
     started = time.monotonic()
     report = images.ensure_node_image(source, client=client)
     took = time.monotonic() - started
@@ -82,7 +109,7 @@ def test_code_change_rebuilds_only_the_project_layer(
         probe = client.containers.run(
             report.tag,
             entrypoint=["/opt/harness/bin/python", "-c"],
-            command=["import harness._image_probe as p; print(p.TOKEN)"],
+            command=["import harness.node._image_probe as p; print(p.TOKEN)"],
             remove=True,
         )
         assert probe.decode().strip() == token
@@ -91,40 +118,66 @@ def test_code_change_rebuilds_only_the_project_layer(
         client.images.remove(report.tag)
 
 
-def test_dependency_pins_must_be_exact(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools==80.9.0"]\n'
-        '[project]\nname = "x"\ndependencies = ["httpx==0.28.1", "cbor2>=6"]\n'
+LOCK = """\
+# a comment
+cbor2==6.2.1 \\
+    --hash=sha256:00aa \\
+    --hash=sha256:00bb
+    # via harness
+uvicorn==0.54.0 --hash=sha256:00cc
+"""
+
+
+def test_the_node_lock_is_read_as_exact_hashed_pins() -> None:
+    assert images.locked_versions(LOCK) == {"cbor2": "6.2.1", "uvicorn": "0.54.0"}
+    shipped = images.locked_versions(
+        (images.package_dir() / "driver" / "node_image" / "requirements.lock").read_text()
     )
-    with pytest.raises(images.ImageBuildError, match=r"pin these exactly.*\['cbor2>=6'\]"):
-        images.dependency_pins(tmp_path)
+    assert "uvicorn" in shipped
+    assert not {"pytest", "testcontainers", "docker", "rich"} & set(shipped)
 
 
-def test_dependency_pins_include_the_build_requirements(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools==80.9.0"]\n'
-        '[project]\nname = "x"\ndependencies = ["httpx==0.28.1", "cbor2==6.2.1"]\n'
-    )
-    assert images.dependency_pins(tmp_path) == [
-        "cbor2==6.2.1",
-        "httpx==0.28.1",
-        "setuptools==80.9.0",
-    ]
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [("cbor2>=6 --hash=sha256:00", "'cbor2>=6'"), ("cbor2==6.2.1", "'cbor2==6.2.1'")],
+)
+def test_a_lock_without_exact_hashed_pins_is_refused(line: str, problem: str) -> None:
+    with pytest.raises(images.ImageBuildError, match=f"{problem} is not pinned as name==version"):
+        images.locked_versions(LOCK + line + "\n")
 
 
-def test_package_files_skip_bytecode_and_hidden_files(tmp_path: Path) -> None:
+def test_package_files_are_the_node_package_without_bytecode(tmp_path: Path) -> None:
     package = tmp_path / "harness"
-    (package / "__pycache__").mkdir(parents=True)
-    (package / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x")
-    (package / ".mypy_cache").mkdir()
-    (package / ".mypy_cache" / "x.json").write_text("{}")
-    (package / "a.py").write_text("A = 1\n")
-    (package / "sub").mkdir()
-    (package / "sub" / "b.py").write_text("B = 2\n")
-    assert images.package_files(tmp_path) == {
-        "harness/a.py": b"A = 1\n",
-        "harness/sub/b.py": b"B = 2\n",
+    (package / "node" / "__pycache__").mkdir(parents=True)
+    (package / "node" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x")
+    (package / "node" / ".mypy_cache").mkdir()
+    (package / "node" / ".mypy_cache" / "x.json").write_text("{}")
+    (package / "__init__.py").write_text("")
+    (package / "node" / "a.py").write_text("A = 1\n")
+    (package / "node" / "sub").mkdir()
+    (package / "node" / "sub" / "b.py").write_text("B = 2\n")
+    (package / "driver").mkdir()
+    (package / "driver" / "c.py").write_text("C = 3\n")
+    assert images.package_files(package) == {
+        "harness/__init__.py": b"",
+        "harness/node/a.py": b"A = 1\n",
+        "harness/node/sub/b.py": b"B = 2\n",
     }
+
+
+def test_every_node_program_gets_a_launcher() -> None:
+    programs = images.node_programs()
+    assert set(programs) == {
+        "replica",
+        "ic-gateway",
+        "ic-boundary",
+        "orchestrator",
+        "registry-service",
+    }
+    assert "harness" not in programs  # the CLI is the driver's, not a node's
+    launcher = images.launcher(programs["replica"]).decode()
+    assert launcher.startswith("#!/opt/harness/bin/python3\n")
+    assert "from harness.node.replica.__main__ import main" in launcher
 
 
 def test_base_tag_follows_the_apt_sources(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_harness_up_tears_down_on_sigint(own_state_root: Path) -> None:
         run_ids = set(tagged_processes())
         assert run_ids, "harness up started no tagged process"
         up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=30) == 0
+        assert up.wait(timeout=30) == 130  # 128 + SIGINT, as shells expect
         leftovers = [p for rid in run_ids for p in processes_of(rid)]
         assert leftovers == []
     finally:
@@ -152,13 +152,18 @@ def test_run_id_is_inherited_by_node_programs(run: Run) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="iptables rules need root")
-def test_partition_rules_of_a_dead_run_are_swept(loopback_ip: str) -> None:
+def test_partition_rules_of_a_dead_run_are_swept(
+    loopback_ip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from harness.driver.backends import local_firewall
 
     local_firewall.isolate(loopback_ip, "dead-run-for-test", "node-x")
     try:
         listing = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True)
-        assert "harness:dead-run-for-test:node-x" in listing.stdout
+        assert "harness:dead-run-for-test:node-x:" in listing.stdout
+        with monkeypatch.context() as other:  # the sweep of another state root's runs
+            other.setenv("HARNESS_STATE_DIR", str(tmp_path / "other-state"))
+            assert local_firewall.sweep_rules(lambda run_id: True) == 0
         assert local_firewall.sweep_rules(lambda run_id: run_id == "dead-run-for-test") == 2
         for chain in ("INPUT", "OUTPUT"):
             listing = subprocess.run(["iptables", "-S", chain], capture_output=True, text=True)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from xml.etree import ElementTree
+
 import httpx
 import pytest
 
 from harness.driver import sweep
 from harness.node.status import decode_status
+
+# The inner sessions load pytest-asyncio (installed beside the harness) with an ini of their own.
+INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+
+
+@pytest.fixture(autouse=True)
+def inner_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+
 
 MANUAL_TEST = """
 import pytest
@@ -30,7 +42,7 @@ def test_manual_tests_are_skipped_unless_asked_for(pytester: pytest.Pytester) ->
 
 def test_run_manual_from_ini(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(MANUAL_TEST)
-    pytester.makeini("[pytest]\nharness_run_manual = true\n")
+    pytester.makeini(INI + "harness_run_manual = true\n")
     pytester.runpytest().assert_outcomes(passed=2)
 
 
@@ -57,7 +69,7 @@ def test_backend_option_is_validated(pytester: pytest.Pytester) -> None:
 
 def test_backend_ini_is_validated(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
-    pytester.makeini("[pytest]\nharness_backend = kubernetes\n")
+    pytester.makeini(INI + "harness_backend = kubernetes\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
@@ -133,9 +145,10 @@ def test_keep_testnet_leaves_it_up_and_says_how_to_reach_it(
     pytester.makepyfile(XDIST_SYSTESTS.replace("range(4)", "range(1)"))
     result = pytester.runpytest_subprocess("--keep-testnet", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*kept up (remove with `harness down --all`)*"])
-    urls = [line for line in result.stdout.lines if "subnet-0-node-0" in line]
-    api = urls[0].split("'api': '")[1].split("'")[0]
+    result.stdout.fnmatch_lines(
+        ["*kept up: `harness ls` lists it, `harness down ic-0` removes it*", "*subnet-0-node-0*"]
+    )
+    api = next(line.split()[1] for line in result.stdout.lines if line.startswith("    api "))
     assert decode_status(httpx.get(f"{api}/api/v2/status").content).is_healthy
     # A later run's sweep leaves a kept run alone; `harness down --all` removes it.
     assert sweep() == {}
@@ -144,3 +157,100 @@ def test_keep_testnet_leaves_it_up_and_says_how_to_reach_it(
     assert killed[run_id] >= 4
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{api}/api/v2/status", timeout=1)
+
+
+def _junit_properties(path: Path) -> dict[str, dict[str, str]]:
+    """Test name -> its <property> name/value pairs, from a JUnit XML file."""
+    tree = ElementTree.parse(path)
+    return {
+        case.attrib["name"]: {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}
+        for case in tree.iter("testcase")
+    }
+
+
+FAILING_START = """
+from harness.driver import InternetComputer
+from harness.pytest_plugin import define_testnet
+
+# An API boundary node without subnets never gets healthy (no replica to route to).
+testnet = define_testnet(
+    lambda: InternetComputer().with_name("nosubnets").with_api_boundary_nodes(1), timeout=3
+)
+
+def test_never_runs(testnet):
+    pass
+"""
+
+
+def test_a_failed_start_leaves_artifacts_that_junit_links(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARNESS_STATE_DIR", str(pytester.path / "state"))
+    pytester.makepyfile(FAILING_START)
+    result = pytester.runpytest_subprocess("--junitxml=junit.xml", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*artifacts of the failed start: *nosubnets-0*"])
+    where = Path(
+        _junit_properties(pytester.path / "junit.xml")["test_never_runs"]["harness_artifacts"]
+    )
+    assert (
+        where
+        == pytester.path
+        / "artifacts"
+        / "test_a_failed_start_leaves_artifacts_that_junit_links.py_test_never_runs"
+    )
+    summary = (where / "nosubnets-0" / "summary.txt").read_text()
+    assert "the start failed" in summary and "status check failed with 503" in summary
+    assert (where / "nosubnets-0" / "nodes" / "api-bn-0" / "ic-boundary.log").stat().st_size > 0
+    assert sweep(everything=True) == {}  # the failed start left nothing running
+
+
+def test_every_tested_testnet_s_artifacts_reach_junit(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(XDIST_SYSTESTS.replace("range(4)", "range(1)"))
+    result = pytester.runpytest_subprocess("--junitxml=junit.xml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    where = Path(
+        _junit_properties(pytester.path / "junit.xml")["test_healthy[0]"]["harness_artifacts"]
+    )
+    (testnet_dir,) = where.iterdir()
+    assert "outcome: passed" in (testnet_dir / "summary.txt").read_text()
+
+
+ASYNC_SYSTEST = """
+import pytest
+from harness.driver import InternetComputer, Subnet, SubnetType
+from harness.pytest_plugin import define_testnet
+
+testnet = define_testnet(
+    lambda: InternetComputer().add_subnet(
+        Subnet(SubnetType.CLOUD_ENGINE).add_nodes(2).with_ic_gateway()
+    ),
+    scope="module",
+)
+
+MARKER
+async def test_every_node_at_once(testnet):
+    health = await testnet.aio.await_all_healthy(timeout=30)
+    assert [h.healthy for h in health] == [True, True]
+    report = await testnet.aio.load(requests=20, concurrency=4)
+    assert (report.ok, report.failed) == (40, 0), report.summary()
+
+def test_a_sync_test_beside_it(testnet):
+    assert all(node.status().is_healthy for node in testnet.nodes())
+"""
+
+
+@pytest.mark.parametrize(("mode", "marker"), [("strict", "@pytest.mark.asyncio"), ("auto", "")])
+def test_async_tests_work_in_both_pytest_asyncio_modes(
+    pytester: pytest.Pytester, mode: str, marker: str
+) -> None:
+    pytester.makepyfile(ASYNC_SYSTEST.replace("MARKER", marker))
+    result = pytester.runpytest_subprocess(
+        f"--asyncio-mode={mode}",
+        "-p", "no:cacheprovider",
+        "-W", "error::pytest.PytestUnraisableExceptionWarning",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    # The plugin's after-test work (heal, metric checks, artifacts) ran for the async test too.
+    written = sorted(p.name for p in (pytester.path / "artifacts").iterdir())
+    assert any(name.endswith("test_every_node_at_once") for name in written), written

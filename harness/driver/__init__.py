@@ -12,6 +12,7 @@
 Everything a test needs is exported here; tests import nothing else from `harness`.
 """
 
+from harness.driver.aio import AsyncTestnet, LoadReport, NodeHealth
 from harness.driver.backends.base import BackendOptions, backend_names
 from harness.driver.errors import (
     BackendUnavailable,
@@ -39,14 +40,17 @@ __all__ = [
     "DEFAULT_ORCHESTRATOR_METRICS",
     "DEFAULT_REPLICA_METRICS",
     "IC_GATEWAY_DOMAIN",
+    "AsyncTestnet",
     "BackendOptions",
     "BackendUnavailable",
     "HarnessError",
     "InternetComputer",
+    "LoadReport",
     "MetricCheckFailed",
     "MetricThresholds",
     "MetricsScrapeError",
     "Node",
+    "NodeHealth",
     "NodeNotReady",
     "NodeStartError",
     "PrefixClash",

@@ -1,24 +1,26 @@
-"""Node images for the docker backend, built offline and cached by a hash of what goes in.
+"""Node images for the docker and swarm backends, built offline and cached by a hash of what
+goes in. Everything a build needs ships with the package (`harness.driver.node_image`), so an
+installed harness builds images as well as a checkout does.
 
 Three layers, each rebuilt only when its inputs change:
 
 1. base `harness-base:<hash>`: a minimal Debian rootfs (python3, python3-venv, tini,
-   ca-certificates) made by mmdebstrap from the host's apt sources and `docker import`ed. Its
-   hash covers the recipe, the suite, the architecture and the sources file. About a minute,
-   once per machine.
-2. dependencies (hash: pyproject.toml, its pins, the entrypoint): the wheels of the pins
-   (dependencies + build-system requires), downloaded on the host into a cached wheelhouse
-   (`pip download --only-binary=:all:` for Debian's CPython 3.11), installed into a venv at
-   /opt/harness with `pip install --no-index`, plus a skeleton of the project installed with
-   `pip install --no-deps` (its dist-info and console scripts).
-3. project (hash: the files of harness/): the package copied over the skeleton, with .pyc
-   compiled on the host. One step, so a code change costs one layer.
+   ca-certificates, microsocks) made by mmdebstrap from the host's apt sources and
+   `docker import`ed. Its hash covers the recipe, the suite, the architecture and the sources
+   file. About a minute, once per machine.
+2. dependencies (hash: the node lock file, the entrypoint, the programs' launchers): the wheels
+   pinned (with hashes) by `node_image/requirements.lock`, downloaded on the host into a cached
+   wheelhouse (`pip download --only-binary=:all:` for Debian's CPython 3.11) and installed into a
+   venv at /opt/harness with `pip install --no-index --require-hashes`; pip itself is removed
+   again. Only what the node programs import: no pytest, testcontainers, docker or rich.
+3. project (hash: the files of `harness.node`): the node programs' package copied into the
+   venv, with .pyc compiled on the host. One step, so a code change costs one layer; a change
+   to the driver costs none.
 
-The node image `harness-node:<hash>` hashes all of that and images/Dockerfile.node; when that
-tag exists nothing is built at all. No registry is involved: the base is imported, the build
-never pulls, nothing inside the build touches the network. Builds are serialised by a file lock
-in the cache directory (`HARNESS_CACHE_DIR`, default `~/.cache/harness`), which also holds the
-wheelhouses.
+The node image `harness-node:<hash>` hashes all of that and the Dockerfile; when that tag exists
+nothing is built at all. No registry is involved: the base is imported, the build never pulls,
+nothing inside the build touches the network. Builds are serialised by a file lock in the cache
+directory (`HARNESS_CACHE_DIR`, default `~/.cache/harness`), which also holds the wheelhouses.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import compileall
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
+import importlib.resources
 import json
 import logging
 import os
@@ -38,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,7 @@ import docker.errors
 import requests
 from rich.console import Console
 
+import harness
 from harness.driver.errors import BackendUnavailable, HarnessError
 
 log = logging.getLogger(__name__)
@@ -65,8 +69,12 @@ HOST_APT_SOURCES = (
     Path("/etc/apt/sources.list.d/debian.sources"),
     Path("/etc/apt/sources.list"),
 )
-DOCKERFILE = "Dockerfile.node"
-ENTRYPOINT = "node-entrypoint"
+RECIPE_PACKAGE = "harness.driver.node_image"
+DOCKERFILE = "Dockerfile"
+ENTRYPOINT = "entrypoint"
+LOCK = "requirements.lock"
+NODE_PACKAGE = "node"  # the subpackage of `harness` a node runs; nothing else goes in
+VENV_PYTHON = "/opt/harness/bin/python3"
 _SKIPPED_PARTS = ("__pycache__",)
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 _LAYER_INSTRUCTIONS = ("RUN", "COPY", "ADD")
@@ -106,15 +114,9 @@ class BuildReport:
         return [s for s in self.steps if s.instruction.split(" ", 1)[0] in _LAYER_INSTRUCTIONS]
 
 
-def project_root() -> Path:
-    """The source tree this module belongs to (pyproject.toml, harness/, images/)."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "pyproject.toml").is_file() or not (root / "images" / DOCKERFILE).is_file():
-        raise ImageBuildError(
-            f"building node images needs the harness source tree (pyproject.toml, images/); "
-            f"{root} is not one"
-        )
-    return root
+def package_dir() -> Path:
+    """The directory of the `harness` package this module belongs to (installed or a checkout)."""
+    return Path(harness.__file__).resolve().parent
 
 
 def cache_dir() -> Path:
@@ -249,20 +251,31 @@ def ensure_base_image(client: docker.DockerClient, status: Status) -> tuple[str,
 # Dependencies.
 
 
-def dependency_pins(root: Path) -> list[str]:
-    """pyproject's runtime dependencies and build requirements, each pinned with `==`."""
-    try:
-        pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-        pins = list(pyproject["project"]["dependencies"])
-        pins += list(pyproject["build-system"]["requires"])
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
-        raise ImageBuildError(
-            f"cannot read the dependency pins of {root}/pyproject.toml: {exc}"
-        ) from None
-    unpinned = [pin for pin in pins if "==" not in pin]
-    if unpinned:
-        raise ImageBuildError(f"pyproject.toml: pin these exactly (name==version): {unpinned}")
-    return sorted(pins)
+_LOCKED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+
+
+def locked_versions(lock: str) -> dict[str, str]:
+    """The `name==version` pins of a lock file, by normalised name; `ImageBuildError` when a
+    requirement in it is not pinned exactly or carries no hash (the image must be reproducible)."""
+    pins: dict[str, str] = {}
+    for line in lock.replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        match = _LOCKED.match(line)
+        if match is None or "--hash=" not in line:
+            raise ImageBuildError(
+                f"{LOCK}: {line.split()[0]!r} is not pinned as name==version with hashes; "
+                "regenerate the lock with scripts/lock"
+            )
+        pins[_normalise(match.group(1))] = match.group(2)
+    if not pins:
+        raise ImageBuildError(f"{LOCK} pins nothing")
+    return pins
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _wheel_platforms() -> list[str]:
@@ -272,51 +285,93 @@ def _wheel_platforms() -> list[str]:
     return [*tags, f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}"]
 
 
-def wheelhouse(pins: list[str], status: Status) -> Path:
-    """A directory of wheels for `pins` and their dependencies, downloaded once per pin set."""
-    key = _digest(pins, TARGET_PYTHON, platform.machine())
+def wheelhouse(lock: bytes, status: Status) -> Path:
+    """A directory of the wheels `lock` pins (hash-checked), downloaded once per lock."""
+    key = _digest(hashlib.sha256(lock).hexdigest(), TARGET_PYTHON, platform.machine())
     target = cache_dir() / "wheelhouse" / key
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    status(f"downloading {len(pins)} pinned wheels and their dependencies")
+    status(f"downloading the {len(locked_versions(lock.decode()))} wheels of the node lock")
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    requirements = tmp / LOCK
+    requirements.write_bytes(lock)
     abi = "cp" + TARGET_PYTHON.replace(".", "")
     argv = [
         sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--only-binary=:all:", "--dest", str(tmp),
+        "--no-deps", "--require-hashes", "--only-binary=:all:", "--dest", str(tmp / "wheels"),
         "--python-version", TARGET_PYTHON, "--implementation", "cp",
         "--abi", abi, "--abi", "abi3", "--abi", "none",
         *(arg for tag in _wheel_platforms() for arg in ("--platform", tag)),
-        *pins,
+        "--requirement", str(requirements),
     ]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
+        hint = (
+            f" ({sys.executable} has no pip: `{sys.executable} -m ensurepip` adds it)"
+            if "No module named pip" in result.stderr
+            else ""
+        )
         raise ImageBuildError(
-            f"pip download of the node image's wheels failed ({result.returncode}): "
+            f"pip download of the node image's wheels failed ({result.returncode}){hint}: "
             f"{result.stderr.strip()[-1500:]}"
         )
-    os.rename(tmp, target)
+    os.rename(tmp / "wheels", target)
+    shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 # The project.
 
 
-def package_files(root: Path) -> dict[str, bytes]:
-    """Every file of the harness package, by path relative to `root`."""
+def package_files(package: Path) -> dict[str, bytes]:
+    """The files a node runs from the `harness` package at `package`: its `__init__.py` and the
+    `harness.node` subpackage, by path relative to the package's parent (`harness/...`)."""
     files: dict[str, bytes] = {}
-    for path in sorted((root / "harness").rglob("*")):
-        relative = path.relative_to(root)
+    init = package / "__init__.py"
+    if init.is_file():
+        files["harness/__init__.py"] = init.read_bytes()
+    for path in sorted((package / NODE_PACKAGE).rglob("*")):
+        relative = path.relative_to(package)
         if (
             not path.is_file()
             or any(part in _SKIPPED_PARTS or part.startswith(".") for part in relative.parts)
             or path.suffix in _SKIPPED_SUFFIXES
         ):
             continue
-        files[relative.as_posix()] = path.read_bytes()
+        files[f"harness/{relative.as_posix()}"] = path.read_bytes()
+    if not any(name.startswith(f"harness/{NODE_PACKAGE}/") for name in files):
+        raise ImageBuildError(f"{package} holds no harness/{NODE_PACKAGE} package to put in a node")
     return files
+
+
+def node_programs() -> dict[str, str]:
+    """The console scripts of the installed harness that run node programs (`replica`,
+    `orchestrator`, ...), name -> `module:function`, from the distribution's entry points."""
+    try:
+        distribution = importlib.metadata.distribution("harness")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImageBuildError(
+            "the harness distribution is not installed (no metadata with its console scripts): "
+            "install it, e.g. `pip install -e .` in a checkout"
+        ) from None
+    programs = {
+        entry.name: entry.value
+        for entry in distribution.entry_points
+        if entry.group == "console_scripts" and entry.value.startswith(f"harness.{NODE_PACKAGE}.")
+    }
+    if not programs:
+        raise ImageBuildError("the installed harness declares no node programs (console scripts)")
+    return programs
+
+
+def launcher(target: str) -> bytes:
+    """A console script for the image's venv that runs `module:function`, as pip writes them."""
+    module, _, function = target.partition(":")
+    return (
+        f"#!{VENV_PYTHON}\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+    ).encode()
 
 
 def _files_digest(files: Mapping[str, bytes]) -> str:
@@ -331,8 +386,8 @@ class NodeRecipe:
     """Everything that goes into a node image, and the tag that names it."""
 
     base_tag: str
-    pins: list[str]
-    pyproject: bytes
+    lock: bytes
+    launchers: dict[str, bytes]
     files: dict[str, bytes]
     dockerfile: bytes
     entrypoint: bytes
@@ -340,12 +395,9 @@ class NodeRecipe:
     @property
     def deps_hash(self) -> str:
         """What the dependency step depends on: a change here reinstalls the wheels."""
-        return _digest(
-            self.base_tag,
-            self.pins,
-            TARGET_PYTHON,
-            _files_digest({"pyproject.toml": self.pyproject, "entrypoint": self.entrypoint}),
-        )
+        inputs = {"lock": self.lock, "entrypoint": self.entrypoint}
+        inputs.update({f"bin/{name}": content for name, content in self.launchers.items()})
+        return _digest(self.base_tag, TARGET_PYTHON, _files_digest(inputs))
 
     @property
     def project_hash(self) -> str:
@@ -357,15 +409,18 @@ class NodeRecipe:
         return f"{NODE_REPOSITORY}:{_digest(self.deps_hash, self.project_hash, recipe)}"
 
 
-def node_recipe(root: Path, base_tag: str) -> NodeRecipe:
-    images = root / "images"
+def node_recipe(base_tag: str, package: Path | None = None) -> NodeRecipe:
+    """The recipe of the node image for the `harness` package at `package` (default: this one)."""
+    resources = importlib.resources.files(RECIPE_PACKAGE)
+    lock = resources.joinpath(LOCK).read_bytes()
+    locked_versions(lock.decode())
     return NodeRecipe(
         base_tag=base_tag,
-        pins=dependency_pins(root),
-        pyproject=(root / "pyproject.toml").read_bytes(),
-        files=package_files(root),
-        dockerfile=(images / DOCKERFILE).read_bytes(),
-        entrypoint=(images / ENTRYPOINT).read_bytes(),
+        lock=lock,
+        launchers={name: launcher(target) for name, target in sorted(node_programs().items())},
+        files=package_files(package or package_dir()),
+        dockerfile=resources.joinpath(DOCKERFILE).read_bytes(),
+        entrypoint=resources.joinpath(ENTRYPOINT).read_bytes(),
     )
 
 
@@ -381,18 +436,11 @@ def _write_context(context: Path, recipe: NodeRecipe, wheels: Path) -> None:
     (context / "Dockerfile").write_bytes(recipe.dockerfile)
     deps = context / "deps"
     shutil.copytree(wheels, deps / "wheels")
-    (deps / "requirements.txt").write_text("\n".join(recipe.pins) + "\n")
-    entrypoint = deps / ENTRYPOINT
-    entrypoint.write_bytes(recipe.entrypoint)
-    entrypoint.chmod(0o755)
-    # The skeleton gives the venv the dist-info and console scripts; its only module is
-    # replaced by the real package in the last step.
-    skeleton = {
-        "pyproject.toml": recipe.pyproject,
-        "README.md": b"harness\n",
-        "harness/__init__.py": b"",
-    }
-    _write_files(deps / "skeleton", skeleton)
+    (deps / LOCK).write_bytes(recipe.lock)
+    _write_files(deps, {ENTRYPOINT: recipe.entrypoint})
+    _write_files(deps / "bin", recipe.launchers)
+    for path in [deps / ENTRYPOINT, *(deps / "bin").iterdir()]:
+        path.chmod(0o755)
     _write_files(context, recipe.files)
     if sys.version_info[:2] == tuple(map(int, TARGET_PYTHON.split("."))):
         # Same bytecode format as the image's python: ship .pyc so that nodes start without
@@ -475,26 +523,26 @@ def _status(console: Console | None) -> Iterator[Status]:
 
 
 def ensure_node_image(
-    root: Path | None = None,
+    package: Path | None = None,
     client: docker.DockerClient | None = None,
     console: Console | None = None,
 ) -> BuildReport:
-    """Make sure the node image for the source tree `root` exists; build what is missing."""
-    root = root or project_root()
+    """Make sure the node image of the `harness` package at `package` (default: this one)
+    exists; build what is missing."""
     if client is None:
         with contextlib.closing(engine()) as own:
-            return ensure_node_image(root, own, console)
+            return ensure_node_image(package, own, console)
     started = time.monotonic()
     sources = host_apt_sources()
-    quick = node_recipe(root, base_image_tag(sources))
+    quick = node_recipe(base_image_tag(sources), package)
     if _image_exists(client, quick.tag):
         return BuildReport(quick.tag)
     with _build_lock(), _status(console) as status:
         base_tag, base_built = ensure_base_image(client, status)
-        recipe = node_recipe(root, base_tag)
+        recipe = node_recipe(base_tag, package)
         report = BuildReport(recipe.tag, base_built)
         if not _image_exists(client, recipe.tag):
-            wheels = wheelhouse(recipe.pins, status)
+            wheels = wheelhouse(recipe.lock, status)
             with tempfile.TemporaryDirectory(prefix="harness-node-image-") as tmp:
                 _write_context(Path(tmp), recipe, wheels)
                 report.steps = _run_build(client, Path(tmp), recipe, status)
@@ -513,12 +561,13 @@ def ensure_node_image(
 
 
 def build_node_image(
-    root: Path | None = None,
+    package: Path | None = None,
     client: docker.DockerClient | None = None,
     console: Console | None = None,
 ) -> str:
-    """The tag of the node image of this source tree, built first if it does not exist."""
-    return ensure_node_image(root, client, console).tag
+    """The tag of the node image of the `harness` package at `package` (default: this one),
+    built first if it does not exist."""
+    return ensure_node_image(package, client, console).tag
 
 
 IMAGE_REGISTRY_ENV = "HARNESS_IMAGE_REGISTRY"

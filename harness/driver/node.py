@@ -146,10 +146,12 @@ class Node:
             timeout,
         )
 
-    def metrics_text(self, port: int = REPLICA_METRICS_PORT) -> str:
+    def metrics_text(
+        self, port: int = REPLICA_METRICS_PORT, timeout: float = STATUS_REQUEST_TIMEOUT
+    ) -> str:
         url = self.url(port, "/metrics")
         try:
-            response = self.testnet.http.get(url, timeout=STATUS_REQUEST_TIMEOUT)
+            response = self.testnet.http.get(url, timeout=timeout)
         except httpx.HTTPError as exc:
             raise MetricsScrapeError(f"scraping {url} of {self.node_id} failed: {exc!r}") from exc
         if response.status_code != 200:

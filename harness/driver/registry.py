@@ -43,9 +43,10 @@ def initial_snapshot(plan: Plan, node_ips: Mapping[str, str]) -> RegistrySnapsho
 class RegistryWriter:
     """Writes new registry versions; every method returns the version it wrote."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_change: Callable[[], None] | None = None) -> None:
         self.store = LocalStore(path)
         self._lock = threading.Lock()
+        self._on_change = on_change
 
     @property
     def path(self) -> Path:
@@ -67,7 +68,9 @@ class RegistryWriter:
             current = self.latest()
             updated = dataclasses.replace(change(current), version=current.version + 1)
             self.store.write(updated)
-            return updated.version
+        if self._on_change is not None:
+            self._on_change()
+        return updated.version
 
     # The mutations tests use.
     def assign_node(self, node_id: str, subnet_id: str) -> int:

@@ -32,6 +32,7 @@ RUN_ID_ENV = "HARNESS_RUN_ID"
 TESTNET_ID_ENV = "HARNESS_TESTNET_ID"
 NODE_ID_ENV = "HARNESS_NODE_ID"
 STATE_ROOT_ENV = "HARNESS_STATE_ROOT"
+KEEP_FILE = "keep"
 
 
 def state_root() -> Path:
@@ -52,7 +53,9 @@ class Run:
     directory: Path
 
     @classmethod
-    def create(cls) -> Run:
+    def create(cls, purpose: str = "") -> Run:
+        """A new run owned by this process; `purpose` (`pytest`, `harness up`, ...) is what
+        `harness ls` shows as its owner."""
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         runs = state_root() / "runs"
         runs.mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ class Run:
         # sees a run directory without its owner.
         building = Path(tempfile.mkdtemp(prefix=".new-", dir=runs))
         me = psutil.Process()
-        owner = {"pid": me.pid, "create_time": me.create_time()}
+        owner = {"pid": me.pid, "create_time": me.create_time(), "purpose": purpose}
         (building / "owner.json").write_text(json.dumps(owner))
         directory = runs / run_id
         building.rename(directory)
@@ -75,6 +78,10 @@ class Run:
             STATE_ROOT_ENV: str(self.directory.parent.parent),
         }
 
+    def keep(self, reason: str) -> None:
+        """Leave the run's testnets up after it ends: only `harness down` removes them."""
+        (self.directory / KEEP_FILE).write_text(reason + "\n")
+
     def close(self) -> None:
         """Remove what is left of this run: its processes and its state directory."""
         sweep(only_run=self.run_id)
@@ -87,16 +94,32 @@ def docker_engine_configured() -> bool:
 
 def _protected(run_dir: Path) -> bool:
     """A run that only `harness down --all` may remove: alive, or kept by --keep-testnet."""
-    return (run_dir / "keep").exists() or _owner_alive(run_dir)
+    return is_kept(run_dir) or owner_of(run_dir) is not None
 
 
-def _owner_alive(run_dir: Path) -> bool:
+def is_kept(run_dir: Path) -> bool:
+    """Whether the run's testnets were kept up past its end (`--keep-testnet`)."""
+    return (run_dir / KEEP_FILE).exists()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The live process that owns a run."""
+
+    pid: int
+    purpose: str
+
+
+def owner_of(run_dir: Path) -> Owner | None:
+    """The run's owner if it is still alive (the same process: pid and start time), else None."""
     try:
         owner = json.loads((run_dir / "owner.json").read_text())
         process = psutil.Process(int(owner["pid"]))
-        return bool(abs(process.create_time() - float(owner["create_time"])) < 0.01)
+        if abs(process.create_time() - float(owner["create_time"])) >= 0.01:
+            return None
+        return Owner(process.pid, str(owner.get("purpose", "")))
     except (OSError, ValueError, KeyError, TypeError, psutil.Error):
-        return False
+        return None
 
 
 def tagged_processes() -> dict[str, list[psutil.Process]]:
@@ -177,7 +200,7 @@ def sweep(everything: bool = False, only_run: str | None = None) -> dict[str, in
             if only_run is None and not everything and _protected(run_dir):
                 continue
             shutil.rmtree(run_dir, ignore_errors=True)
-    from harness.driver.backends.local_addresses import release_stale_claims
+    from harness.driver.claims import release_stale_claims
 
     release_stale_claims(everything=everything, only_run=only_run)
     return killed

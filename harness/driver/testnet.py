@@ -6,34 +6,83 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import httpx
 
 from harness.driver.backends.base import Backend, BackendOptions, get_backend
+from harness.driver.claims import Claims
 from harness.driver.errors import HarnessError, MetricCheckFailed, MetricsScrapeError
 from harness.driver.metrics_check import MetricThresholds, offenders
-from harness.driver.node import Node
+from harness.driver.node import (
+    BOUNDARY_PORT,
+    DASHBOARD_PORT,
+    GATEWAY_PORT,
+    ORCHESTRATOR_METRICS_PORT,
+    REPLICA_METRICS_PORT,
+    REPLICA_PORT,
+    Node,
+)
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
 from harness.driver.socks import socks_client
 from harness.driver.topology import InternetComputer, Plan
 from harness.driver.waits import wait_until
-from harness.node.orchestrator.processes import REPLICA_FAULTS_FILE
+from harness.node.orchestrator.processes import (
+    IC_BOUNDARY_METRICS_PORT,
+    IC_GATEWAY_METRICS_PORT,
+    REPLICA_FAULTS_FILE,
+)
 from harness.node.registry import SubnetType
 from harness.node.registry.records import FEATURE_IC_GATEWAY
 
+if TYPE_CHECKING:
+    from harness.driver.aio import AsyncTestnet
+
 log = logging.getLogger(__name__)
-_counter = itertools.count()
 
 Progress = Callable[[str, int, int], None]
+
+RECORD_FILE = "testnet.json"
+"""A live testnet's record in its directory: `describe()` and its state, for `harness ls`."""
+TESTNET_IDS = Claims("testnets")
+_numbers: dict[str, Iterator[int]] = defaultdict(itertools.count)
+ARTIFACT_SCRAPE_TIMEOUT = 2.0
+
+# What a node serves, by role: (name in `describe()`'s URLs, port). Every node's orchestrator
+# serves its metrics and dashboard; the rest depends on the role the registry gives it.
+ORCHESTRATOR_SERVICES = (
+    ("orchestrator_metrics", ORCHESTRATOR_METRICS_PORT),
+    ("dashboard", DASHBOARD_PORT),
+)
+REPLICA_SERVICES = (("api", REPLICA_PORT), ("metrics", REPLICA_METRICS_PORT))
+GATEWAY_SERVICES = (("gateway", GATEWAY_PORT), ("gateway_metrics", IC_GATEWAY_METRICS_PORT))
+BOUNDARY_SERVICES = (("boundary", BOUNDARY_PORT), ("boundary_metrics", IC_BOUNDARY_METRICS_PORT))
+# The metrics endpoints among them, scraped into the artifacts as metrics-<program>-<port>.txt.
+METRICS_FILES = {
+    "metrics": "replica",
+    "orchestrator_metrics": "orchestrator",
+    "gateway_metrics": "ic-gateway",
+    "boundary_metrics": "ic-boundary",
+}
+
+
+def claim_testnet_id(name: str, run_id: str) -> str:
+    """`<name>-<n>` with the lowest n this process has not used yet and no live run holds, so
+    that `harness ls`, `logs` and `down` can name testnets of every run on the machine."""
+    numbers = _numbers[name]
+    while True:
+        testnet_id = f"{name}-{next(numbers)}"
+        if TESTNET_IDS.claim(testnet_id, run_id):
+            return testnet_id
 
 
 @dataclass(frozen=True)
@@ -90,23 +139,38 @@ class Testnet:
         self.topology = topology
         self.plan: Plan = topology.plan()  # validates before anything starts
         self.run = run
-        self.testnet_id = f"{self.plan.name}-{next(_counter)}"
-        self.directory = run.directory / self.testnet_id
-        self.directory.mkdir(parents=True)
-        self.registry = RegistryWriter(self.directory / "registry")
-        self.backend: Backend = get_backend(backend)(
-            run, self.testnet_id, self.directory / "nodes", options or BackendOptions()
-        )
+        self.testnet_id = claim_testnet_id(self.plan.name, run.run_id)
+        try:
+            self.directory = run.directory / self.testnet_id
+            self.directory.mkdir(parents=True)
+            self.registry = RegistryWriter(self.directory / "registry", on_change=self._changed)
+            self.backend: Backend = get_backend(backend)(
+                run, self.testnet_id, self.directory / "nodes", options or BackendOptions()
+            )
+        except BaseException:
+            TESTNET_IDS.release(self.testnet_id)
+            raise
         self.http = httpx.Client(trust_env=False)
         self._nodes: dict[str, Node] = {}
         self._faults: dict[str, set[str]] = defaultdict(set)
+        self._state = "starting"
         self._closed = False
 
     # Life cycle.
-    def start(self, timeout: float = 60.0, progress: Progress | None = None) -> Self:
+    def start(
+        self,
+        timeout: float = 60.0,
+        progress: Progress | None = None,
+        failure_artifacts: Path | None = None,
+    ) -> Self:
         """Allocate addresses, write the initial registry, start every node, and wait until every
-        node is healthy (cloud-engine nodes with ic-gateway also on port 80)."""
+        node is healthy (cloud-engine nodes with ic-gateway also on port 80).
+
+        When the start fails, everything is torn down; with `failure_artifacts`, every node's
+        logs, the registry, the metrics and the error (what the wait last saw) are written there
+        first (`collect_artifacts`), and the error's notes say where."""
         try:
+            self.save()
             ips = self.backend.allocate(self.plan)
             if self.backend.http_proxy is not None:
                 self.http.close()
@@ -118,10 +182,28 @@ class Testnet:
                 )
             self._start_nodes(progress)
             self.await_all_healthy(timeout, progress)
-        except BaseException:
+            self._state = "up"
+            self.save()
+        except BaseException as failure:
+            if failure_artifacts is not None and isinstance(failure, Exception):
+                self._failed_start_artifacts(failure, failure_artifacts)
             self.close()
             raise
         return self
+
+    def _failed_start_artifacts(self, failure: Exception, destination: Path) -> None:
+        summary = [
+            f"testnet: {self.testnet_id} ({self.backend.name} backend)",
+            "outcome: the start failed",
+            "",
+            f"{type(failure).__name__}: {failure}",
+        ]
+        try:
+            self.collect_artifacts(destination, summary)
+        except Exception as exc:  # the start's own failure stays the one raised
+            failure.add_note(f"collecting the artifacts of the failed start failed too: {exc!r}")
+        else:
+            failure.add_note(f"artifacts of the failed start: {destination.resolve()}")
 
     def _start_nodes(self, progress: Progress | None) -> None:
         """Start every node, `backend.parallel_starts` at a time (a docker node's start waits
@@ -151,7 +233,7 @@ class Testnet:
         self.close()
 
     def close(self) -> None:
-        """Stop every node and release its addresses; safe to call twice."""
+        """Stop every node and release its addresses and its id; safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -159,6 +241,36 @@ class Testnet:
             self.backend.teardown()
         finally:
             self.http.close()
+            (self.directory / RECORD_FILE).unlink(missing_ok=True)
+            TESTNET_IDS.release(self.testnet_id)
+
+    # The record `harness ls`, `logs` and `down` read.
+    def save(self) -> None:
+        """Write the testnet's record (`testnet.json` in its directory), atomically: `describe()`
+        once it is up, its state (`starting`, `up`) and its run."""
+        document: dict[str, object] = {
+            "testnet": self.testnet_id,
+            "backend": self.backend.name,
+            "state": self._state,
+            "run": self.run.run_id,
+        }
+        if self._state == "up":
+            document.update(self.describe())
+        staging = self.directory / f".{RECORD_FILE}.{os.getpid()}"
+        staging.write_text(json.dumps(document, indent=2))
+        staging.replace(self.directory / RECORD_FILE)
+
+    def _changed(self) -> None:
+        """After a registry change: roles, and with them the URLs, may have changed."""
+        if self._state == "up" and not self._closed:
+            self.save()
+
+    @property
+    def aio(self) -> AsyncTestnet:
+        """The testnet's async face: every node at once (health, load through the gateways)."""
+        from harness.driver.aio import AsyncTestnet
+
+        return AsyncTestnet(self)
 
     # Faults. Each is undone by `heal_all()`, which the pytest plugin runs after every test.
     def pause_node(self, node_id: str) -> None:
@@ -319,40 +431,53 @@ class Testnet:
 
     # Artifacts.
     def collect_artifacts(self, destination: Path, summary: Iterable[str] = ()) -> Path:
-        """Write every node's logs, every registry version, the metrics scraped now, the
-        topology as JSON and a summary into `destination`."""
+        """Write every node's logs, every registry version, the metrics scraped now (every node
+        at once, each scrape bounded), the topology as JSON and a summary into `destination`."""
         destination.mkdir(parents=True, exist_ok=True)
-        (destination / "topology.json").write_text(json.dumps(self.describe(), indent=2))
+        (destination / "summary.txt").write_text("\n".join(summary) + "\n")
+        if self.registry.store.latest_version():
+            (destination / "topology.json").write_text(json.dumps(self.describe(), indent=2))
         registry_copy = destination / "registry"
         shutil.rmtree(registry_copy, ignore_errors=True)
-        shutil.copytree(self.registry.path, registry_copy)
-        for node in self.nodes():
-            node_dir = destination / "nodes" / node.node_id
-            self.backend.collect_logs(node.node_id, node_dir)
-            for port, name in ((9090, "replica"), (9091, "orchestrator")):
-                try:
-                    text = node.metrics_text(port)
-                except MetricsScrapeError as exc:
-                    text = f"# scrape failed: {exc}\n"
-                (node_dir / f"metrics-{name}-{port}.txt").write_text(text)
-        (destination / "summary.txt").write_text("\n".join(summary) + "\n")
+        if self.registry.path.is_dir():
+            shutil.copytree(self.registry.path, registry_copy)
+        nodes = self.nodes()
+        if nodes:
+            with ThreadPoolExecutor(min(16, len(nodes)), thread_name_prefix="artifacts") as pool:
+                list(pool.map(lambda node: self._node_artifacts(node, destination), nodes))
         return destination
 
+    def _node_artifacts(self, node: Node, destination: Path) -> None:
+        node_dir = destination / "nodes" / node.node_id
+        self.backend.collect_logs(node.node_id, node_dir)
+        for name, port in self.served(node.node_id):
+            if name not in METRICS_FILES:
+                continue
+            try:
+                text = node.metrics_text(port, timeout=ARTIFACT_SCRAPE_TIMEOUT)
+            except (MetricsScrapeError, HarnessError) as exc:
+                text = f"# scrape failed: {exc}\n"
+            (node_dir / f"metrics-{METRICS_FILES[name]}-{port}.txt").write_text(text)
+
+    def served(self, node_id: str) -> list[tuple[str, int]]:
+        """What the node serves now, by its role in the latest registry version: (name, port)
+        of every endpoint, as `describe()` lists them."""
+        snapshot = self.registry.latest()
+        services = list(ORCHESTRATOR_SERVICES)
+        if snapshot.subnet_of(node_id) is not None:
+            services[:0] = REPLICA_SERVICES
+            if self.expects_gateway(node_id):
+                services[:0] = GATEWAY_SERVICES
+        elif node_id in snapshot.api_boundary_nodes:
+            services[:0] = BOUNDARY_SERVICES
+        return services
+
     def describe(self) -> dict[str, object]:
-        """The testnet as one JSON-ready document: every node's id, subnet, type, URLs."""
+        """The testnet as one JSON-ready document: every node's id, role, subnet, type and the
+        URLs of what it serves now (by its role in the latest registry version)."""
         snapshot = self.topology_snapshot()
 
         def node_doc(node: Node, subnet: SubnetView | None, role: str) -> dict[str, object]:
-            urls = {
-                "api": node.url(8080),
-                "metrics": node.url(9090),
-                "orchestrator_metrics": node.url(9091),
-                "dashboard": node.url(7070),
-            }
-            if self.expects_gateway(node.node_id):
-                urls["gateway"] = node.url(80)
-            if role == "api_boundary":
-                urls["boundary"] = node.url(443)
             return {
                 "id": node.node_id,
                 "role": role,
@@ -360,7 +485,7 @@ class Testnet:
                 "subnet_type": subnet.subnet_type.value if subnet else None,
                 "address": node.ip,
                 "domain": node.domain,
-                "urls": urls,
+                "urls": {name: node.url(port) for name, port in self.served(node.node_id)},
             }
 
         nodes = [node_doc(n, s, "replica") for s in snapshot.subnets for n in s.nodes]

@@ -179,11 +179,15 @@ def run_program(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def setup_logging(program: str, level: str = "INFO") -> None:
-    """Log to stderr with the program name; the orchestrator captures stderr to a file."""
+    """Log to stderr with the program name (the orchestrator captures stderr to a file); httpx
+    and httpcore at WARNING or quieter: they log every request at INFO and every step at DEBUG,
+    too much on a hot path and in a poll (one line per registry poll or health check)."""
     logging.basicConfig(
         level=level.upper(),
         format=f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def serve_program(
@@ -193,13 +197,9 @@ def serve_program(
     log: logging.Logger,
 ) -> None:
     """The common end of `main()` of ic-gateway and ic-boundary: log to stderr as `program`
-    at `log_level`, keep httpx and httpcore at WARNING or quieter, run `main` on uvloop, and
-    exit with `EXIT_BIND` (the reason logged to `log`) when a listen address is taken."""
+    at `log_level` (`setup_logging`), run `main` on uvloop, and exit with `EXIT_BIND` (the
+    reason logged to `log`) when a listen address is taken."""
     setup_logging(program, log_level)
-    # httpx logs every request at INFO, httpcore every step at DEBUG: too much on the hot path
-    # (and one line per replica per health check).
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         run_program(main)
     except BindError as exc:

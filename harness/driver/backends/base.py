@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.driver.errors import BackendUnavailable
+from harness.driver.errors import BackendUnavailable, HarnessError
+from harness.driver.logfiles import read_file
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 
@@ -112,9 +113,38 @@ class Backend(abc.ABC):
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         """Where the harness reaches `port` of the node (host, port)."""
 
-    @abc.abstractmethod
+    # Logs. A backend made for a testnet it did not start (`harness logs`, after `attach`)
+    # reads them too: nothing here needs the state of the backend that started the nodes.
+    def log_names(self, node_id: str) -> list[str]:
+        """The node's programs that have a log: `orchestrator` first, then those that ran."""
+        logs = self.data_dir(node_id) / "logs"
+        names = sorted(path.stem for path in logs.glob("*.log")) if logs.is_dir() else []
+        return ["orchestrator", *names]
+
+    def read_log(self, node_id: str, process: str, follow: bool = False) -> Iterator[bytes]:
+        """The log of one of the node's programs (one of `log_names`) from its start; with
+        `follow`, then what is appended, until the testnet is removed (or the caller stops)."""
+        name = "orchestrator.log" if process == "orchestrator" else f"logs/{process}.log"
+        path = self.data_dir(node_id) / name
+        if not path.is_file():
+            raise self.no_log(node_id, process)
+        return read_file(path, follow)
+
+    def no_log(self, node_id: str, process: str) -> HarnessError:
+        return HarnessError(
+            f"node {node_id} of testnet {self.testnet_id} has no log of {process!r}; "
+            f"logs: {', '.join(self.log_names(node_id))}"
+        )
+
     def collect_logs(self, node_id: str, destination: Path) -> None:
-        """Copy every log of the node's processes into `destination`."""
+        """Copy every log of the node's programs into `destination` (`<program>.log`)."""
+        destination.mkdir(parents=True, exist_ok=True)
+        for process in self.log_names(node_id):
+            try:
+                content = b"".join(self.read_log(node_id, process))
+            except HarnessError:
+                continue  # a node that never started has no orchestrator log yet
+            (destination / f"{process}.log").write_bytes(content)
 
     @abc.abstractmethod
     def teardown(self) -> None:

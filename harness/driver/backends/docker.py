@@ -21,8 +21,10 @@ How a node maps onto Docker:
 - Ports 80, 443, 7070, 8080, 9090, 9091, 9324, 9325 are published on 127.0.0.1 only, on random
   host ports; `endpoint()` returns the mapping read when the container started.
 - Every container and network carries `org.harness.run-id` and `org.harness.testnet-id`;
-  `teardown()` removes the testnet's, `sweep_docker()` those of dead runs. testcontainers' Ryuk
-  reaper needs an image pull, so it is disabled and these labels are the reaper.
+  `teardown()` removes the testnet's, `sweep_docker()` those of dead runs. These labels are the
+  reaper: testcontainers' Ryuk needs an image pull, so the harness's containers
+  (`HarnessContainer`) never start it, while the process's other testcontainers keep whatever
+  the user configured (nothing here changes testcontainers' settings or the environment).
 - Faults: `kill_process` runs `kill -<sig> <pid>` inside the container (pids are the
   container's); `stop_node` is `docker stop`; `pause_node`/`resume_node` freeze the container;
   `partition_node`/`heal_node` take it off its network and back (same IP and alias).
@@ -42,13 +44,10 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-# Ryuk would need `docker pull`; there is no registry. Set before testcontainers reads it.
-os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+from typing import Any, Self
 
 import docker
 import docker.errors
@@ -57,7 +56,6 @@ import httpx
 import psutil
 import requests
 from docker.models.containers import Container
-from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.exceptions import ContainerStartException
 from testcontainers.core.network import Network
@@ -76,8 +74,6 @@ from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
 
-testcontainers_config.ryuk_disabled = True
-
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "org.harness.run-id"
@@ -93,6 +89,31 @@ REPLICA_PORT = 8080
 DASHBOARD_PORT = 7070
 STARTUP_TIMEOUT = 60.0
 PORT_MAPPING_TIMEOUT = 10.0
+
+
+class HarnessContainer(DockerContainer):
+    """A testcontainers container that starts without Ryuk, whatever testcontainers is
+    configured to do for the user's own containers in the same process: Ryuk's image would
+    have to be pulled, and the harness removes its containers itself, by label. Networks are
+    passed in the docker kwargs (`with_kwargs(network=..., networking_config=...)`)."""
+
+    def start(self) -> Self:
+        self._configure()
+        self._container = self.get_docker_client().run(
+            self.image,
+            command=self._command,
+            detach=True,
+            environment=self.env,
+            ports=self.ports,
+            name=self._name,
+            volumes={
+                host: {"bind": m["bind"], "mode": m["mode"]} for host, m in self.volumes.items()
+            },
+            **self._kwargs,
+        )
+        if self._wait_strategy is not None:
+            self._wait_strategy.wait_until_ready(self)
+        return self
 
 
 class ContainerExited(NodeStartError):
@@ -135,15 +156,21 @@ def taken_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
 class NodeReadyWaitStrategy(WaitStrategy):
     """Ready when the replica's CBOR status on 8080 says healthy (a node assigned to a subnet),
     or when the orchestrator's dashboard on 7070 answers (unassigned and API boundary nodes).
-    testcontainers' `HttpWaitStrategy` cannot do the first: it decodes bodies as text."""
+    testcontainers' `HttpWaitStrategy` cannot do the first: it decodes bodies as text.
 
-    def __init__(self, node_id: str, replica: bool) -> None:
+    A container that exits (or restarts) ends the wait at once; a port mapping Docker has not
+    filled in yet is waited out. The loop is its own: testcontainers' polling helper is not
+    there in every version the harness supports."""
+
+    POLL_INTERVAL = 0.1
+
+    def __init__(self, node_id: str, replica: bool, timeout: float) -> None:
         super().__init__()
         self.node_id = node_id
         self.replica = replica
+        self.timeout = timeout
         self.port = ready_path(replica)[0]
         self.last = "nothing observed yet"
-        self.with_poll_interval(0.1)
 
     @property
     def what(self) -> str:
@@ -152,12 +179,20 @@ class NodeReadyWaitStrategy(WaitStrategy):
         return f"the orchestrator dashboard on port {DASHBOARD_PORT}"
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        deadline = time.monotonic() + self.timeout
         with httpx.Client(trust_env=False, timeout=2.0) as http:
-            if not self._poll(lambda: self._check(container, http)):
-                raise TimeoutError(
-                    f"node {self.node_id}: no {self.what} within {self._startup_timeout:.0f} s; "
-                    f"last: {self.last}"
-                )
+            while True:
+                try:
+                    if self._check(container, http):
+                        return
+                except ConnectionError as exc:  # the port mapping lags behind the start
+                    self.last = str(exc)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"node {self.node_id}: no {self.what} within {self.timeout:.0f} s; "
+                        f"last: {self.last}"
+                    )
+                time.sleep(self.POLL_INTERVAL)
 
     def _check(self, container: WaitStrategyTarget, http: httpx.Client) -> bool:
         container.reload()
@@ -200,7 +235,7 @@ class _DockerNode:
     node_id: str
     ip: str
     data_dir: Path
-    container: DockerContainer | None = None
+    container: HarnessContainer | None = None
     ports: dict[int, int] = field(default_factory=dict)
     started_at: str | None = None  # when the container started that `ports` were read from
     partitioned: bool = False
@@ -303,7 +338,7 @@ class DockerBackend(Backend):
 
     def _container(
         self, local: _DockerNode, node: PlannedNode, registry_path: Path
-    ) -> DockerContainer:
+    ) -> HarnessContainer:
         assert self._image is not None
         command = self.orchestrator_arguments(
             node.node_id,
@@ -317,7 +352,7 @@ class DockerBackend(Backend):
             self._client.api.api_version, aliases=[node.node_id], ipv4_address=local.ip
         )
         container = (
-            DockerContainer(self._image)
+            HarnessContainer(self._image)
             .with_name(f"{self.network_name}-{node.node_id}")
             .with_command(command)
             .with_volume_mapping(registry_path.resolve(), REGISTRY_MOUNT, "ro")
@@ -333,8 +368,8 @@ class DockerBackend(Backend):
             )
             .waiting_for(
                 NodeReadyWaitStrategy(
-                    node.node_id, node.subnet_id is not None
-                ).with_startup_timeout(int(self.startup_timeout))
+                    node.node_id, node.subnet_id is not None, self.startup_timeout
+                )
             )
         )
         ports: dict[str, Any] = container.ports
@@ -490,17 +525,43 @@ class DockerBackend(Backend):
         except (docker.errors.DockerException, requests.RequestException):
             return b""
 
-    def collect_logs(self, node_id: str, destination: Path) -> None:
-        local = self._node(node_id)
-        destination.mkdir(parents=True, exist_ok=True)
-        saved = local.data_dir / "orchestrator.log"
-        earlier = saved.read_bytes() if saved.is_file() else b""
-        (destination / "orchestrator.log").write_bytes(earlier + self._docker_logs(local))
-        logs_dir = local.data_dir / "logs"
-        if logs_dir.is_dir():
-            for source in sorted(logs_dir.iterdir()):
-                if source.is_file():
-                    (destination / source.name).write_bytes(source.read_bytes())
+    def read_log(self, node_id: str, process: str, follow: bool = False) -> Iterator[bytes]:
+        if process != "orchestrator":
+            return super().read_log(node_id, process, follow)
+        # The orchestrator's output: what removed containers of the node wrote (kept in
+        # orchestrator.log), then the current container's `docker logs`.
+        saved = self.data_dir(node_id) / "orchestrator.log"
+        container = self._node_container(node_id)
+        if container is None and not saved.is_file():
+            raise self.no_log(node_id, process)
+        return self._orchestrator_output(saved, container, follow)
+
+    @staticmethod
+    def _orchestrator_output(
+        saved: Path, container: Container | None, follow: bool
+    ) -> Iterator[bytes]:
+        if saved.is_file():
+            yield saved.read_bytes()
+        if container is None:
+            return
+        try:
+            if follow:
+                yield from container.logs(stream=True, follow=True)
+            else:
+                yield bytes(container.logs(stdout=True, stderr=True))
+        except (docker.errors.DockerException, requests.RequestException):
+            return
+
+    def _node_container(self, node_id: str) -> Container | None:
+        """The node's container: the one this backend started or, attached to a testnet another
+        process started (`harness logs`), the one with the node's name."""
+        local = self._nodes.get(node_id)
+        if local is not None:
+            return self._created(local)
+        try:
+            return self._client.containers.get(f"{self.network_name}-{node_id}")
+        except docker.errors.NotFound:
+            return None
 
     def _remove(self, local: _DockerNode) -> None:
         """Remove the node's container, keeping its output in orchestrator.log."""
@@ -589,6 +650,19 @@ def _remove_network(network: Any, timeout: float = 20.0) -> None:
                 log.warning("cannot remove docker network %s: %s", network.name, exc)
                 return
             time.sleep(0.2)
+
+
+def remove_testnet_containers(run_id: str, testnet_id: str) -> int:
+    """Remove the services, containers and networks of one testnet; return how many."""
+    try:
+        client = engine()
+    except BackendUnavailable:
+        return 0
+    wanted = testnet_labels(run_id, testnet_id)
+    try:
+        return remove_labelled(client, lambda labels: is_ours(labels, wanted))
+    finally:
+        client.close()
 
 
 def sweep_docker(

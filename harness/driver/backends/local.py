@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +85,7 @@ class LocalBackend(Backend):
 
     def allocate(self, plan: Plan) -> Mapping[str, str]:
         global _warned_port_80
-        self._prefix = local_addresses.claim_block(self.run.run_id, self.testnet_id)
+        self._prefix = local_addresses.claim_block(self.run.run_id)
         ips: dict[str, str] = {}
         for node in plan.nodes:
             ip = f"{self._prefix}.{node.index + 2}"
@@ -274,17 +273,6 @@ class LocalBackend(Backend):
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         ip = self._node(node_id).ip
         return ip, self.gateway_port if port == GATEWAY_PORT else port
-
-    def collect_logs(self, node_id: str, destination: Path) -> None:
-        local = self._node(node_id)
-        destination.mkdir(parents=True, exist_ok=True)
-        sources = [local.data_dir / "orchestrator.log"]
-        logs_dir = local.data_dir / "logs"
-        if logs_dir.is_dir():
-            sources += sorted(logs_dir.iterdir())
-        for source in sources:
-            if source.is_file():
-                shutil.copyfile(source, destination / source.name)
 
     def teardown(self) -> None:
         self._closing.set()

@@ -1,16 +1,20 @@
 """Partitions for the local backend: iptables rules that drop every packet to and from a node's
 loopback address, so nothing (no other node, nor the harness) reaches it, as a container taken
-off its network. Each rule carries the comment `harness:<run id>:<node id>`, so a sweep removes
-the rules of runs that died before healing.
+off its network. Each rule carries the comment `harness:<run id>:<node id>:<state root>` (the
+state root as a short hash), so a sweep removes the rules of its own runs that died before
+healing, and never those of another state root's runs (the kernel's rules are one table for
+every run on the machine).
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from collections.abc import Callable
 
 from harness.driver.errors import BackendUnavailable, HarnessError
+from harness.driver.run import state_root
 
 _CHAINS = (("INPUT", "-d"), ("OUTPUT", "-s"))
 _TAG = "harness:"
@@ -29,9 +33,17 @@ def _rule(chain: str, direction: str, ip: str, comment: str) -> list[str]:
     return [chain, direction, f"{ip}/32", "-m", "comment", "--comment", comment, "-j", "DROP"]
 
 
+def _root() -> str:
+    return hashlib.sha256(str(state_root()).encode()).hexdigest()[:8]
+
+
+def _comment(run_id: str, node_id: str) -> str:
+    return f"{_TAG}{run_id}:{node_id}:{_root()}"
+
+
 def isolate(ip: str, run_id: str, node_id: str) -> None:
     """Drop all traffic to and from `ip`."""
-    comment = f"{_TAG}{run_id}:{node_id}"
+    comment = _comment(run_id, node_id)
     for chain, direction in _CHAINS:
         result = _iptables("-I", *_rule(chain, direction, ip, comment))
         if result.returncode != 0:
@@ -44,7 +56,7 @@ def isolate(ip: str, run_id: str, node_id: str) -> None:
 
 def heal(ip: str, run_id: str, node_id: str) -> None:
     """Remove the rules `isolate` added (every copy of them); a no-op when there are none."""
-    comment = f"{_TAG}{run_id}:{node_id}"
+    comment = _comment(run_id, node_id)
     for chain, direction in _CHAINS:
         for _ in range(100):
             if _iptables("-D", *_rule(chain, direction, ip, comment)).returncode != 0:
@@ -52,10 +64,12 @@ def heal(ip: str, run_id: str, node_id: str) -> None:
 
 
 def sweep_rules(doomed_run: Callable[[str], bool]) -> int:
-    """Remove the partition rules of every run for which `doomed_run(run_id)` is true."""
+    """Remove the partition rules of every run of this state root for which `doomed_run(run_id)`
+    is true."""
     if shutil.which("iptables") is None:
         return 0
     removed = 0
+    root = _root()
     for chain, _ in _CHAINS:
         listing = _iptables("-S", chain)
         if listing.returncode != 0:
@@ -64,8 +78,8 @@ def sweep_rules(doomed_run: Callable[[str], bool]) -> int:
             if f'"{_TAG}' not in line and f" {_TAG}" not in line:
                 continue
             comment = line.split("--comment", 1)[1].split()[0].strip('"')
-            run_id = comment[len(_TAG) :].split(":", 1)[0]
-            if doomed_run(run_id):
+            run_id, _, rest = comment[len(_TAG) :].partition(":")
+            if rest.rpartition(":")[2] == root and doomed_run(run_id):
                 spec = line.split()[1:]  # "-A CHAIN ..." -> "CHAIN ..."
                 spec = [part.strip('"') for part in spec]
                 if _iptables("-D", *spec).returncode == 0:

@@ -55,7 +55,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +67,13 @@ import httpx
 import requests
 from docker.models.containers import Container
 from docker.models.services import Service
-from testcontainers.core.container import DockerContainer
 
 from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.backends.docker import (
     NODE_LABEL,
     PUBLISH_HOST,
     TESTNET_LABEL,
+    HarnessContainer,
     is_ours,
     probe_ready,
     published_port,
@@ -89,6 +89,7 @@ from harness.driver.images import (
     engine,
     push_node_image,
 )
+from harness.driver.logfiles import FOLLOW_INTERVAL
 from harness.driver.run import Run
 from harness.driver.socks import socks_client
 from harness.driver.topology import Plan, PlannedNode
@@ -231,7 +232,7 @@ class SwarmBackend(Backend):
     def _start_access(self) -> Container:
         """The SOCKS5 proxy on the overlay that the harness reaches every node through."""
         assert self._image is not None
-        access = DockerContainer(self._image).with_name(f"{self.network_name}-access")
+        access = HarnessContainer(self._image).with_name(f"{self.network_name}-access")
         access.with_kwargs(
             entrypoint=[TINI, "--", "microsocks", "-i", "0.0.0.0", "-p", str(PROXY_PORT)],
             labels={**self.labels, NODE_LABEL: "access"},
@@ -415,7 +416,8 @@ class SwarmBackend(Backend):
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
 
     def _start_error(self, local: _SwarmNode, reason: str) -> NodeStartError:
-        tail = self._service_logs(local)[-3000:].decode(errors="replace")
+        output = b"".join(self._service_logs(local.planned.node_id))
+        tail = output[-3000:].decode(errors="replace")
         return NodeStartError(
             f"node {local.planned.node_id} did not come up: {reason}\n"
             f"--- orchestrator output (docker service logs) ---\n{tail}"
@@ -431,32 +433,51 @@ class SwarmBackend(Backend):
         local.service.reload()
         local.service.scale(0)
         wait_until(
-            lambda: not self._running_anywhere(local),
+            lambda: not self._running_anywhere(local.service),
             f"node {node_id}'s task to stop",
             self._stop_timeout() + 10,
             0.1,
         )
 
-    # The task's container (on this machine).
-    def _local_containers(self, local: _SwarmNode) -> list[Container]:
+    # The task's container (on this machine). Found by the service's name, so that a backend
+    # attached to a testnet another process started (`harness logs`) finds them too.
+    def _service(self, node_id: str) -> Service | None:
+        local = self._nodes.get(node_id)
+        if local is not None and local.service is not None:
+            return local.service
+        try:
+            service: Service = self._client.services.get(  # type: ignore[no-untyped-call]
+                self._service_name(node_id)
+            )
+        except docker.errors.NotFound:
+            return None
+        return service
+
+    def _local_containers(self, node_id: str) -> list[Container]:
         """The node's task containers on this machine."""
-        service = self._service_name(local.planned.node_id)
+        service = self._service_name(node_id)
         return list(
             self._client.containers.list(
                 filters={"label": f"{SERVICE_NAME_LABEL}={service}"}, ignore_removed=True
             )
         )
 
-    def _running_anywhere(self, local: _SwarmNode) -> list[dict[str, Any]]:
-        """The node's running tasks, on any machine of the swarm."""
-        return [t for t in self._tasks(local) if (t.get("Status") or {}).get("State") == "running"]
+    @staticmethod
+    def _running_anywhere(service: Service | None) -> list[dict[str, Any]]:
+        """The service's running tasks, on any machine of the swarm."""
+        if service is None:
+            return []
+        try:
+            tasks = list(service.tasks())  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            return []
+        return [t for t in tasks if (t.get("Status") or {}).get("State") == "running"]
 
     def _container(self, node_id: str) -> Container:
-        local = self._node(node_id)
-        containers = self._local_containers(local)
+        containers = self._local_containers(node_id)
         if containers:
             return containers[0]
-        running = self._running_anywhere(local)
+        running = self._running_anywhere(self._service(node_id))
         if running:
             machine = running[0].get("NodeID", "?")
             raise HarnessError(
@@ -568,19 +589,60 @@ class SwarmBackend(Backend):
         self._node(node_id)
         return node_id, port  # resolved by the access proxy, inside the overlay
 
-    # Logs.
-    def _service_logs(self, local: _SwarmNode) -> bytes:
-        if local.service is None:
-            return b""
+    # Logs: the orchestrator's output from the service (wherever its task runs), the programs'
+    # log files from the task's container (on this machine).
+    def _service_logs(self, node_id: str, follow: bool = False) -> Iterator[bytes]:
+        service = self._service(node_id)
+        if service is None:
+            return
         try:
-            return b"".join(local.service.logs(stdout=True, stderr=True, timestamps=True))
+            yield from service.logs(stdout=True, stderr=True, timestamps=True, follow=follow)
         except (docker.errors.DockerException, requests.RequestException):
-            return b""
+            return
+
+    def log_names(self, node_id: str) -> list[str]:
+        try:
+            code, output = self._exec(node_id, ["ls", f"{DATA_DIR}/logs"])
+        except HarnessError:
+            return ["orchestrator"]  # its task runs on another machine, or not at all
+        names = output.decode(errors="replace").split() if code == 0 else []
+        return [
+            "orchestrator",
+            *sorted(n.removesuffix(".log") for n in names if n.endswith(".log")),
+        ]
+
+    def read_log(self, node_id: str, process: str, follow: bool = False) -> Iterator[bytes]:
+        if process == "orchestrator":
+            if self._service(node_id) is None:
+                raise self.no_log(node_id, process)
+            return self._service_logs(node_id, follow)
+        path = f"{DATA_DIR}/logs/{process}.log"
+        code, _ = self._exec(node_id, ["test", "-f", path])
+        if code != 0:
+            raise self.no_log(node_id, process)
+        return self._file_in_task(node_id, path, follow)
+
+    def _file_in_task(self, node_id: str, path: str, follow: bool) -> Iterator[bytes]:
+        """A file in the node's task container; following it by asking for what was added
+        since (nothing is left running in the container when the reader stops)."""
+        offset = 0
+        while True:
+            try:
+                code, chunk = self._exec(node_id, ["tail", "-c", f"+{offset + 1}", path])
+            except HarnessError:
+                return  # the task is gone
+            if code != 0:
+                return
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+            if not follow:
+                return
+            time.sleep(FOLLOW_INTERVAL)
 
     def collect_logs(self, node_id: str, destination: Path) -> None:
-        local = self._node(node_id)
         destination.mkdir(parents=True, exist_ok=True)
-        (destination / "orchestrator.log").write_bytes(self._service_logs(local))
+        (destination / "orchestrator.log").write_bytes(b"".join(self._service_logs(node_id)))
         try:
             container = self._container(node_id)
             stream, _ = container.get_archive(f"{DATA_DIR}/logs")

@@ -1,0 +1,263 @@
+"""The driver's async face, for what concurrency pays for: every node of a testnet checked at
+once, and load through every gateway at once. Usable from async tests (pytest-asyncio, strict
+or auto mode) and from `asyncio.run`::
+
+    @pytest.mark.asyncio
+    async def test_gateways_carry_load(testnet: Testnet) -> None:
+        await testnet.aio.await_all_healthy()
+        report = await testnet.aio.load(requests=200, concurrency=8)
+        assert report.failed == 0
+
+Each call opens its own `httpx.AsyncClient` (through the backend's SOCKS5 proxy where it has
+one), so nothing is bound to one event loop. Every request is bounded by a timeout of its own
+(`asyncio.timeout`), the SOCKS handshake included. `probe_nodes` also serves `harness ls`,
+which has a testnet's record (`testnet.json`) instead of a `Testnet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from harness.driver.errors import NodeNotReady
+from harness.driver.node import IC_GATEWAY_DOMAIN
+from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
+
+if TYPE_CHECKING:
+    from harness.driver.testnet import Testnet
+
+PROBE_TIMEOUT = 5.0
+POLL_INTERVAL = 0.1
+
+
+def async_client(proxy: str | None, connections: int = 100) -> httpx.AsyncClient:
+    """An async client for node endpoints: direct, or through `proxy` (`socks5://HOST:PORT`)."""
+    return httpx.AsyncClient(
+        proxy=proxy,
+        trust_env=False,
+        timeout=PROBE_TIMEOUT,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """What one probe of a node saw: healthy as its role says, or why not."""
+
+    node_id: str
+    role: str
+    healthy: bool
+    detail: str
+
+
+async def _status(
+    client: httpx.AsyncClient, url: str, host: str | None, timeout: float
+) -> tuple[bool, str]:
+    headers = {"host": host} if host else {}
+    try:
+        async with asyncio.timeout(timeout):
+            response = await client.get(url + STATUS_PATH, headers=headers)
+    except (httpx.HTTPError, TimeoutError) as exc:
+        return False, f"{url}: {type(exc).__name__}: {exc}".rstrip(": ")
+    try:
+        status = decode_status(response.content)
+    except StatusDecodeError as exc:
+        return False, f"{url}: {response.status_code}: {exc}"
+    return status.is_healthy, f"{url}: {status.replica_health_status}"
+
+
+async def probe_node(
+    client: httpx.AsyncClient, node: Mapping[str, Any], timeout: float = PROBE_TIMEOUT
+) -> NodeHealth:
+    """Probe one node described as in `Testnet.describe()`: a replica node's status on 8080
+    (and through ic-gateway on 80, if it runs one), an API boundary node's status through
+    ic-boundary, an unassigned node's orchestrator dashboard."""
+    urls: Mapping[str, str] = node["urls"]
+    role = str(node["role"])
+    checks: list[tuple[str, str | None]] = []
+    if role == "replica":
+        checks.append((urls["api"], None))
+        if "gateway" in urls:
+            checks.append((urls["gateway"], IC_GATEWAY_DOMAIN))
+    elif role == "api_boundary":
+        checks.append((urls["boundary"], node.get("domain")))
+    else:
+        url = urls["dashboard"]
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.get(url + "/")
+        except (httpx.HTTPError, TimeoutError) as exc:
+            return NodeHealth(node["id"], role, False, f"{url}: {type(exc).__name__}")
+        ok = response.status_code == 200
+        return NodeHealth(node["id"], role, ok, f"{url}: dashboard {response.status_code}")
+    results = await asyncio.gather(*(_status(client, u, h, timeout) for u, h in checks))
+    healthy = all(ok for ok, _ in results)
+    detail = "; ".join(text for ok, text in results if not ok) or "healthy"
+    return NodeHealth(node["id"], role, healthy, detail)
+
+
+async def probe_nodes(
+    nodes: Sequence[Mapping[str, Any]], proxy: str | None, timeout: float = PROBE_TIMEOUT
+) -> list[NodeHealth]:
+    """Probe every node at once (see `probe_node`), in the order given."""
+    async with async_client(proxy) as client:
+        return list(await asyncio.gather(*(probe_node(client, n, timeout) for n in nodes)))
+
+
+@dataclass
+class GatewayLoad:
+    """The requests one gateway answered during `AsyncTestnet.load`."""
+
+    node_id: str
+    url: str
+    ok: int = 0
+    failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class LoadReport:
+    """What `AsyncTestnet.load` sent and what came back, per gateway and in total."""
+
+    path: str
+    seconds: float
+    gateways: list[GatewayLoad]
+
+    @property
+    def ok(self) -> int:
+        return sum(g.ok for g in self.gateways)
+
+    @property
+    def failed(self) -> int:
+        return sum(g.failed for g in self.gateways)
+
+    @property
+    def requests_per_second(self) -> float:
+        return (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def latency(self, quantile: float) -> float:
+        """The latency (seconds) below which `quantile` of all answered requests fell."""
+        latencies = sorted(x for g in self.gateways for x in g.latencies)
+        if not latencies:
+            return math.nan
+        return latencies[min(len(latencies) - 1, int(quantile * len(latencies)))]
+
+    def summary(self) -> str:
+        return (
+            f"{self.ok + self.failed} requests to {self.path} through {len(self.gateways)} "
+            f"gateway(s) in {self.seconds:.2f} s ({self.requests_per_second:.0f}/s): "
+            f"{self.ok} ok, {self.failed} failed; p50 {self.latency(0.5) * 1000:.1f} ms, "
+            f"p99 {self.latency(0.99) * 1000:.1f} ms"
+        )
+
+
+def healthy_status(response: httpx.Response) -> bool:
+    """The default check of `load`: a 200 whose CBOR status says healthy."""
+    if response.status_code != 200:
+        return False
+    try:
+        return decode_status(response.content).is_healthy
+    except StatusDecodeError:
+        return False
+
+
+class AsyncTestnet:
+    """A testnet's async face (`Testnet.aio`)."""
+
+    def __init__(self, testnet: Testnet) -> None:
+        self.testnet = testnet
+
+    def client(self, connections: int = 100) -> httpx.AsyncClient:
+        """A new async client that reaches this testnet's nodes (close it, or use `async with`)."""
+        return async_client(self.testnet.backend.http_proxy, connections)
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = self.testnet.describe()["nodes"]  # type: ignore[assignment]
+        return nodes
+
+    async def health(self, timeout: float = PROBE_TIMEOUT) -> list[NodeHealth]:
+        """Probe every node at once, each as its role says (see `probe_node`)."""
+        return await probe_nodes(self._nodes(), self.testnet.backend.http_proxy, timeout)
+
+    async def await_all_healthy(self, timeout: float = 60.0) -> list[NodeHealth]:
+        """Wait until every node is healthy as its role says, polling all of them at once;
+        `NodeNotReady` naming every node that was not, with what it last showed."""
+        nodes = self._nodes()
+        deadline = time.monotonic() + timeout
+        last: dict[str, NodeHealth] = {}
+
+        async def until_healthy(client: httpx.AsyncClient, node: dict[str, Any]) -> None:
+            while True:
+                left = deadline - time.monotonic()
+                health = await probe_node(client, node, max(0.1, min(PROBE_TIMEOUT, left)))
+                last[health.node_id] = health
+                if health.healthy or time.monotonic() >= deadline:
+                    return
+                await asyncio.sleep(POLL_INTERVAL)
+
+        async with self.client() as client:
+            await asyncio.gather(*(until_healthy(client, node) for node in nodes))
+        unhealthy = [h for h in last.values() if not h.healthy]
+        if unhealthy:
+            raise NodeNotReady(
+                f"{len(unhealthy)} of {len(nodes)} node(s) of {self.testnet.testnet_id} not "
+                f"healthy after {timeout:.0f} s: "
+                + "; ".join(f"{h.node_id}: {h.detail}" for h in unhealthy)
+            )
+        return [last[node["id"]] for node in nodes]
+
+    async def load(
+        self,
+        path: str = STATUS_PATH,
+        *,
+        requests: int = 100,
+        concurrency: int = 8,
+        check: Callable[[httpx.Response], bool] = healthy_status,
+        timeout: float = PROBE_TIMEOUT,
+    ) -> LoadReport:
+        """Send `requests` GETs of `path` through every ic-gateway of the testnet at once,
+        `concurrency` at a time per gateway; a request counts as ok when `check` accepts its
+        response (default: a healthy CBOR status). Raises `NodeNotReady` when no node runs a
+        gateway."""
+        gateways = [
+            GatewayLoad(node["id"], node["urls"]["gateway"])
+            for node in self._nodes()
+            if "gateway" in node["urls"]
+        ]
+        if not gateways:
+            raise NodeNotReady(f"no node of {self.testnet.testnet_id} runs ic-gateway")
+
+        async def worker(client: httpx.AsyncClient, gateway: GatewayLoad, share: int) -> None:
+            for _ in range(share):
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(timeout):
+                        response = await client.get(
+                            gateway.url + path, headers={"host": IC_GATEWAY_DOMAIN}
+                        )
+                except (httpx.HTTPError, TimeoutError) as exc:
+                    reason = type(exc).__name__
+                else:
+                    gateway.latencies.append(time.perf_counter() - started)
+                    if check(response):
+                        gateway.ok += 1
+                        continue
+                    reason = f"status {response.status_code}"
+                gateway.failed += 1
+                gateway.failures[reason] = gateway.failures.get(reason, 0) + 1
+
+        workers = max(1, min(concurrency, requests))
+        shares = [requests // workers + (i < requests % workers) for i in range(workers)]
+        started = time.perf_counter()
+        async with self.client(connections=workers * len(gateways)) as client:
+            await asyncio.gather(
+                *(worker(client, g, share) for g in gateways for share in shares if share)
+            )
+        return LoadReport(path, time.perf_counter() - started, gateways)
