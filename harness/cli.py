@@ -253,13 +253,22 @@ def _up(
                         f"harness logs {testnet.testnet_id} NODE, harness down {testnet.testnet_id}"
                     )
                 while not stopped.wait(RECORD_REFRESH_INTERVAL):
-                    testnet.save()  # a restarted docker node gets new host ports
+                    _refresh(testnet)
                 return 0  # unreachable: only a signal ends the wait, and it raises
         except _Stop:
             console.print("tearing down")
             raise
         finally:
             run.close()
+
+
+def _refresh(testnet: Testnet) -> None:
+    """Rewrite the testnet's record for `harness ls` (a restarted docker node gets new host
+    ports); a failure is logged, never a reason to take the testnet down."""
+    try:
+        testnet.save()
+    except Exception as exc:
+        log.warning("could not refresh the record of testnet %s: %s", testnet.testnet_id, exc)
 
 
 def _log_to(path: Path) -> None:

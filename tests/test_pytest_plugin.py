@@ -1,7 +1,11 @@
-"""The pytest plugin's options, ini keys and markers, exercised through pytester."""
+"""The pytest plugin through pytester: options, ini keys, markers, kept testnets, artifacts (of
+failed starts too) and their JUnit links, xdist, and async tests with pytest-asyncio."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -9,6 +13,7 @@ import httpx
 import pytest
 
 from harness.driver import sweep
+from harness.driver.run import tagged_processes
 from harness.node.status import decode_status
 
 # The inner sessions load pytest-asyncio (installed beside the harness) with an ini of their own.
@@ -150,13 +155,26 @@ def test_keep_testnet_leaves_it_up_and_says_how_to_reach_it(
     )
     api = next(line.split()[1] for line in result.stdout.lines if line.startswith("    api "))
     assert decode_status(httpx.get(f"{api}/api/v2/status").content).is_healthy
-    # A later run's sweep leaves a kept run alone; `harness down --all` removes it.
+    # A later run's sweep leaves a kept run alone; `harness ls` shows it, healthy and kept.
     assert sweep() == {}
     (run_id,) = (p.name for p in (state / "runs").iterdir())
-    killed = sweep(everything=True)
-    assert killed[run_id] >= 4
+    listed = json.loads(_harness("ls", "--json").stdout)
+    assert [(t["testnet"], t["held_by"], t["kept"]) for t in listed] == [("ic-0", "kept", True)]
+    assert [node["healthy"] for node in listed[0]["nodes"]] == [True, True]
+    # `harness down ic-0` removes it: its processes, its run.
+    down = _harness("down", "ic-0")
+    assert down.stdout == "removed testnet ic-0\n", down.stderr
+    assert tagged_processes() == {}
+    assert not (state / "runs" / run_id).exists()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{api}/api/v2/status", timeout=1)
+    assert _harness("ls").stdout.startswith("no testnets")
+
+
+def _harness(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _junit_properties(path: Path) -> dict[str, dict[str, str]]:

@@ -113,8 +113,9 @@ class Backend(abc.ABC):
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         """Where the harness reaches `port` of the node (host, port)."""
 
-    # Logs. A backend made for a testnet it did not start (`harness logs`, after `attach`)
-    # reads them too: nothing here needs the state of the backend that started the nodes.
+    # Logs. A backend made for a testnet another process started (`harness logs`, through
+    # `TestnetEntry.backend()`) reads them too: nothing here needs the state of the backend
+    # that started the nodes.
     def log_names(self, node_id: str) -> list[str]:
         """The node's programs that have a log: `orchestrator` first, then those that ran."""
         logs = self.data_dir(node_id) / "logs"
