@@ -187,7 +187,7 @@ def forked_replica(
         code = 1
         try:
             os.setsid()
-            serve._Server = server_class  # type: ignore[misc]
+            serve._Server = server_class  # type: ignore[misc,assignment]
             code = replica_main(replica_argv(ip))
         finally:
             os._exit(code)

@@ -259,7 +259,7 @@ def main() -> None:
     before = machine()
     options = BackendOptions()
     if args.backend == "docker":
-        from harness.driver.images import build_node_image
+        from harness.driver.backends.images import build_node_image
 
         build_node_image()
     run = Run.create()

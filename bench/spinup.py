@@ -29,9 +29,9 @@ seconds from the start until one second after healthy; the per-node peak is repo
 The swarm column runs when the docker engine is a swarm manager (`docker swarm init
 --advertise-addr 127.0.0.1` makes it one); its nodes are reached through the swarm backend's
 SOCKS proxy, as tests reach them. The docker and swarm backends' first use builds the node image
-offline; it is built before any timing
-(`harness.driver.images.build_node_image()`). Prints one JSON document on stdout and a table on
-stderr. Every testnet is torn down, also on Ctrl-C.
+offline; it is built before any timing (`harness.driver.backends.images.build_node_image()`).
+Prints one JSON document on stdout and a table on stderr. Every testnet is torn down, also on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -504,9 +504,9 @@ def main() -> None:
     before = machine()
     image: str | None = None
     if args.swarm_sizes:
+        from harness.driver.backends.engine import engine
         from harness.driver.backends.swarm import swarm_node_id
         from harness.driver.errors import BackendUnavailable
-        from harness.driver.images import engine
 
         try:
             swarm_node_id(engine())
@@ -514,7 +514,7 @@ def main() -> None:
             console_note(f"no swarm column: {exc}")
             args.swarm_sizes = []
     if args.docker_sizes or args.swarm_sizes:
-        from harness.driver.images import build_node_image
+        from harness.driver.backends.images import build_node_image
 
         console_note("building the node image (not timed)")
         image = build_node_image()

@@ -129,7 +129,7 @@ def main() -> None:
     stop_on_sigterm()
     before = machine()
     if "docker" in backends:
-        from harness.driver.images import build_node_image
+        from harness.driver.backends.images import build_node_image
 
         console.log("building the node image (not timed)")
         build_node_image()

@@ -48,13 +48,13 @@ from harness.driver import (
     sweep,
 )
 from harness.driver.aio import NodeHealth, probe_nodes
+from harness.driver.backend_registry import get_backend
 from harness.driver.listing import testnet_lines
 from harness.driver.testnets import TestnetEntry, find_testnet, remove_testnet, testnets
 
 log = logging.getLogger("harness.cli")
 
 RECORD_REFRESH_INTERVAL = 10.0
-IMAGE_BACKENDS = ("docker", "swarm")  # backends that run the node image
 
 
 def default_topology() -> InternetComputer:
@@ -176,12 +176,6 @@ def _console() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
-def build_images(console: Console) -> str:
-    from harness.driver.images import build_node_image
-
-    return build_node_image(console=console)
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     if args.detach:
         return _up_detached(args)
@@ -219,8 +213,8 @@ def _up(
 ) -> int:
     with _stop_on_signals() as stopped:
         topology = _topology(args)
-        if args.backend in IMAGE_BACKENDS and not detached:
-            build_images(console)  # before the progress display, so the two do not interleave
+        if not detached:  # before the progress display, so the two do not interleave
+            get_backend(args.backend).prepare(console)
         sweep()
         run = Run.create("harness up --detach" if detached else "harness up")
         try:
@@ -283,8 +277,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     is healthy and return, leaving it up. Ctrl-C before that tears it down again."""
     console = _console()
     _topology(args)  # a bad topology is refused here, with its message
-    if args.backend in IMAGE_BACKENDS:
-        build_images(console)
+    get_backend(args.backend).prepare(console)
     argv = [arg for arg in args.argv if arg not in ("--detach", "-d")]
     read_end, write_end = os.pipe()
     process = subprocess.Popen(
@@ -416,22 +409,23 @@ def cmd_down(args: argparse.Namespace) -> int:
         for testnet_id in args.testnets:
             print(remove_testnet(find_testnet(testnet_id), force=args.force))
         return 0
-    killed = sweep(everything=args.all)
-    total = sum(killed.values())
+    removed = sweep(everything=args.all)
+    total = sum(removed.values())
     what = "every run" if args.all else "runs whose owner is gone"
-    print(f"removed {total} process(es) of {len(killed)} run(s) ({what})")
+    print(f"removed {total} leftover(s) of {len(removed)} run(s) ({what})")
     return 0
 
 
 # harness images
 def cmd_images_build(args: argparse.Namespace) -> int:
-    tag = build_images(_console())
-    print(tag)
+    from harness.driver.backends.images import build_node_image
+
+    print(build_node_image(console=_console()))
     return 0
 
 
 def cmd_images_push(args: argparse.Namespace) -> int:
-    from harness.driver.images import push_node_image
+    from harness.driver.backends.images import push_node_image
 
     print(push_node_image(args.registry, console=_console()))
     return 0

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness.driver import InternetComputer, Subnet, SubnetType, Testnet
+from harness.driver import InternetComputer, Partition, Pause, Stop, Subnet, SubnetType, Testnet
 from harness.pytest_plugin import define_testnet
 
 testnet = define_testnet(
@@ -38,7 +38,7 @@ def test_partition_and_heal(testnet: Testnet) -> None:
     assert other.status().is_healthy
     node.heal()
     assert node.await_status_is_healthy(timeout=20).is_healthy
-    assert testnet.faults() == {}
+    assert testnet.active_faults() == []
 
 
 # Stopping and starting a node starts its programs again by design; the new orchestrator's
@@ -48,12 +48,12 @@ def test_stop_start_restart(testnet: Testnet) -> None:
     node, _ = testnet.nodes()
     node.stop()
     node.await_status_is_unavailable(timeout=10)
-    assert testnet.faults() == {node.node_id: {"stopped"}}
+    assert testnet.active_faults() == [Stop(node.node_id)]
     node.start()
     assert node.status(port=80).is_healthy
     node.restart()
     assert node.status(port=80).is_healthy
-    assert testnet.faults() == {}
+    assert testnet.active_faults() == []
 
 
 @pytest.mark.systest
@@ -105,5 +105,5 @@ def test_faults_left_behind_are_healed_before_the_metric_checks(testnet: Testnet
     first, second = testnet.nodes()
     first.pause()
     second.partition()
-    assert set(testnet.faults()) == {first.node_id, second.node_id}
+    assert testnet.active_faults() == [Pause(first.node_id), Partition(second.node_id)]
     # No resume/heal here: the plugin heals both, then the metric checks scrape every node.

@@ -76,7 +76,7 @@ def test_bad_topologies_are_refused_before_anything_starts(tmp_path: Path) -> No
 
 def test_down_reports_what_it_removed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["down", "--all"]) == 0
-    assert capsys.readouterr().out == "removed 0 process(es) of 0 run(s) (every run)\n"
+    assert capsys.readouterr().out == "removed 0 leftover(s) of 0 run(s) (every run)\n"
 
 
 SMALL_TOPOLOGY = (

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from harness.driver import images
+from harness.driver.backends import images
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "harness"
-NODE_IMAGE = PACKAGE / "driver" / "node_image"
+NODE_IMAGE = PACKAGE / "driver" / "backends" / "node_image"
 # Installed into nodes although harness.node does not import them by name, and why.
 NODE_INDIRECT = {
     "httptools": "uvicorn's httptools parser, which the gateway's protocol subclasses",
@@ -119,7 +119,7 @@ def test_the_node_programs_never_import_the_driver() -> None:
 
 
 @pytest.mark.parametrize(
-    "lock", ["requirements.lock", "harness/driver/node_image/requirements.lock"]
+    "lock", ["requirements.lock", "harness/driver/backends/node_image/requirements.lock"]
 )
 def test_the_locks_pin_allowed_versions_with_hashes(lock: str) -> None:
     pins = images.locked_versions((ROOT / lock).read_text())  # refuses unhashed or loose pins

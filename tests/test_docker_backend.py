@@ -21,10 +21,12 @@ from harness.driver import (
     Testnet,
 )
 from harness.driver.backends import docker as docker_backend
-from harness.driver.backends.local_addresses import NODE_PORTS
-from harness.driver.images import engine
-from harness.driver.run import state_root
+from harness.driver.backends import engine as engine_module
+from harness.driver.backends.engine import engine
+from harness.driver.backends.swarm import SwarmBackend
+from harness.driver.state import state_root
 from harness.driver.waits import wait_until
+from harness.node.layout import NODE_PORTS
 
 
 def _engine_missing() -> str | None:
@@ -54,7 +56,7 @@ def run() -> Iterator[Run]:
     run = Run.create()
     yield run
     run.close()
-    docker_backend.sweep_docker(only_run=run.run_id)
+    docker_backend.DockerBackend.sweep(lambda run_id: run_id == run.run_id)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def client() -> Iterator[docker.DockerClient]:
 
 
 def labelled(client: docker.DockerClient, run_id: str) -> tuple[list[str], list[str]]:
-    label = f"{docker_backend.RUN_LABEL}={run_id}"
+    label = f"{engine_module.RUN_LABEL}={run_id}"
     containers = [c.name for c in client.containers.list(all=True, filters={"label": label})]
     networks = [n.name for n in client.networks.list(filters={"label": label})]
     return containers, networks
@@ -90,7 +92,7 @@ def test_testnet_comes_up_healthy_on_loopback_and_recovers_from_kill(
         assert gateway.impl_version == "1.0.0"
 
         containers = client.containers.list(
-            filters={"label": f"{docker_backend.RUN_LABEL}={run.run_id}"}
+            filters={"label": f"{engine_module.RUN_LABEL}={run.run_id}"}
         )
         assert len(containers) == 2
         for container in containers:
@@ -98,7 +100,7 @@ def test_testnet_comes_up_healthy_on_loopback_and_recovers_from_kill(
             assert sorted(ports) == sorted(f"{port}/tcp" for port in NODE_PORTS)
             host_ips = {b["HostIp"] for bindings in ports.values() for b in bindings}
             assert host_ips == {"127.0.0.1"}
-            assert container.labels[docker_backend.TESTNET_LABEL] == testnet.testnet_id
+            assert container.labels[engine_module.TESTNET_LABEL] == testnet.testnet_id
             mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
             assert mounts["/registry"]["RW"] is False
             assert mounts["/var/lib/node"]["RW"] is True
@@ -189,9 +191,10 @@ def test_sweep_removes_leftovers_of_dead_runs_only(client: docker.DockerClient) 
     made: dict[str, tuple[str, str]] = {}
     for run_id in ("sweep-dead-run", "sweep-live-run"):
         labels = {
-            docker_backend.RUN_LABEL: run_id,
-            docker_backend.TESTNET_LABEL: "t",
-            docker_backend.STATE_ROOT_LABEL: str(state_root()),
+            engine_module.RUN_LABEL: run_id,
+            engine_module.TESTNET_LABEL: "t",
+            engine_module.STATE_ROOT_LABEL: str(state_root()),
+            engine_module.BACKEND_LABEL: "docker",
         }
         network = client.networks.create(f"harness-{run_id}", labels=labels)
         container = client.containers.create(
@@ -200,7 +203,9 @@ def test_sweep_removes_leftovers_of_dead_runs_only(client: docker.DockerClient) 
         container.start()
         made[run_id] = (container.name or "", network.name or "")
     try:
-        removed = docker_backend.sweep_docker(live_run=lambda run_id: run_id != "sweep-dead-run")
+        # The swarm backend sweeps its own leftovers only: not the docker backend's.
+        assert SwarmBackend.sweep(lambda run_id: True) == {}
+        removed = docker_backend.DockerBackend.sweep(lambda run_id: run_id == "sweep-dead-run")
         assert removed["sweep-dead-run"] == 2
         assert "sweep-live-run" not in removed
         assert labelled(client, "sweep-dead-run") == ([], [])
@@ -208,11 +213,12 @@ def test_sweep_removes_leftovers_of_dead_runs_only(client: docker.DockerClient) 
             [made["sweep-live-run"][0]],
             [made["sweep-live-run"][1]],
         )
-        assert docker_backend.sweep_docker(only_run="sweep-live-run") == {"sweep-live-run": 2}
+        assert docker_backend.DockerBackend.sweep(lambda run_id: run_id == "sweep-live-run") == {
+            "sweep-live-run": 2
+        }
         assert labelled(client, "sweep-live-run") == ([], [])
     finally:
-        docker_backend.sweep_docker(only_run="sweep-dead-run")
-        docker_backend.sweep_docker(only_run="sweep-live-run")
+        docker_backend.DockerBackend.sweep(lambda run_id: run_id.startswith("sweep-"))
 
 
 def test_missing_engine_is_a_clear_error(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,13 +14,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from harness.driver import images
+from harness.driver.backends import images
+from harness.driver.backends.engine import engine
 from harness.driver.errors import BackendUnavailable
 
 
 def _engine_missing() -> str | None:
     try:
-        images.engine().close()
+        engine().close()
     except BackendUnavailable as exc:
         return str(exc)
     return None
@@ -34,7 +35,7 @@ needs_docker = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[docker.DockerClient]:
-    client = images.engine()
+    client = engine()
     yield client
     client.close()
 
@@ -131,7 +132,9 @@ uvicorn==0.54.0 --hash=sha256:00cc
 def test_the_node_lock_is_read_as_exact_hashed_pins() -> None:
     assert images.locked_versions(LOCK) == {"cbor2": "6.2.1", "uvicorn": "0.54.0"}
     shipped = images.locked_versions(
-        (images.package_dir() / "driver" / "node_image" / "requirements.lock").read_text()
+        (
+            images.package_dir() / "driver" / "backends" / "node_image" / "requirements.lock"
+        ).read_text()
     )
     assert "uvicorn" in shipped
     assert not {"pytest", "testcontainers", "docker", "rich"} & set(shipped)
@@ -200,7 +203,7 @@ def test_missing_mmdebstrap_says_what_to_install(monkeypatch: pytest.MonkeyPatch
 def test_missing_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
     with pytest.raises(BackendUnavailable) as raised:
-        images.engine()
+        engine()
     message = str(raised.value)
     assert message.startswith(
         "the docker backend needs a running Docker engine: cannot reach unix:///nonexistent.sock ("

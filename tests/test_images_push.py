@@ -15,7 +15,7 @@ from conftest import free_loopback_ip, wait_for_http
 
 from harness.cli import main
 from harness.driver import BackendUnavailable
-from harness.driver.images import engine
+from harness.driver.backends.engine import engine
 
 
 def _missing() -> str | None:

@@ -20,8 +20,9 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer, Reaper
 
 from harness.driver import InternetComputer, Run, Subnet, SubnetType, Testnet, sweep
+from harness.driver.backends.engine import engine
+from harness.driver.backends.images import build_node_image
 from harness.driver.errors import BackendUnavailable
-from harness.driver.images import build_node_image, engine
 
 # Run in a fresh interpreter: what the process looks like before and after importing every
 # module of the harness.

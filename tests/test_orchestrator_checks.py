@@ -157,6 +157,23 @@ def test_version_bump_restarts_the_replica_on_the_next_pass(node: Node) -> None:
     assert node.metric("orchestrator_processes_start_attempts_total", process="replica") == 2
 
 
+def test_reading_the_dashboard_after_an_exit_changes_nothing_until_the_pass(node: Node) -> None:
+    node.write()
+    node.pass_()
+    node.replica.exit(1, runtime=0.2)
+    for _ in range(3):
+        board = node.dashboard()
+        assert board["replica state"] == "running"  # until a pass folds the exit in
+        assert board["replica process id"] == "None"  # the runner's own view
+        assert board["replica version"] == "v1"
+    backoff = "orchestrator_process_restart_backoff_seconds"
+    assert node.metric(backoff, process="replica") == 0
+    node.pass_()
+    assert node.dashboard()["replica state"] == "backoff"
+    assert node.metric(backoff, process="replica") == 0.5
+    assert len(node.replica.starts) == 1  # restarted once the backoff is over, not before
+
+
 def test_unassigned_node_stops_everything(node: Node) -> None:
     node.write(subnet_type=SubnetType.CLOUD_ENGINE, features=frozenset({"ic_gateway"}))
     node.pass_()

@@ -1,7 +1,8 @@
 """Unit tests of the process managers with a fake runner: no process is spawned.
 
 Covers the IC's own cases for `IcBoundaryManager` and `MultipleProcessesManager`, restarts on a
-later pass, crash-loop backoff, and the state machine.
+later pass, crash-loop backoff, and the state machine. A runner's exit reaches the state machine
+through `transition()` (the orchestrator's pass), which the tests call where a pass would.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ from harness.node.orchestrator.errors import (
     ProcessStopError,
 )
 from harness.node.orchestrator.fake import FakeRunner
-from harness.node.orchestrator.manager import (
-    Backoff,
+from harness.node.orchestrator.manager import Backoff, ProcessManager
+from harness.node.orchestrator.metrics import OrchestratorMetrics
+from harness.node.orchestrator.policy import (
     IcBoundaryManager,
     Member,
     MultipleProcessesManager,
-    ProcessManager,
+    ic_gateway_args,
     ic_gateway_wanted,
+    replica_args,
     replica_wanted,
 )
-from harness.node.orchestrator.metrics import OrchestratorMetrics
-from harness.node.orchestrator.orchestrator import ic_gateway_args, replica_args
 from harness.node.orchestrator.processes import (
     PROCESS_NAMES,
     IcBoundaryConfig,
@@ -175,6 +176,7 @@ def test_ic_boundary_domain_removed_stops_it(metrics, clock) -> None:
     assert runner.stop_requested
     assert boundary.current_domain is None
     runner.exit(-15)
+    boundary.manager.transition()
     assert boundary.manager.state is ProcessState.STOPPED
 
 
@@ -303,6 +305,7 @@ def test_version_change_stops_now_and_starts_on_a_later_pass(metrics, clock, cap
         run(replica.ensure_running(ReplicaArgs("v2", "subnet-a", "127.1.0.2")))
         assert (len(runner.starts), runner.stops) == (1, 1)
         runner.exit(-15, runtime=1.0)  # a requested exit: no backoff however short
+        replica.transition()
         assert replica.state is ProcessState.STOPPED
         run(replica.ensure_running(ReplicaArgs("v2", "subnet-a", "127.1.0.2")))
     assert (len(runner.starts), runner.stops) == (2, 1)
@@ -340,6 +343,7 @@ def test_crash_after_long_uptime_restarts_on_the_next_pass(metrics, clock) -> No
     args = ReplicaArgs("v1", "subnet-a", "127.1.0.2")
     run(replica.ensure_running(args))
     runner.exit(1, runtime=60.0)
+    replica.transition()
     assert replica.state is ProcessState.EXITED
     assert replica.next_wakeup() is None
     run(replica.ensure_running(args))
@@ -356,6 +360,7 @@ def test_quick_crashes_back_off_exponentially_up_to_the_maximum(metrics, clock, 
     delays = []
     for _ in range(9):
         runner.exit(1, runtime=0.2)
+        replica.transition()
         assert replica.state is ProcessState.BACKOFF
         wakeup = replica.next_wakeup()
         assert wakeup is not None
@@ -382,14 +387,58 @@ def test_backoff_resets_after_the_process_stayed_up(metrics, clock) -> None:
     run(replica.ensure_running(args))
     for delay in (0.5, 1.0):
         runner.exit(1, runtime=0.2)
+        replica.transition()
         assert replica.next_wakeup() == clock.now + delay
         clock.advance(delay)
         run(replica.ensure_running(args))
     clock.advance(10.0)
-    assert replica.state is ProcessState.RUNNING  # observing it resets the backoff
+    replica.transition()  # the pass that sees it stayed up resets the backoff
+    assert replica.state is ProcessState.RUNNING
     assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0
     runner.exit(1, runtime=0.2)
+    replica.transition()
     assert replica.next_wakeup() == clock.now + 0.5
+
+
+def test_reading_never_changes_the_state_only_transition_does(metrics, clock, caplog) -> None:
+    replica = replica_manager(metrics, clock)
+    runner = runner_of(replica)
+    run(replica.ensure_running(ReplicaArgs("v1", "subnet-a", "127.1.0.2")))
+    running = replica.current
+    runner.exit(1, runtime=0.2)
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):  # what the dashboard, the metrics and the loop's sleep read
+            assert replica.state is ProcessState.RUNNING
+            assert replica.is_running()
+            assert replica.current is running
+            assert replica.next_wakeup() is None
+    assert caplog.records == []  # no transition ran, none was logged
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0
+
+    replica.transition()  # RUNNING -> BACKOFF
+    assert replica.state is ProcessState.BACKOFF
+    assert not replica.is_running() and replica.current is None
+    assert replica.next_wakeup() == clock.now + 0.5
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0.5
+    replica.transition()  # nothing new happened: no second backoff step
+    assert replica.next_wakeup() == clock.now + 0.5
+
+
+def test_the_backoff_is_forgotten_on_a_transition_not_on_a_read(metrics, clock) -> None:
+    replica = replica_manager(metrics, clock)
+    runner = runner_of(replica)
+    args = ReplicaArgs("v1", "subnet-a", "127.1.0.2")
+    run(replica.ensure_running(args))
+    runner.exit(1, runtime=0.2)
+    replica.transition()
+    clock.advance(0.5)
+    run(replica.ensure_running(args))
+    assert replica.state is ProcessState.RUNNING
+    clock.advance(10.0)
+    assert replica.state is ProcessState.RUNNING
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0.5
+    replica.transition()
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0
 
 
 def test_failed_spawn_backs_off_too(metrics, clock) -> None:

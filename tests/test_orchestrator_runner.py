@@ -23,6 +23,7 @@ import psutil
 import pytest
 import uvloop
 
+from harness.node.layout import DataDir
 from harness.node.orchestrator import pgroup
 from harness.node.orchestrator.leftovers import find_leftovers, stop_leftovers
 from harness.node.orchestrator.process import LaunchSpec
@@ -74,8 +75,8 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    return tmp_path / "logs", tmp_path / "run"
+def data(tmp_path: Path) -> DataDir:
+    return DataDir(tmp_path)
 
 
 @pytest.fixture
@@ -92,14 +93,12 @@ def python(name: str, code: str, **env: str) -> LaunchSpec:
     return LaunchSpec(name, (sys.executable, "-c", code), env)
 
 
-def test_start_logs_pid_file_and_exit_status(dirs, cleanup, caplog) -> None:
-    logs, run_dir = dirs
+def test_start_logs_pid_file_and_exit_status(data, cleanup, caplog) -> None:
+    logs, run_dir = data.logs, data.run
     exits: list[str] = []
 
     async def scenario() -> None:
-        runner = SubprocessRunner(
-            "replica", logs, run_dir, GRACE, on_exit=lambda: exits.append("x")
-        )
+        runner = SubprocessRunner("replica", data, GRACE, on_exit=lambda: exits.append("x"))
         code = (
             "import os, sys; print('hello', os.environ['SECRET_TOKEN'], sys.argv[1:]); sys.exit(3)"
         )
@@ -130,11 +129,11 @@ def test_start_logs_pid_file_and_exit_status(dirs, cleanup, caplog) -> None:
     assert "replica exited. Exit Status: exit code 3" in caplog.text
 
 
-def test_log_file_is_appended_with_a_header_per_start(dirs, cleanup) -> None:
-    logs, run_dir = dirs
+def test_log_file_is_appended_with_a_header_per_start(data, cleanup) -> None:
+    logs = data.logs
 
     async def scenario() -> None:
-        runner = SubprocessRunner("ic-gateway", logs, run_dir, GRACE)
+        runner = SubprocessRunner("ic-gateway", data, GRACE)
         for text in ("first", "second"):
             cleanup.append(await runner.start(python("ic-gateway", f"print({text!r})")))
             assert await runner.wait_stopped(5)
@@ -145,11 +144,11 @@ def test_log_file_is_appended_with_a_header_per_start(dirs, cleanup) -> None:
     assert sum(line.startswith("==== ") for line in lines) == 2
 
 
-def test_stop_sends_sigterm_to_the_group(dirs, cleanup) -> None:
-    logs, run_dir = dirs
+def test_stop_sends_sigterm_to_the_group(data, cleanup) -> None:
+    logs = data.logs
 
     async def scenario() -> None:
-        runner = SubprocessRunner("replica", logs, run_dir, 10.0)
+        runner = SubprocessRunner("replica", data, 10.0)
         pid = await runner.start(
             python("replica", "import time; print('u' + 'p', flush=True); time.sleep(60)")
         )
@@ -167,11 +166,11 @@ def test_stop_sends_sigterm_to_the_group(dirs, cleanup) -> None:
     run(scenario())
 
 
-def test_sigkill_after_the_grace_period_and_no_orphans(dirs, cleanup, caplog) -> None:
-    logs, run_dir = dirs
+def test_sigkill_after_the_grace_period_and_no_orphans(data, cleanup, caplog) -> None:
+    logs, run_dir = data.logs, data.run
 
     async def scenario() -> tuple[int, int]:
-        runner = SubprocessRunner("replica", logs, run_dir, GRACE)
+        runner = SubprocessRunner("replica", data, GRACE)
         pid = await runner.start(python("replica", STUBBORN))
         cleanup.append(pid)
         await until(logged(logs / "replica.log", "stubborn ready"))
@@ -196,12 +195,12 @@ def test_sigkill_after_the_grace_period_and_no_orphans(dirs, cleanup, caplog) ->
 
 
 def test_grandchildren_of_a_crashed_program_are_stopped_before_it_counts_as_gone(
-    dirs, cleanup, caplog
+    data, cleanup, caplog
 ) -> None:
-    logs, run_dir = dirs
+    logs = data.logs
 
     async def scenario() -> None:
-        runner = SubprocessRunner("replica", logs, run_dir, GRACE)
+        runner = SubprocessRunner("replica", data, GRACE)
         pid = await runner.start(python("replica", ABANDONING))
         cleanup.append(pid)
         started = time.monotonic()
@@ -220,11 +219,11 @@ def test_grandchildren_of_a_crashed_program_are_stopped_before_it_counts_as_gone
     assert "replica exited but left 1 process(es) in its process group" in caplog.text
 
 
-def test_start_of_a_missing_binary_raises_and_is_logged(dirs) -> None:
-    logs, run_dir = dirs
+def test_start_of_a_missing_binary_raises_and_is_logged(data) -> None:
+    logs, run_dir = data.logs, data.run
 
     async def scenario() -> None:
-        runner = SubprocessRunner("replica", logs, run_dir, GRACE)
+        runner = SubprocessRunner("replica", data, GRACE)
         with pytest.raises(FileNotFoundError):
             await runner.start(LaunchSpec("replica", (str(logs / "no-such-binary"),)))
         assert not runner.is_running()

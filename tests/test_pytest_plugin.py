@@ -272,3 +272,39 @@ def test_async_tests_work_in_both_pytest_asyncio_modes(
     # The plugin's after-test work (heal, metric checks, artifacts) ran for the async test too.
     written = sorted(p.name for p in (pytester.path / "artifacts").iterdir())
     assert any(name.endswith("test_every_node_at_once") for name in written), written
+
+
+PARTITION_WITHOUT_ROOT = """
+import pytest
+from harness.driver import InternetComputer, Subnet, SubnetType
+from harness.driver.backends import local
+from harness.pytest_plugin import define_testnet
+
+testnet = define_testnet(
+    lambda: InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+)
+
+@pytest.fixture(autouse=True)
+def not_root(monkeypatch):
+    monkeypatch.setattr(local.os, "geteuid", lambda: 1000)
+
+def test_partition(testnet):
+    testnet.nodes()[0].partition()
+    raise AssertionError("not reached: the partition cannot be made")
+
+def test_pause(testnet):
+    node = testnet.nodes()[0]
+    node.pause()
+    node.resume()
+"""
+
+
+def test_a_fault_the_backend_cannot_do_here_skips_the_test_with_the_reason(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(PARTITION_WITHOUT_ROOT)
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*SKIPPED*partitions on the local backend need root (iptables rules)*"]
+    )

@@ -20,9 +20,10 @@ from harness.driver import (
     SubnetType,
     Testnet,
 )
-from harness.driver.backends import docker as docker_backend
+from harness.driver.backends import engine as engine_module
 from harness.driver.backends import swarm as swarm_backend
-from harness.driver.images import engine
+from harness.driver.backends.engine import engine
+from harness.driver.backends.swarm import SwarmBackend
 from harness.driver.waits import wait_until
 
 
@@ -81,7 +82,7 @@ def run() -> Iterator[Run]:
     run = Run.create()
     yield run
     run.close()
-    docker_backend.sweep_docker(only_run=run.run_id)
+    SwarmBackend.sweep(lambda run_id: run_id == run.run_id)
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def machine_label(client: docker.DockerClient) -> Iterator[str]:
 
 
 def labelled(client: docker.DockerClient, run_id: str) -> list[str]:
-    label = f"{docker_backend.RUN_LABEL}={run_id}"
+    label = f"{engine_module.RUN_LABEL}={run_id}"
     return (
         [s.name for s in client.services.list(filters={"label": label})]
         + [c.name for c in client.containers.list(all=True, filters={"label": label})]
@@ -129,7 +130,7 @@ def test_nodes_follow_their_machine_label_and_only_the_proxy_is_published_on_loo
         assert node.await_status_is_healthy(port=80, timeout=30).is_healthy
         key, _, value = machine_label.partition("=")
         (service,) = client.services.list(
-            filters={"label": f"{docker_backend.NODE_LABEL}={node.node_id}"}
+            filters={"label": f"{engine_module.NODE_LABEL}={node.node_id}"}
         )
         placement = service.attrs["Spec"]["TaskTemplate"]["Placement"]
         assert placement["Constraints"] == [f"node.labels.{key}=={value}"]
@@ -138,7 +139,7 @@ def test_nodes_follow_their_machine_label_and_only_the_proxy_is_published_on_loo
         bindings = [
             binding
             for container in client.containers.list(
-                filters={"label": f"{docker_backend.RUN_LABEL}={run.run_id}"}
+                filters={"label": f"{engine_module.RUN_LABEL}={run.run_id}"}
             )
             for ports in (container.attrs["NetworkSettings"]["Ports"] or {}).values()
             for binding in ports or ()
@@ -170,7 +171,7 @@ def test_leftovers_of_a_run_are_swept_services_first(run: Run, client: docker.Do
     testnet = Testnet(topology, run, backend="swarm").start(timeout=90)
     assert any(name.endswith("-registry") for name in labelled(client, run.run_id))
     # As if the harness died: nothing of its teardown ran. The sweep removes everything.
-    removed = docker_backend.sweep_docker(only_run=run.run_id)
+    removed = SwarmBackend.sweep(lambda run_id: run_id == run.run_id)
     assert removed[run.run_id] >= 4  # node and registry services, access proxy, network
     # The engine's copy of the removed overlay goes once the services' containers have stopped.
     wait_until(lambda: labelled(client, run.run_id) == [] or None, "the sweep's effect", 30)

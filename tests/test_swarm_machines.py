@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from swarm_machines import SwarmMachines, missing
 
-from harness.driver.images import build_node_image
+from harness.driver.backends.images import build_node_image
 
 _MISSING = missing()
 

@@ -13,9 +13,11 @@ Everything a test needs is exported here; tests import nothing else from `harnes
 """
 
 from harness.driver.aio import AsyncTestnet, LoadReport, NodeHealth
-from harness.driver.backends.base import BackendOptions, backend_names
+from harness.driver.backend_registry import backend_names
+from harness.driver.backends.base import BackendOptions
 from harness.driver.errors import (
     BackendUnavailable,
+    CapabilityMissing,
     HarnessError,
     MetricCheckFailed,
     MetricsScrapeError,
@@ -23,6 +25,7 @@ from harness.driver.errors import (
     NodeStartError,
     TopologyError,
 )
+from harness.driver.faults import Fault, Partition, Pause, ReplicaFaults, Signal, Stop
 from harness.driver.metrics_check import (
     DEFAULT_ORCHESTRATOR_METRICS,
     DEFAULT_REPLICA_METRICS,
@@ -43,6 +46,8 @@ __all__ = [
     "AsyncTestnet",
     "BackendOptions",
     "BackendUnavailable",
+    "CapabilityMissing",
+    "Fault",
     "HarnessError",
     "InternetComputer",
     "LoadReport",
@@ -53,10 +58,15 @@ __all__ = [
     "NodeHealth",
     "NodeNotReady",
     "NodeStartError",
+    "Partition",
+    "Pause",
     "PrefixClash",
+    "ReplicaFaults",
     "ReplicaHealthStatus",
     "Run",
+    "Signal",
     "StatusResponse",
+    "Stop",
     "Subnet",
     "SubnetType",
     "SubnetView",

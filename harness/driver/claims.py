@@ -12,7 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from harness.driver.run import state_root
+from harness.driver.state import state_root
 
 
 class Claims:

@@ -3,6 +3,7 @@
 HarnessError
 ├── TopologyError            the declared topology is invalid (raised before anything starts)
 ├── BackendUnavailable       the chosen backend cannot run here (says why and what to use)
+├── CapabilityMissing        the backend cannot do what a fault needs here (a test is skipped)
 ├── NodeStartError           a node's programs could not be started
 ├── NodeNotReady             a wait timed out (also a TimeoutError); says what it last saw
 ├── MetricsScrapeError       a metrics endpoint could not be read or parsed
@@ -22,6 +23,11 @@ class TopologyError(HarnessError, ValueError):
 
 class BackendUnavailable(HarnessError):
     """The backend cannot run on this machine."""
+
+
+class CapabilityMissing(HarnessError):
+    """The backend lacks what a fault needs, or cannot use it here (the message says which and
+    why); the pytest plugin skips the test that asked for it."""
 
 
 class NodeStartError(HarnessError):

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.driver.errors import HarnessError, MetricsScrapeError
-
-REPLICA_METRICS_PORT = 9090
-ORCHESTRATOR_METRICS_PORT = 9091
+from harness.node.layout import Port
 
 DEFAULT_REPLICA_METRICS: Mapping[str, float] = {
     "critical_errors": 0,
@@ -97,7 +95,7 @@ class MetricThresholds:
         check_prefix_free(self.orchestrator)
 
     def by_port(self) -> dict[int, dict[str, float]]:
-        return {REPLICA_METRICS_PORT: self.replica, ORCHESTRATOR_METRICS_PORT: self.orchestrator}
+        return {Port.REPLICA_METRICS: self.replica, Port.ORCHESTRATOR_METRICS: self.orchestrator}
 
 
 @dataclass(frozen=True)

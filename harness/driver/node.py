@@ -1,28 +1,23 @@
 """Handles on the nodes of a running testnet: URLs, status, health waits, metrics, dashboard,
-and faults on the node's programs."""
+and faults on the node (`harness.driver.faults`). A node reaches its testnet only through the
+narrow `NodeHost` protocol, so a fake host serves the node's unit tests."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 
 from harness.driver.errors import HarnessError, MetricsScrapeError, NodeNotReady
+from harness.driver.faults import Fault, Partition, Pause, ReplicaFaults, Signal, Stop
 from harness.driver.metrics_check import Sample, parse_metrics
 from harness.driver.waits import wait_until
+from harness.node.layout import Port
+from harness.node.registry import RegistrySnapshot
 from harness.node.status import STATUS_PATH, StatusResponse, decode_status
 
-if TYPE_CHECKING:
-    from harness.driver.testnet import Testnet
-
-REPLICA_PORT = 8080
-GATEWAY_PORT = 80
-BOUNDARY_PORT = 443
-REPLICA_METRICS_PORT = 9090
-ORCHESTRATOR_METRICS_PORT = 9091
-DASHBOARD_PORT = 7070
 IC_GATEWAY_DOMAIN = "gateway.icp"
 STATUS_REQUEST_TIMEOUT = 6.0
 DEFAULT_WAIT_TIMEOUT = 30.0
@@ -32,10 +27,33 @@ class NotHealthy(HarnessError):
     """A status answered, but the replica is not healthy (yet)."""
 
 
+class NodeHost(Protocol):
+    """What a node needs of its testnet (a `Testnet`)."""
+
+    @property
+    def http(self) -> httpx.Client:
+        """The client that reaches the testnet's nodes."""
+
+    def snapshot(self) -> RegistrySnapshot:
+        """The latest registry version."""
+
+    def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
+        """Where the harness reaches `port` of the node (host, port)."""
+
+    def expects_gateway(self, node_id: str) -> bool:
+        """Whether the registry says the node should run ic-gateway now."""
+
+    def inject(self, fault: Fault, timeout: float = 60.0) -> int | None:
+        """Apply a fault (see `Testnet.inject`)."""
+
+    def heal(self, kind: type[Fault], node_id: str, timeout: float = 60.0) -> list[Fault]:
+        """Undo the faults of `kind` in force on the node (see `Testnet.heal`)."""
+
+
 class Node:
     """One node of a testnet. Its subnet is read from the latest registry version."""
 
-    def __init__(self, testnet: Testnet, node_id: str, ip: str, domain: str | None) -> None:
+    def __init__(self, testnet: NodeHost, node_id: str, ip: str, domain: str | None) -> None:
         self.testnet = testnet
         self.node_id = node_id
         self.ip = ip
@@ -46,22 +64,22 @@ class Node:
 
     @property
     def subnet_id(self) -> str | None:
-        return self.testnet.registry.latest().subnet_of(self.node_id)
+        return self.testnet.snapshot().subnet_of(self.node_id)
 
     @property
     def domain(self) -> str | None:
-        return self.testnet.registry.latest().node_domain(self.node_id)
+        return self.testnet.snapshot().node_domain(self.node_id)
 
-    def url(self, port: int = REPLICA_PORT, path: str = "") -> str:
-        host, real_port = self.testnet.backend.endpoint(self.node_id, port)
+    def url(self, port: int = Port.REPLICA_HTTP, path: str = "") -> str:
+        host, real_port = self.testnet.endpoint(self.node_id, port)
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{real_port}{path}"
 
     def host_header(self, port: int) -> str | None:
         """The Host a program on `port` expects: ic-gateway and ic-boundary validate it."""
-        if port == GATEWAY_PORT:
+        if port == Port.IC_GATEWAY:
             return IC_GATEWAY_DOMAIN
-        if port == BOUNDARY_PORT:
+        if port == Port.IC_BOUNDARY:
             return self.domain
         return None
 
@@ -71,7 +89,7 @@ class Node:
         headers = {"host": host} if host else {}
         return self.testnet.http.get(self.url(port, path), headers=headers, timeout=timeout)
 
-    def status(self, port: int = REPLICA_PORT) -> StatusResponse:
+    def status(self, port: int = Port.REPLICA_HTTP) -> StatusResponse:
         """Fetch and decode `/api/v2/status`; raise on HTTP errors and non-CBOR bodies."""
         response = self.get(port, STATUS_PATH)
         if response.status_code >= 400:
@@ -82,7 +100,7 @@ class Node:
 
     def await_status_is_healthy(
         self,
-        port: int = REPLICA_PORT,
+        port: int = Port.REPLICA_HTTP,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         version: str | None = None,
     ) -> StatusResponse:
@@ -99,7 +117,7 @@ class Node:
         self,
         condition: Callable[[StatusResponse], bool],
         what: str,
-        port: int = REPLICA_PORT,
+        port: int = Port.REPLICA_HTTP,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> StatusResponse:
         """Wait until the decoded status satisfies `condition`; the timeout names `what` and
@@ -121,7 +139,7 @@ class Node:
         )
 
     def await_status_is_unavailable(
-        self, port: int = REPLICA_PORT, timeout: float = DEFAULT_WAIT_TIMEOUT
+        self, port: int = Port.REPLICA_HTTP, timeout: float = DEFAULT_WAIT_TIMEOUT
     ) -> None:
         """Wait until `/api/v2/status` fails 3 times in a row (connection refused or 5xx)."""
         failures = 0
@@ -147,7 +165,7 @@ class Node:
         )
 
     def metrics_text(
-        self, port: int = REPLICA_METRICS_PORT, timeout: float = STATUS_REQUEST_TIMEOUT
+        self, port: int = Port.REPLICA_METRICS, timeout: float = STATUS_REQUEST_TIMEOUT
     ) -> str:
         url = self.url(port, "/metrics")
         try:
@@ -160,11 +178,11 @@ class Node:
             )
         return response.text
 
-    def metrics(self, port: int = REPLICA_METRICS_PORT) -> list[Sample]:
+    def metrics(self, port: int = Port.REPLICA_METRICS) -> list[Sample]:
         """Scrape and parse the node's metrics on `port` (9090 replica, 9091 orchestrator)."""
         return parse_metrics(self.metrics_text(port), f"{self.node_id}:{port}")
 
-    def metric(self, name: str, port: int = REPLICA_METRICS_PORT, **labels: str) -> float:
+    def metric(self, name: str, port: int = Port.REPLICA_METRICS, **labels: str) -> float:
         """The value of one series; 0 when the series does not exist (yet)."""
         for sample in self.metrics(port):
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
@@ -175,14 +193,14 @@ class Node:
         return int(
             self.metric(
                 "orchestrator_processes_start_attempts_total",
-                ORCHESTRATOR_METRICS_PORT,
+                Port.ORCHESTRATOR_METRICS,
                 process=process,
             )
         )
 
     def dashboard(self) -> dict[str, str]:
         """The orchestrator's dashboard (port 7070) as a dict of its `key: value` lines."""
-        response = self.testnet.http.get(self.url(DASHBOARD_PORT, "/"), timeout=5.0)
+        response = self.testnet.http.get(self.url(Port.DASHBOARD, "/"), timeout=5.0)
         response.raise_for_status()
         lines = (line.partition(": ") for line in response.text.splitlines())
         return {key.strip(): value.strip() for key, sep, value in lines if sep}
@@ -208,42 +226,51 @@ class Node:
         )
         return result if running and isinstance(result, int) else None
 
-    # Faults (undone by `Testnet.heal_all()` after every test).
+    # Faults (`harness.driver.faults`; what is in force is healed after every test).
     def pause(self) -> None:
-        self.testnet.pause_node(self.node_id)
+        """Freeze the node (SIGSTOP / docker pause): it keeps its state, answers nothing."""
+        self.testnet.inject(Pause(self.node_id))
 
     def resume(self) -> None:
-        self.testnet.resume_node(self.node_id)
+        self.testnet.heal(Pause, self.node_id)
 
     def partition(self) -> None:
-        self.testnet.partition_node(self.node_id)
+        """Cut the node off from every other node and from the harness."""
+        self.testnet.inject(Partition(self.node_id))
 
     def heal(self) -> None:
-        self.testnet.heal_node(self.node_id)
+        self.testnet.heal(Partition, self.node_id)
 
     def stop(self) -> None:
-        self.testnet.stop_node(self.node_id)
+        """Stop the node gracefully (its orchestrator stops its programs first)."""
+        self.testnet.inject(Stop(self.node_id))
 
     def start(self, timeout: float = 60.0) -> None:
-        self.testnet.start_node(self.node_id, timeout)
+        """Start the stopped node again and wait until it is healthy."""
+        self.testnet.heal(Stop, self.node_id, timeout)
 
     def restart(self, timeout: float = 60.0) -> None:
-        self.testnet.restart_node(self.node_id, timeout)
+        self.stop()
+        self.start(timeout)
 
     def set_replica_faults(self, **knobs: object) -> None:
         """Turn on the replica's fault knobs (`fail_at_start`, `unhealthy`, `delay_seconds`,
         `critical_errors`; see `harness.node.replica`); no knobs clears them."""
-        self.testnet.set_replica_faults(self.node_id, knobs)
+        self.testnet.heal(ReplicaFaults, self.node_id)
+        if knobs:
+            self.testnet.inject(ReplicaFaults(self.node_id, knobs))
 
     def kill_process(self, process: str, sig: int = signal.SIGKILL) -> int:
         """Send `sig` (default SIGKILL) to one program of the node; return its pid."""
-        return self.testnet.backend.kill_process(self.node_id, process, sig)
+        pid = self.testnet.inject(Signal(self.node_id, process, sig))
+        assert pid is not None  # a signal acts on a process
+        return pid
 
     def await_healthy_everywhere(self, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         """Healthy on 8080, and on 80 if the node runs ic-gateway."""
-        self.await_status_is_healthy(REPLICA_PORT, timeout)
+        self.await_status_is_healthy(Port.REPLICA_HTTP, timeout)
         if self.testnet.expects_gateway(self.node_id):
-            self.await_status_is_healthy(GATEWAY_PORT, timeout)
+            self.await_status_is_healthy(Port.IC_GATEWAY, timeout)
 
 
 __all__ = ["Node", "NodeNotReady"]

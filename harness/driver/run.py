@@ -4,9 +4,9 @@ sweep that removes whatever earlier runs left behind.
 Every process a backend starts carries the environment variables of `Run.process_tags()`
 (`HARNESS_RUN_ID`, `HARNESS_TESTNET_ID`, `HARNESS_NODE_ID`, `HARNESS_STATE_ROOT`; node programs
 inherit them from their orchestrator), and every run writes `<state-root>/runs/<run id>/owner.json`
-with the pid and start time of the process that owns it.
-A sweep kills the process groups of every tagged process whose run's owner is gone (or of every
-run, with `everything=True`) and removes their state, so a crashed or killed run never leaves
+with the pid, start time and purpose of the process that owns it.
+A sweep asks every backend to remove what it made for runs whose owner is gone (or for every
+run, with `everything=True`), then removes their state, so a crashed or killed run never leaves
 nodes behind past the next run.
 """
 
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from harness.driver.state import state_root
+
 log = logging.getLogger(__name__)
 
 RUN_ID_ENV = "HARNESS_RUN_ID"
@@ -33,16 +35,6 @@ TESTNET_ID_ENV = "HARNESS_TESTNET_ID"
 NODE_ID_ENV = "HARNESS_NODE_ID"
 STATE_ROOT_ENV = "HARNESS_STATE_ROOT"
 KEEP_FILE = "keep"
-
-
-def state_root() -> Path:
-    """Where runs keep their state (`HARNESS_STATE_DIR`, default a per-user temp folder)."""
-    configured = os.environ.get("HARNESS_STATE_DIR")
-    root = (
-        Path(configured) if configured else Path(tempfile.gettempdir()) / f"harness-{os.getuid()}"
-    )
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 @dataclass(frozen=True)
@@ -161,46 +153,25 @@ def kill_processes(processes: list[psutil.Process], grace: float = 3.0) -> int:
 
 
 def sweep(everything: bool = False, only_run: str | None = None) -> dict[str, int]:
-    """Kill leftovers of dead runs (or all runs, or one run) and remove their state.
-
-    Returns the number of processes killed per run id.
-    """
-    runs_dir = state_root() / "runs"
-    killed: dict[str, int] = {}
-    for run_id, processes in tagged_processes().items():
-        run_dir = runs_dir / run_id
-        if only_run is not None and run_id != only_run:
-            continue
-        if only_run is None and not everything and _protected(run_dir):
-            continue
-        killed[run_id] = kill_processes(processes)
-        log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
-    from harness.driver.backends.local_firewall import sweep_rules
-
-    sweep_rules(
-        lambda run_id: (
-            run_id == only_run
-            if only_run is not None
-            else everything or not _protected(runs_dir / run_id)
-        )
-    )
-    if docker_engine_configured():
-        from harness.driver.backends.docker import sweep_docker
-
-        for run_id, count in sweep_docker(
-            everything, only_run, lambda r: _protected(runs_dir / r)
-        ).items():
-            killed[run_id] = killed.get(run_id, 0) + count
-    if runs_dir.is_dir():
-        for run_dir in runs_dir.iterdir():
-            if run_dir.name.startswith("."):
-                continue  # a run being created
-            if only_run is not None and run_dir.name != only_run:
-                continue
-            if only_run is None and not everything and _protected(run_dir):
-                continue
-            shutil.rmtree(run_dir, ignore_errors=True)
+    """Remove what dead runs left (or every run's, or one run's): each backend's leftovers, the
+    runs' state and their claims. Returns how many things were removed per run id."""
+    from harness.driver.backend_registry import backends
     from harness.driver.claims import release_stale_claims
 
+    runs_dir = state_root() / "runs"
+
+    def doomed(run_id: str) -> bool:
+        if only_run is not None:
+            return run_id == only_run
+        return everything or not _protected(runs_dir / run_id)
+
+    removed: dict[str, int] = {}
+    for backend in backends():
+        for run_id, count in backend.sweep(doomed).items():
+            removed[run_id] = removed.get(run_id, 0) + count
+    if runs_dir.is_dir():
+        for run_dir in runs_dir.iterdir():
+            if not run_dir.name.startswith(".") and doomed(run_dir.name):  # .new-*: being made
+                shutil.rmtree(run_dir, ignore_errors=True)
     release_stale_claims(everything=everything, only_run=only_run)
-    return killed
+    return removed

@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,30 +18,19 @@ from typing import TYPE_CHECKING, Self
 
 import httpx
 
-from harness.driver.backends.base import Backend, BackendOptions, get_backend
+from harness.driver.backend_registry import get_backend
+from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.claims import Claims
 from harness.driver.errors import HarnessError, MetricCheckFailed, MetricsScrapeError
+from harness.driver.faults import Fault, FaultTarget
 from harness.driver.metrics_check import MetricThresholds, offenders
-from harness.driver.node import (
-    BOUNDARY_PORT,
-    DASHBOARD_PORT,
-    GATEWAY_PORT,
-    ORCHESTRATOR_METRICS_PORT,
-    REPLICA_METRICS_PORT,
-    REPLICA_PORT,
-    Node,
-)
+from harness.driver.node import Node
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
-from harness.driver.socks import socks_client
 from harness.driver.topology import InternetComputer, Plan
 from harness.driver.waits import wait_until
-from harness.node.orchestrator.processes import (
-    IC_BOUNDARY_METRICS_PORT,
-    IC_GATEWAY_METRICS_PORT,
-    REPLICA_FAULTS_FILE,
-)
-from harness.node.registry import SubnetType
+from harness.node.layout import Port
+from harness.node.registry import RegistrySnapshot, SubnetType
 from harness.node.registry.records import FEATURE_IC_GATEWAY
 
 if TYPE_CHECKING:
@@ -60,12 +49,15 @@ ARTIFACT_SCRAPE_TIMEOUT = 2.0
 # What a node serves, by role: (name in `describe()`'s URLs, port). Every node's orchestrator
 # serves its metrics and dashboard; the rest depends on the role the registry gives it.
 ORCHESTRATOR_SERVICES = (
-    ("orchestrator_metrics", ORCHESTRATOR_METRICS_PORT),
-    ("dashboard", DASHBOARD_PORT),
+    ("orchestrator_metrics", Port.ORCHESTRATOR_METRICS),
+    ("dashboard", Port.DASHBOARD),
 )
-REPLICA_SERVICES = (("api", REPLICA_PORT), ("metrics", REPLICA_METRICS_PORT))
-GATEWAY_SERVICES = (("gateway", GATEWAY_PORT), ("gateway_metrics", IC_GATEWAY_METRICS_PORT))
-BOUNDARY_SERVICES = (("boundary", BOUNDARY_PORT), ("boundary_metrics", IC_BOUNDARY_METRICS_PORT))
+REPLICA_SERVICES = (("api", Port.REPLICA_HTTP), ("metrics", Port.REPLICA_METRICS))
+GATEWAY_SERVICES = (("gateway", Port.IC_GATEWAY), ("gateway_metrics", Port.IC_GATEWAY_METRICS))
+BOUNDARY_SERVICES = (
+    ("boundary", Port.IC_BOUNDARY),
+    ("boundary_metrics", Port.IC_BOUNDARY_METRICS),
+)
 # The metrics endpoints among them, scraped into the artifacts as metrics-<program>-<port>.txt.
 METRICS_FILES = {
     "metrics": "replica",
@@ -133,9 +125,11 @@ class Testnet:
         self,
         topology: InternetComputer,
         run: Run,
-        backend: str = "local",
+        backend: str | type[Backend] = "local",
         options: BackendOptions | None = None,
     ) -> None:
+        """`backend` names a registered backend (`harness.driver.backend_names()`) or is a
+        `Backend` class (a fake one, in the harness's own tests)."""
         self.topology = topology
         self.plan: Plan = topology.plan()  # validates before anything starts
         self.run = run
@@ -144,7 +138,8 @@ class Testnet:
             self.directory = run.directory / self.testnet_id
             self.directory.mkdir(parents=True)
             self.registry = RegistryWriter(self.directory / "registry", on_change=self._changed)
-            self.backend: Backend = get_backend(backend)(
+            backend_type = get_backend(backend) if isinstance(backend, str) else backend
+            self.backend: Backend = backend_type(
                 run, self.testnet_id, self.directory / "nodes", options or BackendOptions()
             )
         except BaseException:
@@ -152,7 +147,7 @@ class Testnet:
             raise
         self.http = httpx.Client(trust_env=False)
         self._nodes: dict[str, Node] = {}
-        self._faults: dict[str, set[str]] = defaultdict(set)
+        self._active: list[Fault] = []
         self._state = "starting"
         self._closed = False
 
@@ -172,9 +167,8 @@ class Testnet:
         try:
             self.save()
             ips = self.backend.allocate(self.plan)
-            if self.backend.http_proxy is not None:
-                self.http.close()
-                self.http = socks_client(self.backend.http_proxy)
+            self.http.close()
+            self.http = self.backend.http_client()
             self.registry.write_initial(initial_snapshot(self.plan, ips))
             for planned in self.plan.nodes:
                 self._nodes[planned.node_id] = Node(
@@ -272,78 +266,56 @@ class Testnet:
 
         return AsyncTestnet(self)
 
-    # Faults. Each is undone by `heal_all()`, which the pytest plugin runs after every test.
-    def pause_node(self, node_id: str) -> None:
-        """Freeze the node (SIGSTOP / docker pause): it keeps its state, answers nothing."""
-        self.node(node_id)
-        self.backend.pause_node(node_id)
-        self._faults[node_id].add("paused")
+    # Faults (`harness.driver.faults`). Those in force are undone by `heal_all()`, which the
+    # pytest plugin runs after every test.
+    def inject(self, fault: Fault, timeout: float = 60.0) -> int | None:
+        """Apply `fault` and, if it lasts, keep it in force until healed; return the pid it
+        acted on, where it acted on a process. A fault already in force is not applied twice.
+        One that stops the node first undoes the node's faults that a restart would end anyway.
+        `CapabilityMissing` when the backend cannot do it here."""
+        target = self._fault_target(fault)
+        if fault.lasting and fault in self._active:
+            return None
+        if fault.stops_node:
+            for earlier in reversed(self.active_faults(fault.node_id)):
+                if not earlier.survives_restart:
+                    self._undo(earlier, timeout)
+        result = fault.apply(target)
+        if fault.lasting:
+            self._active.append(fault)
+        return result
 
-    def resume_node(self, node_id: str) -> None:
-        self.node(node_id)
-        self.backend.resume_node(node_id)
-        self._faults[node_id].discard("paused")
+    def heal(self, kind: type[Fault], node_id: str, timeout: float = 60.0) -> list[Fault]:
+        """Undo the faults of `kind` in force on the node, the latest first; return them."""
+        found = [f for f in self.active_faults(node_id) if isinstance(f, kind)]
+        for fault in reversed(found):
+            self._undo(fault, timeout)
+        return found
 
-    def partition_node(self, node_id: str) -> None:
-        """Cut the node off from every other node and from the harness."""
-        self.node(node_id)
-        self.backend.partition_node(node_id)
-        self._faults[node_id].add("partitioned")
+    def active_faults(self, node_id: str | None = None) -> list[Fault]:
+        """The faults in force (on one node), in the order they were applied."""
+        return [f for f in self._active if node_id is None or f.node_id == node_id]
 
-    def heal_node(self, node_id: str) -> None:
-        self.node(node_id)
-        self.backend.heal_node(node_id)
-        self._faults[node_id].discard("partitioned")
-
-    def stop_node(self, node_id: str) -> None:
-        """Stop the node gracefully (its orchestrator stops its programs first)."""
-        self.node(node_id)
-        self.backend.stop_node(node_id)
-        self._faults[node_id] = {"stopped"}
-
-    def start_node(self, node_id: str, timeout: float = 60.0) -> None:
-        """Start a stopped node and wait until it is healthy."""
-        planned = next((n for n in self.plan.nodes if n.node_id == node_id), None)
-        if planned is None:
-            raise HarnessError(f"no node {node_id!r}; nodes: {sorted(self._nodes)}")
-        self.backend.start_node(planned, self.registry.path)
-        self._faults[node_id].discard("stopped")
-        self.await_node_healthy(node_id, timeout)
-
-    def restart_node(self, node_id: str, timeout: float = 60.0) -> None:
-        self.stop_node(node_id)
-        self.start_node(node_id, timeout)
-
-    def set_replica_faults(self, node_id: str, knobs: Mapping[str, object]) -> None:
-        """Write the replica's fault-knob file (atomically); empty `knobs` removes it."""
-        self.node(node_id)
-        if not knobs:
-            self.backend.write_node_file(node_id, REPLICA_FAULTS_FILE, None)
-            self._faults[node_id].discard("replica faults")
-            return
-        self.backend.write_node_file(node_id, REPLICA_FAULTS_FILE, json.dumps(dict(knobs)).encode())
-        self._faults[node_id].add("replica faults")
-
-    def faults(self) -> dict[str, set[str]]:
-        """Nodes with a fault in force (paused, partitioned, stopped) and which."""
-        return {node_id: set(f) for node_id, f in self._faults.items() if f}
-
-    def heal_all(self, timeout: float = 60.0) -> dict[str, set[str]]:
-        """Undo every fault in force: resume, heal, start; wait until those nodes are healthy.
-        Returns what was healed."""
-        healed = self.faults()
-        for node_id, faults in healed.items():
-            if "replica faults" in faults:
-                self.set_replica_faults(node_id, {})
-            if "stopped" in faults:
-                self.start_node(node_id, timeout)
-                continue
-            if "paused" in faults:
-                self.resume_node(node_id)
-            if "partitioned" in faults:
-                self.heal_node(node_id)
+    def heal_all(self, timeout: float = 60.0) -> list[Fault]:
+        """Undo every fault in force, the latest first, and wait until those nodes are
+        healthy; return what was healed."""
+        healed = list(self._active)
+        for fault in reversed(healed):
+            self._undo(fault, timeout)
+        for node_id in dict.fromkeys(f.node_id for f in healed if not f.stops_node):
             self.await_node_healthy(node_id, timeout)
         return healed
+
+    def _undo(self, fault: Fault, timeout: float) -> None:
+        fault.undo(self._fault_target(fault))
+        self._active.remove(fault)
+        if fault.stops_node:  # undone: the node was started anew
+            self.await_node_healthy(fault.node_id, timeout)
+
+    def _fault_target(self, fault: Fault) -> FaultTarget:
+        self.node(fault.node_id)  # an unknown node is an error naming the known ones
+        planned = next(n for n in self.plan.nodes if n.node_id == fault.node_id)
+        return FaultTarget(self.backend, planned, self.registry.path)
 
     def await_node_healthy(self, node_id: str, timeout: float = 60.0) -> None:
         """Healthy as its role says: replica (and gateway) if assigned, ic-boundary on API
@@ -353,9 +325,18 @@ class Testnet:
         if snapshot.subnet_of(node_id) is not None:
             node.await_healthy_everywhere(timeout)
         elif snapshot.api_boundary_node_version(node_id) is not None and node.domain:
-            node.await_status_is_healthy(443, timeout)
+            node.await_status_is_healthy(Port.IC_BOUNDARY, timeout)
         else:
             wait_until(node.dashboard, f"dashboard of {node_id} answering", timeout)
+
+    # What a node needs of its testnet (`NodeHost`).
+    def snapshot(self) -> RegistrySnapshot:
+        """The latest registry version."""
+        return self.registry.latest()
+
+    def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
+        """Where the harness reaches `port` of the node (host, port)."""
+        return self.backend.endpoint(node_id, port)
 
     # Topology.
     def node(self, node_id: str) -> Node:
@@ -397,7 +378,7 @@ class Testnet:
     # Waits.
     def await_all_healthy(self, timeout: float = 60.0, progress: Progress | None = None) -> None:
         """Wait until every assigned node is healthy on 8080 (and on 80 with ic-gateway) and
-        every API boundary node answers its status on 443."""
+        every API boundary node answers its status through ic-boundary."""
         deadline = time.monotonic() + timeout
         snapshot = self.topology_snapshot()
         targets = [n for s in snapshot.subnets for n in s.nodes]
@@ -406,7 +387,7 @@ class Testnet:
             if progress:
                 progress("waiting for healthy nodes", done, len(targets))
         for node in snapshot.api_boundary_nodes:
-            node.await_status_is_healthy(443, max(0.1, deadline - time.monotonic()))
+            node.await_status_is_healthy(Port.IC_BOUNDARY, max(0.1, deadline - time.monotonic()))
 
     # Metric checks.
     def check_metrics(self, thresholds: MetricThresholds | None = None) -> None:
@@ -463,7 +444,7 @@ class Testnet:
         """What the node serves now, by its role in the latest registry version: (name, port)
         of every endpoint, as `describe()` lists them."""
         snapshot = self.registry.latest()
-        services = list(ORCHESTRATOR_SERVICES)
+        services: list[tuple[str, int]] = list(ORCHESTRATOR_SERVICES)
         if snapshot.subnet_of(node_id) is not None:
             services[:0] = REPLICA_SERVICES
             if self.expects_gateway(node_id):

@@ -19,20 +19,17 @@ from typing import Any
 
 import psutil
 
-from harness.driver.backends.base import Backend, BackendOptions, get_backend
+from harness.driver.backend_registry import get_backend
+from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.errors import HarnessError
 from harness.driver.run import (
-    TESTNET_ID_ENV,
     Owner,
     Run,
-    docker_engine_configured,
     is_kept,
-    kill_processes,
     owner_of,
-    state_root,
     sweep,
-    tagged_processes,
 )
+from harness.driver.state import state_root
 from harness.driver.testnet import RECORD_FILE, TESTNET_IDS
 
 # Owners that tear their testnet down on SIGTERM, so `harness down` may ask them to.
@@ -148,23 +145,8 @@ def _still_there(entry: TestnetEntry) -> bool:
 
 
 def _remove_one(entry: TestnetEntry) -> None:
-    """Remove one testnet of a run that has others: its processes, containers and directory."""
-    processes = [
-        process
-        for process in tagged_processes().get(entry.run.run_id, [])
-        if _environ(process).get(TESTNET_ID_ENV) == entry.testnet_id
-    ]
-    kill_processes(processes)
-    if docker_engine_configured():
-        from harness.driver.backends.docker import remove_testnet_containers
-
-        remove_testnet_containers(entry.run.run_id, entry.testnet_id)
+    """Remove one testnet of a run that has others: what its backend made, its directory."""
+    run_id = entry.run.run_id
+    get_backend(entry.backend_name).sweep(lambda r: r == run_id, entry.testnet_id)
     shutil.rmtree(entry.directory, ignore_errors=True)
     TESTNET_IDS.release(entry.testnet_id)
-
-
-def _environ(process: psutil.Process) -> dict[str, str]:
-    try:
-        return process.environ()
-    except (psutil.Error, OSError):
-        return {}

@@ -6,9 +6,17 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from harness.driver.errors import NodeNotReady
+import httpx
+
+from harness.driver.errors import HarnessError, NodeNotReady
+from harness.node.status import StatusDecodeError
 
 T = TypeVar("T")
+
+NOT_YET: tuple[type[Exception], ...] = (HarnessError, httpx.HTTPError, OSError, StatusDecodeError)
+"""What a check may raise to say "not yet": a node that does not answer (yet), answers an error
+or something that is not a status yet. Anything else is a bug in the check or in what it looks
+at, and ends the wait at once."""
 
 
 def wait_until(
@@ -16,12 +24,13 @@ def wait_until(
     what: str,
     timeout: float,
     interval: float = 0.05,
+    not_yet: tuple[type[Exception], ...] = NOT_YET,
 ) -> T:
-    """Call `check` until it returns something other than None (or raises nothing).
+    """Call `check` until it returns something other than None.
 
-    `check` returns the value waited for, or None to keep waiting; an exception it raises counts
-    as "not yet" and is remembered. On timeout, `NodeNotReady` names `what`, the time waited,
-    the attempts and the last observation.
+    `check` returns the value waited for, or None to keep waiting; an exception of `not_yet` it
+    raises counts as "not yet" and is remembered, any other propagates at once. On timeout,
+    `NodeNotReady` names `what`, the time waited, the attempts and the last observation.
     """
     start = time.monotonic()
     attempts = 0
@@ -33,7 +42,7 @@ def wait_until(
             if value is not None:
                 return value
             last = "condition not met"
-        except Exception as exc:
+        except not_yet as exc:
             last = f"{type(exc).__name__}: {exc}"
         elapsed = time.monotonic() - start
         if elapsed >= timeout:

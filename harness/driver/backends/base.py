@@ -1,17 +1,32 @@
-"""The one interface every backend implements; tests never see which backend runs them."""
+"""The one interface every backend implements; tests never see which backend runs them.
+
+The core runs nodes: `allocate`, `start_node`, `endpoint`, `teardown`, the logs. What else a
+backend can do to a node (pause it, cut it off, stop it, signal its programs, write its fault
+knobs) it declares through the protocols of `harness.driver.backends.capabilities`.
+Class-level hooks: `prepare()` (before a testnet starts: the node image, say) and `sweep()`
+(what dead runs left behind). Backends are found through the `harness.backends` entry points
+(`harness.driver.backend_registry`): a new one is its module plus one line in pyproject.toml.
+"""
 
 from __future__ import annotations
 
 import abc
-import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from harness.driver.errors import BackendUnavailable, HarnessError
+import httpx
+from rich.console import Console
+
+from harness.driver.backends.capabilities import what
+from harness.driver.errors import HarnessError
 from harness.driver.logfiles import read_file
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
+from harness.node.layout import DataDir, Port
+
+N = TypeVar("N")
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,33 @@ class Backend(abc.ABC):
         self.directory = directory
         self.options = options
 
+    # Class-level hooks.
+    @classmethod
+    def prepare(cls, console: Console) -> None:
+        """Get ready to start testnets (build an image, say), showing progress on `console`;
+        called before a progress display starts."""
+        return None  # nothing to get ready, by default
+
+    @classmethod
+    def sweep(
+        cls, doomed_run: Callable[[str], bool], testnet_id: str | None = None
+    ) -> dict[str, int]:
+        """Remove what this backend made for runs of this state root for which
+        `doomed_run(run_id)` (dead runs, every run, one run), or only for one testnet of them;
+        return how many things per run id."""
+        return {}
+
+    def lacks(self, capability: type) -> str | None:
+        """Why this backend cannot do what `capability` (a protocol of
+        `harness.driver.backends.capabilities`) stands for here, or None when it can."""
+        if isinstance(self, capability):
+            return None
+        return f"the {self.name} backend cannot {what(capability)}"
+
+    def http_client(self) -> httpx.Client:
+        """A client that reaches the nodes' endpoints (after `allocate()`)."""
+        return httpx.Client(trust_env=False)
+
     @property
     def http_proxy(self) -> str | None:
         """The SOCKS5 proxy (`socks5://HOST:PORT`) the harness reaches node endpoints through,
@@ -51,29 +93,24 @@ class Backend(abc.ABC):
             "--node-id", node_id,
             "--registry-url" if "://" in registry else "--registry-local-store", registry,
             "--data-dir", data_dir,
-            "--metrics-listen-addr", f"{listen_ip}:9091",
-            "--dashboard-listen-addr", f"{listen_ip}:7070",
+            "--metrics-listen-addr", f"{listen_ip}:{Port.ORCHESTRATOR_METRICS}",
+            "--dashboard-listen-addr", f"{listen_ip}:{Port.DASHBOARD}",
             "--stop-grace-period", str(self.options.stop_grace_period),
             "--registry-poll-interval", str(self.options.registry_poll_interval),
             "--check-interval", str(self.options.check_interval),
             *extra,
         ]  # fmt: skip
 
-    def data_dir(self, node_id: str) -> Path:
-        """The node's data directory as the harness sees it (logs, pid files, fault knobs)."""
-        return self.directory / node_id
+    def known(self, nodes: Mapping[str, N], node_id: str) -> N:
+        """`nodes[node_id]` of this backend's own records, or `HarnessError` naming the node."""
+        try:
+            return nodes[node_id]
+        except KeyError:
+            raise HarnessError(f"no node {node_id!r} in testnet {self.testnet_id}") from None
 
-    def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
-        """Replace (atomically) or, with None, remove a file in the node's data dir, as the
-        node's programs see it; here: in `data_dir()`, which the node shares."""
-        path = self.data_dir(node_id) / relative
-        if data is None:
-            path.unlink(missing_ok=True)
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.tmp")
-        staging.write_bytes(data)
-        staging.replace(path)
+    def data_dir(self, node_id: str) -> DataDir:
+        """The node's data directory as the harness sees it (logs, pid files, fault knobs)."""
+        return DataDir(self.directory / node_id)
 
     @abc.abstractmethod
     def allocate(self, plan: Plan) -> Mapping[str, str]:
@@ -84,32 +121,6 @@ class Backend(abc.ABC):
         """Start the node's orchestrator (which starts its programs from the registry)."""
 
     @abc.abstractmethod
-    def stop_node(self, node_id: str) -> None:
-        """Stop the node gracefully (SIGTERM to its orchestrator, escalating). Until then, an
-        orchestrator that dies is started again, as systemd's `Restart=always` would."""
-
-    @abc.abstractmethod
-    def pause_node(self, node_id: str) -> None:
-        """Freeze every process of the node; it keeps its state but answers nothing."""
-
-    @abc.abstractmethod
-    def resume_node(self, node_id: str) -> None:
-        """Undo `pause_node`; a no-op for a node that is not paused."""
-
-    @abc.abstractmethod
-    def partition_node(self, node_id: str) -> None:
-        """Cut the node off: nothing reaches it and it reaches nothing (the harness included)."""
-
-    @abc.abstractmethod
-    def heal_node(self, node_id: str) -> None:
-        """Undo `partition_node`; a no-op for a node that is not partitioned."""
-
-    @abc.abstractmethod
-    def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:
-        """Send `sig` to one program of the node (`orchestrator`, `replica`, `ic-gateway`,
-        `ic-boundary`); return its pid. Raise `HarnessError` if it is not running."""
-
-    @abc.abstractmethod
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         """Where the harness reaches `port` of the node (host, port)."""
 
@@ -118,15 +129,15 @@ class Backend(abc.ABC):
     # that started the nodes.
     def log_names(self, node_id: str) -> list[str]:
         """The node's programs that have a log: `orchestrator` first, then those that ran."""
-        logs = self.data_dir(node_id) / "logs"
+        logs = self.data_dir(node_id).logs
         names = sorted(path.stem for path in logs.glob("*.log")) if logs.is_dir() else []
         return ["orchestrator", *names]
 
     def read_log(self, node_id: str, process: str, follow: bool = False) -> Iterator[bytes]:
         """The log of one of the node's programs (one of `log_names`) from its start; with
         `follow`, then what is appended, until the testnet is removed (or the caller stops)."""
-        name = "orchestrator.log" if process == "orchestrator" else f"logs/{process}.log"
-        path = self.data_dir(node_id) / name
+        data = self.data_dir(node_id)
+        path = data.orchestrator_log if process == "orchestrator" else data.log(process)
         if not path.is_file():
             raise self.no_log(node_id, process)
         return read_file(path, follow)
@@ -152,46 +163,13 @@ class Backend(abc.ABC):
         """Stop every node and release everything; safe to call twice."""
 
 
-_BACKENDS: dict[str, Callable[[], type[Backend]]] = {}
-
-
-def register_backend(name: str, loader: Callable[[], type[Backend]]) -> None:
-    _BACKENDS[name] = loader
-
-
-def backend_names() -> list[str]:
-    return sorted(_BACKENDS)
-
-
-def get_backend(name: str) -> type[Backend]:
-    """The backend class called `name`; imported lazily so an unused backend costs nothing."""
-    try:
-        loader = _BACKENDS[name]
-    except KeyError:
-        raise BackendUnavailable(
-            f"unknown backend {name!r}; available: {', '.join(backend_names())}"
-        ) from None
-    return loader()
-
-
-def _local() -> type[Backend]:
-    from harness.driver.backends.local import LocalBackend
-
-    return LocalBackend
-
-
-def _docker() -> type[Backend]:
-    from harness.driver.backends.docker import DockerBackend
-
-    return DockerBackend
-
-
-def _swarm() -> type[Backend]:
-    from harness.driver.backends.swarm import SwarmBackend
-
-    return SwarmBackend
-
-
-register_backend("local", _local)
-register_backend("docker", _docker)
-register_backend("swarm", _swarm)
+def write_file(path: Path, data: bytes | None) -> None:
+    """Replace a file atomically with `data` or, with None, remove it: what `write_node_file`
+    does where the node's data directory is shared with the harness (local, docker)."""
+    if data is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_bytes(data)
+    staging.replace(path)

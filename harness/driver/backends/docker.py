@@ -1,5 +1,5 @@
-"""The docker backend: every node is a container of the node image (`harness.driver.images`),
-run through testcontainers on one docker network per testnet.
+"""The docker backend: every node is a container of the node image (`images.py`), run through
+testcontainers on one docker network per testnet.
 
 How a node maps onto Docker:
 
@@ -18,15 +18,17 @@ How a node maps onto Docker:
   part.
 - Containers run as the host user, so everything in the run directory stays removable by the
   run; binding port 80 still works (`net.ipv4.ip_unprivileged_port_start=0`).
-- Ports 80, 443, 7070, 8080, 9090, 9091, 9324, 9325 are published on 127.0.0.1 only, on random
-  host ports; `endpoint()` returns the mapping read when the container started.
-- Every container and network carries `org.harness.run-id` and `org.harness.testnet-id`;
-  `teardown()` removes the testnet's, `sweep_docker()` those of dead runs. These labels are the
+- Every node port (`harness.node.layout.NODE_PORTS`) is published on 127.0.0.1 only, on a
+  random host port; `endpoint()` returns the mapping read when the container started.
+- Every container and network carries the testnet's labels (`engine.testnet_labels`);
+  `teardown()` removes the testnet's, `sweep()` those of dead runs. These labels are the
   reaper: testcontainers' Ryuk needs an image pull, so the harness's containers
-  (`HarnessContainer`) never start it, while the process's other testcontainers keep whatever
-  the user configured (nothing here changes testcontainers' settings or the environment).
+  (`engine.HarnessContainer`) never start it, while the process's other testcontainers keep
+  whatever the user configured (nothing here changes testcontainers' settings or the
+  environment).
 - Faults: `kill_process` runs `kill -<sig> <pid>` inside the container (pids are the
-  container's); `stop_node` is `docker stop`; `pause_node`/`resume_node` freeze the container;
+  container's, from the pid files there); `stop_node` is `docker stop`;
+  `pause_node`/`resume_node` freeze the container;
   `partition_node`/`heal_node` take it off its network and back (same IP and alias).
 - Restart policy `unless-stopped`: an orchestrator that dies (killed -9, say) takes its
   container down, and Docker starts it again, as systemd's `Restart=always` would; the new
@@ -37,120 +39,61 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
-import math
 import os
-import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import docker
 import docker.errors
 import docker.types
 import httpx
-import psutil
 import requests
 from docker.models.containers import Container
-from testcontainers.core.container import DockerContainer
+from rich.console import Console
 from testcontainers.core.exceptions import ContainerStartException
-from testcontainers.core.network import Network
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
-from harness.driver.backends.base import Backend, BackendOptions
-from harness.driver.backends.local_addresses import NODE_PORTS
-from harness.driver.errors import (
-    BackendUnavailable,
-    HarnessError,
-    NodeStartError,
+from harness.driver.backends import engine
+from harness.driver.backends.base import Backend, BackendOptions, write_file
+from harness.driver.backends.capabilities import (
+    NodeFiles,
+    Partitionable,
+    Pausable,
+    Signallable,
+    Stoppable,
 )
-from harness.driver.images import build_node_image, engine
-from harness.driver.run import Run, docker_engine_configured, state_root
+from harness.driver.backends.engine import (
+    BINARY_DIRECTORY,
+    NODE_DATA,
+    NODE_LABEL,
+    PUBLISH_HOST,
+    HarnessContainer,
+    probe_ready,
+    published_port,
+    ready_path,
+)
+from harness.driver.backends.images import build_node_image
+from harness.driver.errors import HarnessError, NodeStartError
+from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
-from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
+from harness.node.layout import NODE_PORTS, DataDir, Port
 
 log = logging.getLogger(__name__)
 
-RUN_LABEL = "org.harness.run-id"
-TESTNET_LABEL = "org.harness.testnet-id"
-NODE_LABEL = "org.harness.node-id"
-STATE_ROOT_LABEL = "org.harness.state-root"
-PUBLISH_HOST = "127.0.0.1"
-SUBNET_POOL = ipaddress.ip_network("172.28.0.0/14")
+SUBNET_POOL = ipaddress.IPv4Network("172.28.0.0/14")
 REGISTRY_MOUNT = "/registry"
-DATA_MOUNT = "/var/lib/node"
-BINARY_DIRECTORY = "/opt/harness/bin"
-REPLICA_PORT = 8080
-DASHBOARD_PORT = 7070
 STARTUP_TIMEOUT = 60.0
 PORT_MAPPING_TIMEOUT = 10.0
 
 
-class HarnessContainer(DockerContainer):
-    """A testcontainers container that starts without Ryuk, whatever testcontainers is
-    configured to do for the user's own containers in the same process: Ryuk's image would
-    have to be pulled, and the harness removes its containers itself, by label. Networks are
-    passed in the docker kwargs (`with_kwargs(network=..., networking_config=...)`)."""
-
-    def start(self) -> Self:
-        self._configure()
-        self._container = self.get_docker_client().run(
-            self.image,
-            command=self._command,
-            detach=True,
-            environment=self.env,
-            ports=self.ports,
-            name=self._name,
-            volumes={
-                host: {"bind": m["bind"], "mode": m["mode"]} for host, m in self.volumes.items()
-            },
-            **self._kwargs,
-        )
-        if self._wait_strategy is not None:
-            self._wait_strategy.wait_until_ready(self)
-        return self
-
-
 class ContainerExited(NodeStartError):
     """The node's container stopped while it was being waited for."""
-
-
-def published_port(container: Container, port: int) -> int:
-    """The host port `port` of the container is published on; `ConnectionError` while Docker
-    has not filled the mapping in yet (it can lag behind the container's start)."""
-    bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
-    for binding in bindings.get(f"{port}/tcp") or ():
-        if binding.get("HostIp") == PUBLISH_HOST and binding.get("HostPort"):
-            return int(binding["HostPort"])
-    raise ConnectionError(f"port {port} of container {container.short_id} is not published yet")
-
-
-def testnet_labels(run_id: str, testnet_id: str) -> dict[str, str]:
-    """The labels of everything a testnet makes in a docker engine: what the sweep goes by."""
-    return {RUN_LABEL: run_id, TESTNET_LABEL: testnet_id, STATE_ROOT_LABEL: str(state_root())}
-
-
-def taken_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
-    """Every IPv4 subnet of the engine's networks and of the host's interfaces."""
-    taken: list[ipaddress.IPv4Network] = []
-    for network in client.api.networks():
-        for config in (network.get("IPAM") or {}).get("Config") or ():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                subnet = ipaddress.ip_network(config["Subnet"], strict=False)
-                if isinstance(subnet, ipaddress.IPv4Network):
-                    taken.append(subnet)
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family.name == "AF_INET" and address.netmask:
-                interface = ipaddress.ip_interface(f"{address.address}/{address.netmask}")
-                if isinstance(interface, ipaddress.IPv4Interface):
-                    taken.append(interface.network)
-    return taken
 
 
 class NodeReadyWaitStrategy(WaitStrategy):
@@ -175,8 +118,8 @@ class NodeReadyWaitStrategy(WaitStrategy):
     @property
     def what(self) -> str:
         if self.replica:
-            return f"a healthy replica status on port {REPLICA_PORT}"
-        return f"the orchestrator dashboard on port {DASHBOARD_PORT}"
+            return f"a healthy replica status on port {Port.REPLICA_HTTP}"
+        return f"the orchestrator dashboard on port {Port.DASHBOARD}"
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
         deadline = time.monotonic() + self.timeout
@@ -208,28 +151,6 @@ class NodeReadyWaitStrategy(WaitStrategy):
         return ready
 
 
-def ready_path(replica: bool) -> tuple[int, str]:
-    """The port and path that tell whether a node is up: its replica's status on 8080 for a
-    node assigned to a subnet, else its orchestrator's dashboard on 7070."""
-    return (REPLICA_PORT, STATUS_PATH) if replica else (DASHBOARD_PORT, "/")
-
-
-def probe_ready(http: httpx.Client, host: str, port: int, replica: bool) -> tuple[bool, str]:
-    """Ask once whether a node is up (see `ready_path`), reached at `host:port`; return
-    (up, what was observed)."""
-    try:
-        response = http.get(f"http://{host}:{port}{ready_path(replica)[1]}")
-    except httpx.TransportError as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-    if not replica:
-        return response.status_code == 200, f"the dashboard answered {response.status_code}"
-    try:
-        status = decode_status(response.content)
-    except StatusDecodeError as exc:
-        return False, f"{response.status_code}: {exc}"
-    return status.is_healthy, f"replica_health_status {status.replica_health_status}"
-
-
 @dataclass
 class _DockerNode:
     node_id: str
@@ -241,14 +162,24 @@ class _DockerNode:
     partitioned: bool = False
 
 
-class DockerBackend(Backend):
+class DockerBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles):
     """Nodes as containers on a per-testnet docker network."""
 
     name = "docker"
 
+    @classmethod
+    def prepare(cls, console: Console) -> None:
+        build_node_image(console=console)
+
+    @classmethod
+    def sweep(
+        cls, doomed_run: Callable[[str], bool], testnet_id: str | None = None
+    ) -> dict[str, int]:
+        return engine.sweep_labelled(cls.name, doomed_run, testnet_id)
+
     def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
         super().__init__(run, testnet_id, directory, options)
-        self._client = engine()
+        self._client = engine.engine()
         self._nodes: dict[str, _DockerNode] = {}
         self._image: str | None = None
         self.network_name = f"harness-{run.run_id}-{testnet_id}"
@@ -257,63 +188,27 @@ class DockerBackend(Backend):
 
     @property
     def labels(self) -> dict[str, str]:
-        return testnet_labels(self.run.run_id, self.testnet_id)
+        return engine.testnet_labels(self.run.run_id, self.testnet_id, self.name)
 
     # Addresses.
     def allocate(self, plan: Plan) -> Mapping[str, str]:
         if len(plan.nodes) > 250:
             raise HarnessError(f"the docker backend runs at most 250 nodes, not {len(plan.nodes)}")
         self._image = build_node_image(client=self._client)
-        self.subnet = self._create_network()
+        self.subnet = engine.create_network(
+            self._client, self.network_name, SUBNET_POOL, self.labels, driver="bridge"
+        )
         ips: dict[str, str] = {}
         for node in plan.nodes:
             ip = str(self.subnet.network_address + node.index + 2)
             ips[node.node_id] = ip
-            self._nodes[node.node_id] = _DockerNode(node.node_id, ip, self.directory / node.node_id)
+            self._nodes[node.node_id] = _DockerNode(
+                node.node_id, ip, self.data_dir(node.node_id).root
+            )
         return ips
 
-    def _create_network(self, tries: int = 100) -> ipaddress.IPv4Network:
-        taken = taken_subnets(self._client)
-        blocks = SUBNET_POOL.num_addresses // 256
-        rng = random.Random()
-        for _ in range(tries):
-            block = SUBNET_POOL.network_address + 256 * rng.randrange(blocks)
-            subnet = ipaddress.IPv4Network(f"{block}/24")
-            if any(subnet.overlaps(other) for other in taken):
-                continue
-            network = Network(
-                docker_network_kw={
-                    "driver": "bridge",
-                    "labels": self.labels,
-                    "ipam": docker.types.IPAMConfig(
-                        pool_configs=[
-                            docker.types.IPAMPool(
-                                subnet=str(subnet), gateway=str(subnet.network_address + 1)
-                            )
-                        ]
-                    ),
-                }
-            )
-            network.name = self.network_name
-            try:
-                network.create()
-            except docker.errors.APIError as exc:
-                if "overlap" in str(exc).lower():  # taken meanwhile by another run
-                    taken.append(subnet)
-                    continue
-                raise HarnessError(
-                    f"cannot create docker network {self.network_name}: {exc}"
-                ) from None
-            return subnet
-        raise BackendUnavailable(
-            f"no free /24 in {SUBNET_POOL} for the testnet's docker network after {tries} tries"
-        )
-
     def _node(self, node_id: str) -> _DockerNode:
-        try:
-            return self._nodes[node_id]
-        except KeyError:
-            raise HarnessError(f"no node {node_id!r} in testnet {self.testnet_id}") from None
+        return self.known(self._nodes, node_id)
 
     # Life cycle.
     def start_node(self, node: PlannedNode, registry_path: Path) -> None:
@@ -343,7 +238,7 @@ class DockerBackend(Backend):
         command = self.orchestrator_arguments(
             node.node_id,
             REGISTRY_MOUNT,
-            DATA_MOUNT,
+            str(NODE_DATA.root),
             "0.0.0.0",
             "--ic-binary-directory",
             BINARY_DIRECTORY,
@@ -356,7 +251,7 @@ class DockerBackend(Backend):
             .with_name(f"{self.network_name}-{node.node_id}")
             .with_command(command)
             .with_volume_mapping(registry_path.resolve(), REGISTRY_MOUNT, "ro")
-            .with_volume_mapping(local.data_dir.resolve(), DATA_MOUNT, "rw")
+            .with_volume_mapping(local.data_dir.resolve(), str(NODE_DATA.root), "rw")
             .with_kwargs(
                 labels={**self.labels, NODE_LABEL: node.node_id},
                 restart_policy={"Name": "unless-stopped"},
@@ -434,10 +329,7 @@ class DockerBackend(Backend):
             container.unpause()
         if container.status in ("running", "paused", "restarting"):
             # Docker sends SIGTERM (tini forwards it to the orchestrator), SIGKILL after this.
-            container.stop(timeout=self._stop_timeout())
-
-    def _stop_timeout(self) -> int:
-        return math.ceil(2 * self.options.stop_grace_period + 5)
+            container.stop(timeout=engine.stop_timeout(self.options))
 
     def pause_node(self, node_id: str) -> None:
         """Freeze every process of the node (`docker pause`): it stops answering, keeps state."""
@@ -466,36 +358,17 @@ class DockerBackend(Backend):
         local.ports = self._read_ports(local)
 
     # Faults and inspection.
-    def process_pid(self, node_id: str, process: str) -> int | None:
-        """The pid (inside the container) of one of the node's programs, from its pid file."""
-        local = self._node(node_id)
-        try:
-            if process == "orchestrator":
-                return int((local.data_dir / "orchestrator.pid").read_text().strip())
-            record = json.loads((local.data_dir / "run" / f"{process}.pid").read_text())
-            return int(record["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
     def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:
-        local = self._node(node_id)
-        container = self._running(local)
-        pid = self.process_pid(node_id, process)
-        if pid is None:
-            raise HarnessError(f"node {node_id}: no {process} process is running")
-        result = container.exec_run(["sh", "-c", f"kill -{int(sig)} {pid}"])
-        if result.exit_code != 0:
-            output = result.output if isinstance(result.output, bytes) else b""
-            message = output.decode(errors="replace").strip()
-            raise HarnessError(
-                f"node {node_id}: no {process} process is running (kill {pid}: {message})"
-            )
-        return pid
+        return engine.signal_program(self._running(self._node(node_id)), node_id, process, sig)
+
+    def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
+        write_file(self.data_dir(node_id).root / relative, data)  # the bind-mounted data dir
 
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         local = self._node(node_id)
         if port not in NODE_PORTS:
-            raise HarnessError(f"port {port} of a node is not published; published: {NODE_PORTS}")
+            published = [int(p) for p in NODE_PORTS]
+            raise HarnessError(f"port {port} of a node is not published; published: {published}")
         if not local.ports:
             raise HarnessError(f"node {node_id} has not been started")
         self._refresh_ports(local)
@@ -530,7 +403,7 @@ class DockerBackend(Backend):
             return super().read_log(node_id, process, follow)
         # The orchestrator's output: what removed containers of the node wrote (kept in
         # orchestrator.log), then the current container's `docker logs`.
-        saved = self.data_dir(node_id) / "orchestrator.log"
+        saved = self.data_dir(node_id).orchestrator_log
         container = self._node_container(node_id)
         if container is None and not saved.is_file():
             raise self.no_log(node_id, process)
@@ -567,7 +440,7 @@ class DockerBackend(Backend):
         """Remove the node's container, keeping its output in orchestrator.log."""
         output = self._docker_logs(local)
         if output and local.data_dir.is_dir():
-            with (local.data_dir / "orchestrator.log").open("ab") as saved:
+            with DataDir(local.data_dir).orchestrator_log.open("ab") as saved:
                 saved.write(output)
         container = self._created(local)
         if container is not None:
@@ -588,7 +461,7 @@ class DockerBackend(Backend):
             with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
                 container = self._wrapped(local)
                 try:
-                    container.wait(timeout=self._stop_timeout())
+                    container.wait(timeout=engine.stop_timeout(self.options))
                 except requests.RequestException:
                     log.warning("node %s ignored SIGTERM; killing it", local.node_id)
             self._remove(local)
@@ -598,105 +471,10 @@ class DockerBackend(Backend):
             self.subnet = None
         # Anything else with this testnet's labels (say, from a start interrupted between
         # creating a container and recording it) goes too.
-        removed = remove_labelled(self._client, lambda labels: is_ours(labels, self.labels))
+        removed = engine.remove_labelled(
+            self._client, lambda labels: engine.is_ours(labels, self.labels)
+        )
         if removed:
             log.warning("testnet %s: removed %d untracked leftover(s)", self.testnet_id, removed)
         for local in self._nodes.values():
             local.ports = {}
-
-
-def is_ours(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in wanted.items())
-
-
-def remove_labelled(
-    client: docker.DockerClient, doomed: Callable[[Mapping[str, str]], bool]
-) -> int:
-    """Remove every swarm service (where the engine manages a swarm), then every container,
-    then every network with a run label that `doomed` accepts; return how many."""
-    removed = 0
-    with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: no services
-        for service in client.services.list(filters={"label": RUN_LABEL}):
-            if doomed(service.attrs.get("Spec", {}).get("Labels") or {}):
-                with contextlib.suppress(docker.errors.NotFound):
-                    service.remove()  # type: ignore[no-untyped-call]
-                    removed += 1
-    for container in client.containers.list(
-        all=True, filters={"label": RUN_LABEL}, ignore_removed=True
-    ):
-        if doomed(container.labels):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                container.remove(force=True)  # an APIError: its service removes it already
-                removed += 1
-    for network in client.networks.list(filters={"label": RUN_LABEL}):
-        if doomed(network.attrs.get("Labels") or {}):
-            _remove_network(network)
-            removed += 1
-    return removed
-
-
-def _remove_network(network: Any, timeout: float = 20.0) -> None:
-    """Remove a network; an overlay keeps "active endpoints" for a moment after the containers
-    of removed services are gone, so that is waited out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            network.remove()
-            return
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            if "active endpoints" not in str(exc) or time.monotonic() > deadline:
-                log.warning("cannot remove docker network %s: %s", network.name, exc)
-                return
-            time.sleep(0.2)
-
-
-def remove_testnet_containers(run_id: str, testnet_id: str) -> int:
-    """Remove the services, containers and networks of one testnet; return how many."""
-    try:
-        client = engine()
-    except BackendUnavailable:
-        return 0
-    wanted = testnet_labels(run_id, testnet_id)
-    try:
-        return remove_labelled(client, lambda labels: is_ours(labels, wanted))
-    finally:
-        client.close()
-
-
-def sweep_docker(
-    everything: bool = False,
-    only_run: str | None = None,
-    live_run: Callable[[str], bool] = lambda run_id: True,
-) -> dict[str, int]:
-    """Remove containers and networks of dead runs (those for which `live_run(run_id)` is
-    False; by default every run counts as alive), of every run (`everything`) or of one run
-    (`only_run`). Returns how many were removed per run id; does nothing where no Docker engine
-    runs."""
-    if not docker_engine_configured():
-        return {}
-    try:
-        client = engine()
-    except BackendUnavailable:
-        return {}
-    removed: dict[str, int] = {}
-
-    root = str(state_root())
-
-    def doomed(labels: Mapping[str, str]) -> bool:
-        if labels.get(STATE_ROOT_LABEL) != root:
-            return False  # another state root's run (a test's own, say) is not ours to judge
-        run_id = labels.get(RUN_LABEL, "")
-        hit = run_id == only_run if only_run is not None else everything or not live_run(run_id)
-        if hit:
-            removed[run_id] = removed.get(run_id, 0) + 1
-        return hit
-
-    try:
-        remove_labelled(client, doomed)
-    finally:
-        client.close()
-    for run_id, count in removed.items():
-        log.warning("swept %d docker container(s)/network(s) left by run %s", count, run_id)
-    return removed

@@ -1,6 +1,6 @@
 """The local backend (the default): every node is an orchestrator process on its own loopback
-address 127.A.B.n, with the node programs under it, so each node's ports 80, 8080, 9090, 9091,
-7070 (and 443/9324 on API boundary nodes) are real and distinct. No Docker needed.
+address 127.A.B.n, with the node programs under it, so each node's ports (`harness.node.layout`)
+are real and distinct. No Docker needed.
 
 The backend watches its orchestrators as systemd would with `Restart=always`: one that exits
 while its node should run (killed -9, say) is started again after 0.1 s, at most 5 times in
@@ -9,29 +9,41 @@ is paused with SIGSTOP to all its processes (SIGCONT resumes it) and partitioned
 rules that drop all traffic to and from its address (`local_firewall`).
 
 Where binding port 80 is not permitted (not root and no CAP_NET_BIND_SERVICE) the gateways
-listen on 8880 instead; this is said once, and `endpoint(node, 80)` maps to it.
+listen on 8880 instead; this is said once, and `endpoint(node, 80)` maps to it. Partitions need
+iptables and root: without them the backend says so (`lacks`), and a test that partitions a
+node is skipped with that reason.
+
+Its sweep kills the process groups of the tagged processes of dead runs (`Run.process_tags`)
+and removes their partition rules.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from harness.driver.backends import local_addresses, local_firewall
-from harness.driver.backends.base import Backend, BackendOptions
+from harness.driver.backends.base import Backend, BackendOptions, write_file
+from harness.driver.backends.capabilities import (
+    NodeFiles,
+    Partitionable,
+    Pausable,
+    Signallable,
+    Stoppable,
+)
 from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import (
     NODE_ID_ENV,
@@ -41,11 +53,10 @@ from harness.driver.run import (
     tagged_processes,
 )
 from harness.driver.topology import Plan, PlannedNode
+from harness.node.layout import UNPRIVILEGED_IC_GATEWAY_PORT, DataDir, Port, read_pid_file
 
 log = logging.getLogger(__name__)
 
-GATEWAY_PORT = 80
-UNPRIVILEGED_GATEWAY_PORT = 8880
 _warned_port_80 = False
 
 
@@ -58,7 +69,7 @@ RESTART_INTERVAL = 10.0  # ... within StartLimitIntervalSec
 class _LocalNode:
     node_id: str
     ip: str
-    data_dir: Path
+    data_dir: DataDir
     process: subprocess.Popen[bytes] | None = None
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -67,16 +78,41 @@ class _LocalNode:
     partitioned: bool = False
 
 
-class LocalBackend(Backend):
+class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles):
     """Nodes as process trees on loopback addresses."""
 
     name = "local"
+
+    @classmethod
+    def sweep(
+        cls, doomed_run: Callable[[str], bool], testnet_id: str | None = None
+    ) -> dict[str, int]:
+        killed: dict[str, int] = {}
+        for run_id, processes in tagged_processes().items():
+            if not doomed_run(run_id):
+                continue
+            if testnet_id is not None:
+                processes = [p for p in processes if _environ(p).get(TESTNET_ID_ENV) == testnet_id]
+            if processes:
+                killed[run_id] = kill_processes(processes)
+                log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
+        if testnet_id is None:  # a node's partition rules are healed when its testnet closes
+            local_firewall.sweep_rules(doomed_run)
+        return killed
+
+    def lacks(self, capability: type) -> str | None:
+        if capability is Partitionable:
+            if shutil.which("iptables") is None:
+                return "partitions on the local backend need iptables (Debian package iptables)"
+            if os.geteuid() != 0:
+                return "partitions on the local backend need root (iptables rules)"
+        return super().lacks(capability)
 
     def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
         super().__init__(run, testnet_id, directory, options)
         self._nodes: dict[str, _LocalNode] = {}
         self._prefix: str | None = None
-        self.gateway_port = GATEWAY_PORT
+        self.gateway_port: int = Port.IC_GATEWAY
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._supervisor = threading.Thread(
@@ -90,30 +126,27 @@ class LocalBackend(Backend):
         for node in plan.nodes:
             ip = f"{self._prefix}.{node.index + 2}"
             ips[node.node_id] = ip
-            self._nodes[node.node_id] = _LocalNode(node.node_id, ip, self.directory / node.node_id)
+            self._nodes[node.node_id] = _LocalNode(node.node_id, ip, self.data_dir(node.node_id))
         if not local_addresses.port_80_allowed(f"{self._prefix}.2"):
-            self.gateway_port = UNPRIVILEGED_GATEWAY_PORT
+            self.gateway_port = UNPRIVILEGED_IC_GATEWAY_PORT
             if not _warned_port_80:
                 _warned_port_80 = True
                 log.warning(
                     "binding port 80 is not permitted here (not root, no CAP_NET_BIND_SERVICE): "
                     "ic-gateway listens on %d instead; node.url(80) maps to it",
-                    UNPRIVILEGED_GATEWAY_PORT,
+                    UNPRIVILEGED_IC_GATEWAY_PORT,
                 )
         return ips
 
     def _node(self, node_id: str) -> _LocalNode:
-        try:
-            return self._nodes[node_id]
-        except KeyError:
-            raise HarnessError(f"no node {node_id!r} in testnet {self.testnet_id}") from None
+        return self.known(self._nodes, node_id)
 
     def start_node(self, node: PlannedNode, registry_path: Path) -> None:
         local = self._node(node.node_id)
         with self._lock:
             if local.process is not None and local.process.poll() is None:
                 raise HarnessError(f"node {node.node_id} is already running")
-            local.data_dir.mkdir(parents=True, exist_ok=True)
+            local.data_dir.root.mkdir(parents=True, exist_ok=True)
             local.argv = [
                 sys.executable,
                 "-m",
@@ -121,7 +154,7 @@ class LocalBackend(Backend):
                 *self.orchestrator_arguments(
                     node.node_id,
                     str(registry_path),
-                    str(local.data_dir),
+                    str(local.data_dir.root),
                     local.ip,
                     "--ic-gateway-port",
                     str(self.gateway_port),
@@ -140,7 +173,7 @@ class LocalBackend(Backend):
 
     def _spawn(self, local: _LocalNode) -> None:
         try:
-            with (local.data_dir / "orchestrator.log").open("ab") as out:
+            with local.data_dir.orchestrator_log.open("ab") as out:
                 local.process = subprocess.Popen(
                     local.argv,
                     stdin=subprocess.DEVNULL,
@@ -153,7 +186,7 @@ class LocalBackend(Backend):
             raise NodeStartError(
                 f"node {local.node_id}: cannot start the orchestrator: {exc}"
             ) from exc
-        (local.data_dir / "orchestrator.pid").write_text(str(local.process.pid))
+        local.data_dir.pid_file("orchestrator").write_text(str(local.process.pid))
 
     def _supervise(self) -> None:
         """Restart=always for the orchestrators (see the module docstring)."""
@@ -237,10 +270,7 @@ class LocalBackend(Backend):
         """Live processes of this testnet (of one node), found by their environment tags."""
         found = []
         for process in tagged_processes().get(self.run.run_id, []):
-            try:
-                env = process.environ()
-            except (psutil.Error, OSError):
-                continue
+            env = _environ(process)
             if env.get(TESTNET_ID_ENV) == self.testnet_id and (
                 node_id is None or env.get(NODE_ID_ENV) == node_id
             ):
@@ -254,14 +284,15 @@ class LocalBackend(Backend):
             if local.process is None or local.process.poll() is not None:
                 return None
             return local.process.pid
-        try:
-            record = json.loads((local.data_dir / "run" / f"{process}.pid").read_text())
-            pid = int(record["pid"])
-            if abs(psutil.Process(pid).create_time() - float(record["create_time"])) > 0.01:
-                return None
-            return pid
-        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        record = read_pid_file(local.data_dir.pid_file(process))
+        if record is None or record.create_time is None:
             return None
+        try:  # the pid is the program's only while the process has its create time
+            if abs(psutil.Process(record.pid).create_time() - record.create_time) > 0.01:
+                return None
+        except psutil.Error:
+            return None
+        return record.pid
 
     def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:
         pid = self.process_pid(node_id, process)
@@ -272,7 +303,10 @@ class LocalBackend(Backend):
 
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         ip = self._node(node_id).ip
-        return ip, self.gateway_port if port == GATEWAY_PORT else port
+        return ip, self.gateway_port if port == Port.IC_GATEWAY else port
+
+    def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
+        write_file(self.data_dir(node_id).root / relative, data)
 
     def teardown(self) -> None:
         self._closing.set()
@@ -302,3 +336,10 @@ class LocalBackend(Backend):
         if self._prefix is not None:
             local_addresses.release_block(self._prefix)
             self._prefix = None
+
+
+def _environ(process: psutil.Process) -> dict[str, str]:
+    try:
+        return process.environ()
+    except (psutil.Error, OSError):
+        return {}

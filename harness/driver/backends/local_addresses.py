@@ -12,10 +12,10 @@ import socket
 
 from harness.driver.claims import Claims
 from harness.driver.errors import BackendUnavailable
+from harness.node.layout import NODE_PORTS, Port
 
 # 127.1-99.x.y: the harness's own tests use 127.100-250 for single programs.
 _FIRST_OCTET = range(1, 100)
-NODE_PORTS = (80, 443, 7070, 8080, 9090, 9091, 9324, 9325)
 BLOCKS = Claims("blocks")
 
 
@@ -50,7 +50,7 @@ def port_80_allowed(ip: str) -> bool:
     """Whether this process may bind port 80 (root or CAP_NET_BIND_SERVICE)."""
     try:
         with socket.socket() as sock:
-            sock.bind((ip, 80))
+            sock.bind((ip, Port.IC_GATEWAY))
     except PermissionError:
         return False
     except OSError:

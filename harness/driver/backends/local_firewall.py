@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable
 
 from harness.driver.errors import BackendUnavailable, HarnessError
-from harness.driver.run import state_root
+from harness.driver.state import state_root
 
 _CHAINS = (("INPUT", "-d"), ("OUTPUT", "-s"))
 _TAG = "harness:"

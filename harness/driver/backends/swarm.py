@@ -44,18 +44,15 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
-import json
 import logging
-import math
 import os
-import random
 import shutil
 import signal
 import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,42 +64,43 @@ import httpx
 import requests
 from docker.models.containers import Container
 from docker.models.services import Service
+from rich.console import Console
 
+from harness.driver.backends import engine
 from harness.driver.backends.base import Backend, BackendOptions
-from harness.driver.backends.docker import (
+from harness.driver.backends.capabilities import (
+    NodeFiles,
+    Partitionable,
+    Pausable,
+    Signallable,
+    Stoppable,
+)
+from harness.driver.backends.engine import (
+    BINARY_DIRECTORY,
+    NODE_DATA,
     NODE_LABEL,
     PUBLISH_HOST,
     TESTNET_LABEL,
     HarnessContainer,
-    is_ours,
+    exec_in,
     probe_ready,
     published_port,
     ready_path,
-    remove_labelled,
-    taken_subnets,
-    testnet_labels,
 )
+from harness.driver.backends.images import IMAGE_REGISTRY_ENV, build_node_image, push_node_image
 from harness.driver.errors import BackendUnavailable, HarnessError, NodeStartError
-from harness.driver.images import (
-    IMAGE_REGISTRY_ENV,
-    build_node_image,
-    engine,
-    push_node_image,
-)
 from harness.driver.logfiles import FOLLOW_INTERVAL
 from harness.driver.run import Run
 from harness.driver.socks import socks_client
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
+from harness.node.layout import REGISTRY_SERVICE_PORT
 
 log = logging.getLogger(__name__)
 
-NETWORK_POOL = ipaddress.ip_network("10.200.0.0/13")
-DATA_DIR = "/var/lib/node"
-BINARY_DIRECTORY = "/opt/harness/bin"
+NETWORK_POOL = ipaddress.IPv4Network("10.200.0.0/13")
 TINI = "/usr/bin/tini"
 PROXY_PORT = 1080
-REGISTRY_PORT = 8000
 REGISTRY_ALIAS = "registry"
 STARTUP_TIMEOUT = 60.0
 SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
@@ -147,14 +145,41 @@ class _SwarmNode:
     partitioned_pid: int | None = None  # whose network namespace has the partition rules
 
 
-class SwarmBackend(Backend):
+class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles):
     """Nodes as Swarm services on a per-testnet overlay network."""
 
     name = "swarm"
 
+    @classmethod
+    def prepare(cls, console: Console) -> None:
+        if not os.environ.get(IMAGE_REGISTRY_ENV):  # else each start pushes (and builds) it
+            build_node_image(console=console)
+
+    @classmethod
+    def sweep(
+        cls, doomed_run: Callable[[str], bool], testnet_id: str | None = None
+    ) -> dict[str, int]:
+        return engine.sweep_labelled(cls.name, doomed_run, testnet_id)
+
+    def lacks(self, capability: type) -> str | None:
+        if capability is Partitionable:
+            if shutil.which("nsenter") is None or shutil.which("iptables") is None:
+                return (
+                    "partitioning a swarm node needs nsenter and iptables on its machine "
+                    "(Debian packages util-linux and iptables)"
+                )
+            if os.geteuid() != 0:
+                return "partitioning a swarm node needs root (iptables in its network namespace)"
+        return super().lacks(capability)
+
+    def http_client(self) -> httpx.Client:
+        if self.http_proxy is None:
+            raise HarnessError("allocate() must run before the swarm backend has a client")
+        return socks_client(self.http_proxy)
+
     def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
         super().__init__(run, testnet_id, directory, options)
-        self._client = engine()
+        self._client = engine.engine()
         self._machine = swarm_node_id(self._client)
         self.network_name = f"harness-{run.run_id}-{testnet_id}"
         self._image: str | None = None
@@ -167,7 +192,7 @@ class SwarmBackend(Backend):
 
     @property
     def labels(self) -> dict[str, str]:
-        return testnet_labels(self.run.run_id, self.testnet_id)
+        return engine.testnet_labels(self.run.run_id, self.testnet_id, self.name)
 
     @property
     def http_proxy(self) -> str | None:
@@ -193,41 +218,13 @@ class SwarmBackend(Backend):
                     IMAGE_REGISTRY_ENV,
                     self._image,
                 )
-        self._create_network()
+        engine.create_network(
+            self._client, self.network_name, NETWORK_POOL, self.labels, driver="overlay"
+        )
         self._access = self._start_access()
         for node in plan.nodes:
             self._nodes[node.node_id] = _SwarmNode(node)
         return {node.node_id: node.node_id for node in plan.nodes}
-
-    def _create_network(self, tries: int = 100) -> None:
-        taken = taken_subnets(self._client)
-        rng = random.Random()
-        for _ in range(tries):
-            block = NETWORK_POOL.network_address + 256 * rng.randrange(
-                NETWORK_POOL.num_addresses // 256
-            )
-            subnet = ipaddress.IPv4Network(f"{block}/24")
-            if any(subnet.overlaps(other) for other in taken):
-                continue
-            try:
-                self._client.networks.create(
-                    self.network_name,
-                    driver="overlay",
-                    attachable=True,
-                    labels=self.labels,
-                    ipam=docker.types.IPAMConfig(
-                        pool_configs=[docker.types.IPAMPool(subnet=str(subnet))]
-                    ),
-                )
-            except docker.errors.APIError as exc:
-                if "overlap" in str(exc).lower():
-                    taken.append(subnet)
-                    continue
-                raise HarnessError(
-                    f"cannot create overlay network {self.network_name}: {exc}"
-                ) from None
-            return
-        raise BackendUnavailable(f"no free /24 in {NETWORK_POOL} after {tries} tries")
 
     def _start_access(self) -> Container:
         """The SOCKS5 proxy on the overlay that the harness reaches every node through."""
@@ -262,7 +259,7 @@ class SwarmBackend(Backend):
             self._registry = self._client.services.create(  # type: ignore[no-untyped-call]
                 self._image,
                 command=[TINI, "--", "registry-service"],
-                args=["--store", "/registry", "--listen", f"0.0.0.0:{REGISTRY_PORT}"],
+                args=["--store", "/registry", "--listen", f"0.0.0.0:{REGISTRY_SERVICE_PORT}"],
                 name=f"{self.network_name}-registry",
                 labels={**self.labels, NODE_LABEL: "registry"},
                 container_labels={**self.labels, NODE_LABEL: "registry"},
@@ -280,7 +277,7 @@ class SwarmBackend(Backend):
                 endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
                 restart_policy=docker.types.RestartPolicy(condition="any"),
             )
-            url = f"http://{REGISTRY_ALIAS}:{REGISTRY_PORT}/api/v1/registry/latest"
+            url = f"http://{REGISTRY_ALIAS}:{REGISTRY_SERVICE_PORT}/api/v1/registry/latest"
             wait_until(
                 lambda: self._answers(url) or None,
                 f"the registry service of testnet {self.testnet_id}",
@@ -297,10 +294,7 @@ class SwarmBackend(Backend):
 
     # Life cycle.
     def _node(self, node_id: str) -> _SwarmNode:
-        try:
-            return self._nodes[node_id]
-        except KeyError:
-            raise HarnessError(f"no node {node_id!r} in testnet {self.testnet_id}") from None
+        return self.known(self._nodes, node_id)
 
     def _service_name(self, node_id: str) -> str:
         return f"{self.network_name}-{node_id}"
@@ -323,8 +317,8 @@ class SwarmBackend(Backend):
         assert self._image is not None
         arguments = self.orchestrator_arguments(
             node.node_id,
-            f"http://{REGISTRY_ALIAS}:{REGISTRY_PORT}",
-            DATA_DIR,
+            f"http://{REGISTRY_ALIAS}:{REGISTRY_SERVICE_PORT}",
+            str(NODE_DATA.root),
             "0.0.0.0",
             "--ic-binary-directory",
             BINARY_DIRECTORY,
@@ -348,12 +342,9 @@ class SwarmBackend(Backend):
             endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
             restart_policy=docker.types.RestartPolicy(condition="on-failure"),
             # Docker's SIGKILL comes after the orchestrator's own SIGTERM-then-SIGKILL.
-            stop_grace_period=int(self._stop_timeout() * 1e9),
+            stop_grace_period=int(engine.stop_timeout(self.options) * 1e9),
         )
         return service
-
-    def _stop_timeout(self) -> int:
-        return math.ceil(2 * self.options.stop_grace_period + 5)
 
     def _tasks(self, local: _SwarmNode) -> list[dict[str, Any]]:
         if local.service is None:
@@ -435,7 +426,7 @@ class SwarmBackend(Backend):
         wait_until(
             lambda: not self._running_anywhere(local.service),
             f"node {node_id}'s task to stop",
-            self._stop_timeout() + 10,
+            engine.stop_timeout(self.options) + 10,
             0.1,
         )
 
@@ -538,43 +529,16 @@ class SwarmBackend(Backend):
                     break
 
     def _exec(self, node_id: str, command: list[str]) -> tuple[int, bytes]:
-        result = self._container(node_id).exec_run(command)
-        output = result.output if isinstance(result.output, bytes) else b""
-        return int(result.exit_code or 0), output
-
-    def _pid(self, node_id: str, process: str) -> int | None:
-        path = (
-            f"{DATA_DIR}/orchestrator.pid"
-            if process == "orchestrator"
-            else f"{DATA_DIR}/run/{process}.pid"
-        )
-        code, output = self._exec(node_id, ["cat", path])
-        if code != 0:
-            return None
-        try:
-            if process == "orchestrator":
-                return int(output.strip())
-            return int(json.loads(output)["pid"])
-        except (ValueError, KeyError, TypeError):
-            return None
+        return exec_in(self._container(node_id), command)
 
     def kill_process(self, node_id: str, process: str, sig: int = signal.SIGKILL) -> int:
-        pid = self._pid(node_id, process)
-        if pid is None:
-            raise HarnessError(f"node {node_id}: no {process} process is running")
-        code, output = self._exec(node_id, ["sh", "-c", f"kill -{int(sig)} {pid}"])
-        if code != 0:
-            raise HarnessError(
-                f"node {node_id}: no {process} process is running "
-                f"(kill {pid}: {output.decode(errors='replace').strip()})"
-            )
-        return pid
+        return engine.signal_program(self._container(node_id), node_id, process, sig)
 
     def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
         if data is None:
-            self._exec(node_id, ["rm", "-f", f"{DATA_DIR}/{relative}"])
+            self._exec(node_id, ["rm", "-f", f"{NODE_DATA.root}/{relative}"])
             return
-        parent, _, name = f"{DATA_DIR}/{relative}".rpartition("/")
+        parent, _, name = f"{NODE_DATA.root}/{relative}".rpartition("/")
         self._exec(node_id, ["mkdir", "-p", parent])
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w") as tar:
@@ -602,7 +566,7 @@ class SwarmBackend(Backend):
 
     def log_names(self, node_id: str) -> list[str]:
         try:
-            code, output = self._exec(node_id, ["ls", f"{DATA_DIR}/logs"])
+            code, output = self._exec(node_id, ["ls", str(NODE_DATA.logs)])
         except HarnessError:
             return ["orchestrator"]  # its task runs on another machine, or not at all
         names = output.decode(errors="replace").split() if code == 0 else []
@@ -616,7 +580,7 @@ class SwarmBackend(Backend):
             if self._service(node_id) is None:
                 raise self.no_log(node_id, process)
             return self._service_logs(node_id, follow)
-        path = f"{DATA_DIR}/logs/{process}.log"
+        path = str(NODE_DATA.log(process))
         code, _ = self._exec(node_id, ["test", "-f", path])
         if code != 0:
             raise self.no_log(node_id, process)
@@ -645,7 +609,7 @@ class SwarmBackend(Backend):
         (destination / "orchestrator.log").write_bytes(b"".join(self._service_logs(node_id)))
         try:
             container = self._container(node_id)
-            stream, _ = container.get_archive(f"{DATA_DIR}/logs")
+            stream, _ = container.get_archive(str(NODE_DATA.logs))
         except (HarnessError, docker.errors.DockerException, requests.RequestException) as exc:
             (destination / "logs-unavailable.txt").write_text(
                 f"the programs' logs of node {node_id} could not be read: {exc}\n"
@@ -684,10 +648,12 @@ class SwarmBackend(Backend):
                     or None
                 ),
                 f"the task containers of testnet {self.testnet_id} to stop",
-                self._stop_timeout() + 5,
+                engine.stop_timeout(self.options) + 5,
                 0.2,
             )
-        removed = remove_labelled(self._client, lambda labels: is_ours(labels, self.labels))
+        removed = engine.remove_labelled(
+            self._client, lambda labels: engine.is_ours(labels, self.labels)
+        )
         if removed:
             log.debug("testnet %s: removed %d leftover(s)", self.testnet_id, removed)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness.node.layout import Port
 from harness.node.listen import ListenAddress, parse_listen
 from harness.node.settings import (
     LOG_LEVELS,
@@ -79,8 +80,8 @@ def parse_upstreams(value: str) -> tuple[StaticUpstream, ...]:
 _SETTINGS: dict[str, Setting] = {
     "tls_hostname": Setting(None, "the node's domain; requests for other hosts get 400"),
     "crypto_config": Setting(None, "accepted for compatibility and ignored (plain HTTP only)"),
-    "listen_http_addr": Setting("[::]:443", "API listen address, plain HTTP"),
-    "obs_metrics_addr": Setting("[::]:9324", "metrics listen address"),
+    "listen_http_addr": Setting(f"[::]:{Port.IC_BOUNDARY}", "API listen address, plain HTTP"),
+    "obs_metrics_addr": Setting(f"[::]:{Port.IC_BOUNDARY_METRICS}", "metrics listen address"),
     "registry_local_store_path": Setting(None, "registry store directory to route from"),
     "registry_url": Setting(None, "or a registry service to route from (http://HOST:PORT)"),
     "upstreams": Setting(None, "static routing instead of a registry: SUBNET_ID=URL,..."),

@@ -139,9 +139,13 @@ def _is_host(host: str) -> bool:
     return True
 
 
+# The real ic-gateway's own default, not a node port: on a node the orchestrator always sets
+# LISTEN_PLAIN (to `harness.node.layout.Port.IC_GATEWAY`).
+_DEFAULT_LISTEN_PLAIN = "127.0.0.1:8080"
+
 # The flag is --dest-with-dashes, the variable DEST_UPPER.
 _SETTINGS: dict[str, Setting] = {
-    "listen_plain": Setting("127.0.0.1:8080", "plain HTTP listen address"),
+    "listen_plain": Setting(_DEFAULT_LISTEN_PLAIN, "plain HTTP listen address"),
     "ic_url": Setting(None, "replica base URL(s), comma-separated; required"),
     "domain": Setting(
         None, "served domain(s), comma-separated; other Host headers get 400; required"

@@ -7,11 +7,15 @@ the registry), and ic-boundary while the node is an API boundary node. Programs 
 process groups; stopping is SIGTERM, then SIGKILL after `--stop-grace-period`; crash loops back
 off; a restarted orchestrator first stops what its predecessor left behind.
 
-Modules: `args` (flags → `OrchestratorConfig`), `states` (the `ProcessState` machine),
-`process` (the `Process` abstraction), `processes` (the three programs), `runner` (spawning,
-stopping, reaping), `manager` (when to start/stop/restart), `upgrade` and `boundary_node` (the
-checks), `metrics` (port 9091), `dashboard` (port 7070), `leftovers`, `orchestrator` (wiring and
-the event loop).
+Modules: `args` (flags → `OrchestratorConfig`), `envfile` (the env files of ic-gateway and
+ic-boundary), `states` (the `ProcessState` machine), `process` (the `Process` abstraction),
+`processes` (the programs and their `PROCESS_SPECS`), `policy` (which program runs when, with
+which arguments), `manager` (the generic `ProcessManager`: one program's state machine, starts,
+stops, backoff), `runner` (spawning, stopping, reaping), `pgroup` (process groups), `upgrade` and
+`boundary_node` (the checks), `tasks` (background tasks), `metrics` (port 9091), `dashboard`
+(port 7070), `leftovers` (what a previous instance left), `errors`, `fake` (a runner for tests),
+`orchestrator` (wiring and the event loop). Ports and data-dir paths come from
+`harness.node.layout`.
 
 Adding a program
 ----------------
@@ -45,11 +49,16 @@ Adding a program
                    return Restart(f"version changed to {args.version}")
                return KeepRunning()
 
-   and add it to `PROCESS_TYPES` (metric labels, dashboard line and pid-file handling follow).
-2. Register it in `Orchestrator.__init__`: a `ProcessManager(NodeExporterProcess, config,
-   make_runner(NodeExporterProcess.NAME), ...)` appended to `self.managers`, and, for a
-   program tied to the subnet, a `Member(manager, wanted, args)` in `subnet_processes`
-   (`wanted(assignment) -> bool` says when it runs; it is stopped otherwise).
+   (its port belongs in `harness.node.layout.Port`).
+2. Add its spec to `PROCESS_SPECS`: `ProcessSpec(NodeExporterProcess, lambda flags:
+   NodeExporterConfig(flags.ic_binary_directory))`. Its manager, runner, metric labels, pid
+   file and dashboard line follow.
+3. Give it its policy in `policy.py`: for a program tied to the subnet, a line in
+   `subnet_programs`, `Member(manager_of(managers, NodeExporterProcess), wanted, args)`, with
+   `wanted(assignment) -> bool` (it is stopped otherwise) and `args(assignment) ->
+   NodeExporterArgs`. A program that follows another registry record (as ic-boundary does)
+   gets its rules there too, and a check that hands them the record each pass (as
+   `boundary_node`).
 
 The loop, the checks, start/stop logging, metrics, backoff and shutdown are unchanged.
 """

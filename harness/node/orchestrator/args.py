@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from harness.node.layout import REGISTRY_SERVICE_PORT, DataDir, Port
 from harness.node.listen import ListenAddress, parse_listen
 from harness.node.orchestrator.envfile import EnvFileError, read_env_file
 
-DEFAULT_METRICS_LISTEN = "0.0.0.0:9091"  # the IC's PROMETHEUS_HTTP_PORT
-DEFAULT_DASHBOARD_LISTEN = "0.0.0.0:7070"  # the IC's ORCHESTRATOR_DASHBOARD_PORT
+DEFAULT_METRICS_LISTEN = ListenAddress("0.0.0.0", Port.ORCHESTRATOR_METRICS)
+DEFAULT_DASHBOARD_LISTEN = ListenAddress("0.0.0.0", Port.DASHBOARD)
 DEFAULT_CHECK_INTERVAL = 10.0  # the IC's CHECK_INTERVAL_SECS
 DEFAULT_REGISTRY_POLL_INTERVAL = 0.2
 DEFAULT_STOP_GRACE_PERIOD = 10.0
-DEFAULT_IC_GATEWAY_PORT = 80
 DEFAULT_IC_GATEWAY_DOMAIN = "gateway.icp"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -37,12 +37,8 @@ class OrchestratorConfig:
     data_dir: Path
     ic_binary_directory: Path
     registry_url: str | None = None
-    metrics_listen_addr: ListenAddress = field(
-        default_factory=lambda: parse_listen(DEFAULT_METRICS_LISTEN)
-    )
-    dashboard_listen_addr: ListenAddress = field(
-        default_factory=lambda: parse_listen(DEFAULT_DASHBOARD_LISTEN)
-    )
+    metrics_listen_addr: ListenAddress = DEFAULT_METRICS_LISTEN
+    dashboard_listen_addr: ListenAddress = DEFAULT_DASHBOARD_LISTEN
     enable_ic_gateway: bool = False
     check_interval: float = DEFAULT_CHECK_INTERVAL
     registry_poll_interval: float = DEFAULT_REGISTRY_POLL_INTERVAL
@@ -51,19 +47,24 @@ class OrchestratorConfig:
     root_key_file: Path | None = None
     ic_gateway_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ic_boundary_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    ic_gateway_port: int = DEFAULT_IC_GATEWAY_PORT
+    ic_gateway_port: int = Port.IC_GATEWAY
     ic_gateway_domain: str = DEFAULT_IC_GATEWAY_DOMAIN
     log_level: str = "INFO"
 
     @property
+    def layout(self) -> DataDir:
+        """What lives where in `data_dir`: the programs' logs and pid files, the fault knobs."""
+        return DataDir(self.data_dir)
+
+    @property
     def logs_dir(self) -> Path:
-        """Where each program's stdout+stderr is appended, `<NAME>.log`."""
-        return self.data_dir / "logs"
+        """Where each program's stdout+stderr is appended (`DataDir.logs`)."""
+        return self.layout.logs
 
     @property
     def run_dir(self) -> Path:
-        """Where `<NAME>.pid` files of running programs live."""
-        return self.data_dir / "run"
+        """Where the pid files of running programs live (`DataDir.run`)."""
+        return self.layout.run
 
 
 def default_binary_directory() -> Path:
@@ -150,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument(
         "--registry-url",
         type=_http_url,
-        help="registry service to poll instead, e.g. http://registry:8000 (a node that "
-        "shares no folder with the registry)",
+        help=f"registry service to poll instead, e.g. http://registry:{REGISTRY_SERVICE_PORT} "
+        "(a node that shares no folder with the registry)",
     )
     parser.add_argument(
         "--data-dir",
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the replica, ic-gateway and ic-boundary binaries are "
         "(default: the directory of the installed console scripts)",
     )
+    # Defaults that are not strings skip `type`: they are ListenAddresses already.
     parser.add_argument("--metrics-listen-addr", type=_listen, default=DEFAULT_METRICS_LISTEN)
     parser.add_argument("--dashboard-listen-addr", type=_listen, default=DEFAULT_DASHBOARD_LISTEN)
     parser.add_argument(
@@ -190,9 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root-key-file", type=_existing_file, default=None)
     parser.add_argument("--ic-gateway-env-file", type=_env_file, default=None)
     parser.add_argument("--ic-boundary-env-file", type=_env_file, default=None)
-    parser.add_argument("--ic-gateway-port", type=_port, default=DEFAULT_IC_GATEWAY_PORT)
+    parser.add_argument("--ic-gateway-port", type=_port, default=Port.IC_GATEWAY)
     parser.add_argument(
-        "--ic-gateway-domain", type=_non_empty("--ic-gateway-domain"), default="gateway.icp"
+        "--ic-gateway-domain",
+        type=_non_empty("--ic-gateway-domain"),
+        default=DEFAULT_IC_GATEWAY_DOMAIN,
     )
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL"

@@ -1,8 +1,9 @@
 """The API boundary node check: run ic-boundary while the node is an API boundary node.
 
 Per pass: the node has an API boundary node record → ic-boundary runs with the node's domain as
-its TLS hostname (restarted when the domain changes); the record has no domain → ic-boundary is
-stopped and a warning logged (once, until a domain appears); the record is gone → stopped.
+its TLS hostname (restarted when the domain changes: `policy.IcBoundaryManager`); the record has
+no domain → ic-boundary is stopped and a warning logged (once, until a domain appears); the
+record is gone → stopped.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from harness.node.orchestrator.errors import DomainNameMissing, OrchestratorError
-from harness.node.orchestrator.manager import IcBoundaryManager
+from harness.node.orchestrator.policy import IcBoundaryManager
 from harness.node.orchestrator.tasks import TaskTracker
 from harness.node.registry import RegistrySnapshot
 

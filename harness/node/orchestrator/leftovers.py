@@ -1,17 +1,17 @@
 """Finding and stopping programs left by a previous orchestrator instance (killed -9, OOM...).
 
-A restarted orchestrator reads `<data-dir>/run/<NAME>.pid` before starting anything. A pid
-counts as a leftover only if the process with that pid has the recorded psutil create_time
-(a reused pid belongs to someone else and is never touched). Its process group gets SIGTERM,
-then SIGKILL after the grace period, so its ports are free and no second replica runs. When
-the leader is gone but members of its group live on (grandchildren), those are stopped too.
+A restarted orchestrator reads the pid files in `<data-dir>/run` (`DataDir.run`, in the format
+of `harness.node.layout`) before starting anything. A pid counts as a leftover only if the
+process with that pid has the recorded psutil create_time (a reused pid belongs to someone else
+and is never touched). Its process group gets SIGTERM, then SIGKILL after the grace period, so
+its ports are free and no second replica runs. When the leader is gone but members of its group
+live on (grandchildren), those are stopped too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 from dataclasses import dataclass
@@ -19,57 +19,52 @@ from pathlib import Path
 
 import psutil
 
+from harness.node.layout import PID_FILE_SUFFIX, PidRecord, read_pid_file
 from harness.node.orchestrator import pgroup
+from harness.node.orchestrator.pgroup import KILL_TIMEOUT
 
 log = logging.getLogger(__name__)
 
 CREATE_TIME_TOLERANCE = 0.01  # psutil create_time is exact to the clock tick
-KILL_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
-class PidRecord:
-    """The content of one pid file."""
+class PidFile:
+    """One pid file and what it says."""
 
     path: Path
-    name: str
-    pid: int
-    create_time: float | None
-    argv: tuple[str, ...]
+    record: PidRecord
 
 
 @dataclass(frozen=True)
 class Leftover:
     """A live program (or the live rest of its process group) of a previous instance."""
 
-    record: PidRecord
+    pid_file: PidFile
     leader_alive: bool
     members: tuple[int, ...]
 
+    @property
+    def record(self) -> PidRecord:
+        return self.pid_file.record
 
-def read_pid_files(run_dir: Path) -> list[PidRecord]:
+
+def read_pid_files(run_dir: Path) -> list[PidFile]:
     """Every readable pid file in `run_dir`; unreadable ones are logged and removed."""
-    records = []
-    for path in sorted(run_dir.glob("*.pid")):
-        try:
-            data = json.loads(path.read_text())
-            records.append(
-                PidRecord(
-                    path,
-                    str(data.get("name", path.stem)),
-                    int(data["pid"]),
-                    None if data.get("create_time") is None else float(data["create_time"]),
-                    tuple(str(a) for a in data.get("argv", ())),
-                )
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("ignoring unreadable pid file %s: %s", path, exc)
+    found = []
+    for path in sorted(run_dir.glob(f"*{PID_FILE_SUFFIX}")):
+        record = read_pid_file(path)
+        if record is None:
+            log.warning("ignoring unreadable pid file %s", path)
             with contextlib.suppress(OSError):
                 path.unlink()
-    return records
+        else:
+            found.append(PidFile(path, record))
+    return found
 
 
-def _verify(record: PidRecord) -> Leftover | None:
+def _verify(pid_file: PidFile) -> Leftover | None:
+    path, record = pid_file.path, pid_file.record
     if record.create_time is None:
         return None  # the program was gone before its create_time could be read
     leader_alive = False
@@ -78,7 +73,7 @@ def _verify(record: PidRecord) -> Leftover | None:
         if abs(process.create_time() - record.create_time) > CREATE_TIME_TOLERANCE:
             log.info(
                 "pid file %s: pid %d now belongs to another process (%s); not touching it",
-                record.path,
+                path,
                 record.pid,
                 " ".join(process.cmdline()) or process.name(),
             )
@@ -87,22 +82,22 @@ def _verify(record: PidRecord) -> Leftover | None:
     except psutil.NoSuchProcess:
         pass
     except psutil.Error as exc:
-        log.warning("pid file %s: cannot inspect pid %d: %s", record.path, record.pid, exc)
+        log.warning("pid file %s: cannot inspect pid %d: %s", path, record.pid, exc)
         return None
     members = pgroup.group_members(record.pid, record.create_time)
     if not leader_alive and not members:
         return None
-    return Leftover(record, leader_alive, tuple(m.pid for m in members))
+    return Leftover(pid_file, leader_alive, tuple(m.pid for m in members))
 
 
-def find_leftovers(run_dir: Path) -> tuple[list[Leftover], list[PidRecord]]:
-    """(leftovers, stale pid records) found in `run_dir`."""
+def find_leftovers(run_dir: Path) -> tuple[list[Leftover], list[PidFile]]:
+    """(leftovers, stale pid files) found in `run_dir`."""
     leftovers: list[Leftover] = []
-    stale: list[PidRecord] = []
-    for record in read_pid_files(run_dir):
-        found = _verify(record)
+    stale: list[PidFile] = []
+    for pid_file in read_pid_files(run_dir):
+        found = _verify(pid_file)
         if found is None:
-            stale.append(record)
+            stale.append(pid_file)
         else:
             leftovers.append(found)
     return leftovers, stale
@@ -112,12 +107,13 @@ async def stop_leftovers(run_dir: Path, grace: float) -> list[Leftover]:
     """Stop every leftover's process group (SIGTERM, SIGKILL after `grace`), remove the pid
     files, and return what was found."""
     leftovers, stale = find_leftovers(run_dir)
-    for record in stale:
+    for pid_file in stale:
+        record = pid_file.record
         log.info(
-            "removing stale pid file %s (%s pid %d is gone)", record.path, record.name, record.pid
+            "removing stale pid file %s (%s pid %d is gone)", pid_file.path, record.name, record.pid
         )
         with contextlib.suppress(OSError):
-            record.path.unlink()
+            pid_file.path.unlink()
     if not leftovers:
         return []
     for leftover in leftovers:
@@ -160,4 +156,4 @@ async def _finish(leftover: Leftover, grace: float) -> None:
             log.error("leftover %s (pgid %d) survived SIGKILL", record.name, record.pid)
     log.info("leftover %s (pid %d) stopped", record.name, record.pid)
     with contextlib.suppress(OSError):
-        record.path.unlink()
+        leftover.pid_file.path.unlink()

@@ -1,9 +1,15 @@
-"""Managers: when to start, restart and stop the node's programs.
+"""The generic process manager: one program's state machine, its starts, stops and backoff.
 
 `ProcessManager` owns one program (one `Process` type, one `ProcessRunner`) and is the one
-place that logs starts and stops and counts them in the metrics. `MultipleProcessesManager`
-owns the programs whose lifetime is tied to the node's subnet (replica, ic-gateway), and
-`IcBoundaryManager` the API boundary node's ic-boundary.
+place that logs starts and stops and counts them in the metrics. When a program should run,
+and with which arguments, is not its business but `policy`'s.
+
+The state changes only in `transition()` and in the actions (`ensure_running`, `stop`), as in
+supervisor's `Subprocess.transition()`: `transition()` folds what the runner saw since the last
+call (an exit; an uptime long enough to forget the backoff) into the state machine. The
+orchestrator's pass calls it (a child's exit wakes the loop for that pass), and the actions call
+it first. Everything else (`state`, `is_running()`, `current`, `next_wakeup()`, `pid()`) only
+reads, so the dashboard and the metrics never move a program from one state to another.
 
 Restarts follow the IC: when new arguments call for a restart, the running instance is only
 stopped; the new one is started by a later call once the old one has exited (its exit wakes
@@ -15,22 +21,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic
 
-from harness.node.orchestrator.errors import (
-    DomainNameMissing,
-    OrchestratorError,
-    ProcessStartError,
-    ProcessStopError,
-)
+from harness.node.orchestrator.errors import ProcessStartError, ProcessStopError
 from harness.node.orchestrator.metrics import OrchestratorMetrics
 from harness.node.orchestrator.process import A, C, Process, Restart
-from harness.node.orchestrator.processes import IcBoundaryArgs, IcBoundaryConfig
 from harness.node.orchestrator.runner import ProcessRunner
 from harness.node.orchestrator.states import ALIVE_STATES, ProcessState, check_transition
-from harness.node.registry import NodeRecord, SubnetType
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +80,15 @@ class ProcessManager(Generic[C, A]):
         self._delay = 0.0
         self._retry_at: float | None = None
 
-    # ------------------------------------------------------------------ observation
+    # ------------------------------------------------------------------ reads (never change state)
     @property
     def state(self) -> ProcessState:
-        self._sync()
+        """The state as of the last `transition()` or action."""
         return self._state
 
     def is_running(self) -> bool:
-        return self.state in ALIVE_STATES
+        """An instance exists (running or stopping), as of the last `transition()`."""
+        return self._state in ALIVE_STATES
 
     def pid(self) -> int | None:
         return self.runner.pid()
@@ -100,16 +100,57 @@ class ProcessManager(Generic[C, A]):
 
     def next_wakeup(self) -> float | None:
         """When (on `clock`) a backed-off restart becomes due, None if none is pending."""
-        return self._retry_at if self.state is ProcessState.BACKOFF else None
+        return self._retry_at if self._state is ProcessState.BACKOFF else None
+
+    # ------------------------------------------------------------------ transitions
+    def transition(self) -> None:
+        """Fold what the runner saw since the last call into the state machine: an exit moves
+        RUNNING or STOPPING on, an instance that stayed up long enough forgets its backoff.
+        A no-op when nothing happened; safe to call any number of times."""
+        if self._state not in ALIVE_STATES:
+            return
+        if self.runner.is_running():
+            if (
+                self._state is ProcessState.RUNNING
+                and self._delay > 0
+                and self.clock() - self._started_at >= self.backoff.min_uptime
+            ):
+                log.info("%s stayed up %.0f s: backoff reset", self.name, self.backoff.min_uptime)
+                self._delay = 0.0
+                self._set_gauge()
+            return
+        exit_record = self.runner.last_exit
+        if self._state is ProcessState.STOPPING or (exit_record and exit_record.requested):
+            # STOPPING -> STOPPED (or RUNNING -> STOPPED): the exit we asked for.
+            self._set_state(ProcessState.STOPPED)
+            return
+        description = exit_record.describe() if exit_record else "unknown status"
+        runtime = exit_record.runtime if exit_record else 0.0
+        if runtime < self.backoff.min_uptime:
+            # RUNNING -> BACKOFF: it keeps dying quickly; restarting it at once would spin.
+            self._enter_backoff(f"exited on its own after {runtime:.1f} s ({description})")
+        else:
+            # RUNNING -> EXITED: a crash after a healthy uptime is restarted right away.
+            self._delay = 0.0
+            self._set_gauge()
+            log.warning(
+                "%s exited on its own after %.1f s (%s): restarting it",
+                self.name,
+                runtime,
+                description,
+            )
+            self._set_state(ProcessState.EXITED)
 
     # ------------------------------------------------------------------ actions
     async def ensure_running(self, args: A) -> None:
         """Make sure an instance fitting `args` runs (or will, once the old one exited)."""
-        state = self.state
+        self.transition()
+        state = self._state
         if state is ProcessState.RUNNING:
             assert self._process is not None
             decision = self._process.restart_decision(args)
             if isinstance(decision, Restart):
+                # RUNNING -> STOPPING only: a later call starts the new one once it exited.
                 log.info("Restarting %s process: %s", self.name, decision.reason)
                 self.stop()
             return
@@ -123,8 +164,10 @@ class ProcessManager(Generic[C, A]):
     def stop(self) -> None:
         """Stop the running instance (SIGTERM now, SIGKILL after the grace period); no-op
         when none runs. Returns at once: the instance counts as running until it exited."""
-        state = self.state
+        self.transition()
+        state = self._state
         if state in (ProcessState.EXITED, ProcessState.BACKOFF):
+            # EXITED/BACKOFF -> STOPPED: nothing runs; cancel the pending restart.
             self._retry_at = None
             self._delay = 0.0
             self._set_gauge()
@@ -150,6 +193,7 @@ class ProcessManager(Generic[C, A]):
         try:
             await self.runner.start(process.launch_spec())
         except OSError as exc:
+            # -> BACKOFF: a binary that cannot be spawned is retried later, not in a loop.
             self._process = None
             self._enter_backoff(f"could not be started ({exc})")
             raise ProcessStartError(
@@ -168,40 +212,6 @@ class ProcessManager(Generic[C, A]):
             log.info("%s: not waiting for the backoff: %s", self.name, decision.reason)
             return True
         return self.clock() >= self._retry_at
-
-    def _sync(self) -> None:
-        """Fold what the runner saw (an exit) into the state machine."""
-        if self._state not in ALIVE_STATES:
-            return
-        if self.runner.is_running():
-            if (
-                self._state is ProcessState.RUNNING
-                and self._delay > 0
-                and self.clock() - self._started_at >= self.backoff.min_uptime
-            ):
-                log.info("%s stayed up %.0f s: backoff reset", self.name, self.backoff.min_uptime)
-                self._delay = 0.0
-                self._set_gauge()
-            return
-        exit_record = self.runner.last_exit
-        if self._state is ProcessState.STOPPING or (exit_record and exit_record.requested):
-            self._set_state(ProcessState.STOPPED)  # STOPPING -> STOPPED: the exit we asked for
-            return
-        description = exit_record.describe() if exit_record else "unknown status"
-        runtime = exit_record.runtime if exit_record else 0.0
-        if runtime < self.backoff.min_uptime:
-            self._enter_backoff(f"exited on its own after {runtime:.1f} s ({description})")
-        else:
-            # RUNNING -> EXITED: a crash after a healthy uptime is restarted right away.
-            self._delay = 0.0
-            self._set_gauge()
-            log.warning(
-                "%s exited on its own after %.1f s (%s): restarting it",
-                self.name,
-                runtime,
-                description,
-            )
-            self._set_state(ProcessState.EXITED)
 
     def _enter_backoff(self, what: str) -> None:
         self._delay = self.backoff.next_delay(self._delay)
@@ -222,132 +232,14 @@ class ProcessManager(Generic[C, A]):
         self._state = new
 
 
-# ---------------------------------------------------------------------- subnet processes
-@dataclass(frozen=True)
-class Assignment:
-    """What the registry says about the node's subnet, as the subnet's processes need it."""
-
-    version: str
-    subnet_id: str
-    subnet_type: SubnetType | None
-    node: NodeRecord
-    ic_gateway_enabled: bool
+def manager_of(
+    managers: Iterable[ProcessManager[Any, Any]], process_type: type[Process[C, A]]
+) -> ProcessManager[C, A]:
+    """The manager of `process_type` among `managers` (there is one per program)."""
+    for manager in managers:
+        if manager.process_type is process_type:
+            return manager
+    raise LookupError(f"no manager runs {process_type.NAME}")
 
 
-@dataclass(frozen=True)
-class Member(Generic[C, A]):
-    """A program of the subnet set: when it is wanted, and its arguments."""
-
-    manager: ProcessManager[C, A]
-    wanted: Callable[[Assignment], bool]
-    args: Callable[[Assignment], A]
-
-    async def apply(self, assignment: Assignment) -> None:
-        if self.wanted(assignment):
-            await self.manager.ensure_running(self.args(assignment))
-        else:
-            self.manager.stop()
-
-
-class MultipleProcessesManager:
-    """The programs tied to the node's subnet, started in order and stopped in reverse."""
-
-    def __init__(self, members: Sequence[Member[Any, Any]]) -> None:
-        self.members = list(members)
-
-    @property
-    def managers(self) -> list[ProcessManager[Any, Any]]:
-        return [member.manager for member in self.members]
-
-    async def start_all(
-        self,
-        version: str,
-        subnet_id: str,
-        subnet_type: SubnetType | None,
-        gateway_enabled: bool,
-        node: NodeRecord,
-    ) -> None:
-        """Ensure every wanted program, stop the unwanted ones; carry on past a failure and
-        raise the first error at the end."""
-        assignment = Assignment(version, subnet_id, subnet_type, node, gateway_enabled)
-        errors: list[OrchestratorError] = []
-        for member in self.members:
-            try:
-                await member.apply(assignment)
-            except OrchestratorError as exc:
-                log.warning("%s", exc)
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def stop_all(self) -> None:
-        """Stop every program in reverse order of startup; raise the first error at the end."""
-        errors: list[OrchestratorError] = []
-        for manager in reversed(self.managers):
-            try:
-                manager.stop()
-            except OrchestratorError as exc:
-                log.warning("%s", exc)
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def next_wakeup(self) -> float | None:
-        due = [t for m in self.managers if (t := m.next_wakeup()) is not None]
-        return min(due, default=None)
-
-
-def replica_wanted(_: Assignment) -> bool:
-    return True
-
-
-def ic_gateway_wanted(assignment: Assignment) -> bool:
-    """On cloud engines, and only while the launch gate is on: otherwise it is stopped."""
-    return assignment.subnet_type is SubnetType.CLOUD_ENGINE and assignment.ic_gateway_enabled
-
-
-# ---------------------------------------------------------------------- ic-boundary
-class IcBoundaryManager:
-    """ic-boundary on API boundary nodes, restarted when the node's domain changes."""
-
-    def __init__(self, manager: ProcessManager[IcBoundaryConfig, IcBoundaryArgs]) -> None:
-        self.manager = manager
-        self.current_domain: str | None = None
-
-    async def ensure_running_and_restarted_on_domain_change(
-        self, version: str, domain: str | None, ip: str
-    ) -> None:
-        if domain is None:
-            self.manager.stop()
-            self.current_domain = None
-            raise DomainNameMissing(
-                "There is no domain associated with the node, while this is a requirement "
-                "for the API boundary node. Shutting ic-boundary down."
-            )
-        if domain != self.current_domain:
-            # Not running: no-op. Running with the old domain: stop; a later call starts it.
-            self.manager.stop()
-        await self.manager.ensure_running(IcBoundaryArgs(version, domain, ip))
-        running = self.manager.current
-        if (
-            running is not None
-            and self.manager.state is ProcessState.RUNNING
-            and running.args.domain == domain
-        ):
-            self.current_domain = domain
-
-    def stop(self) -> None:
-        self.manager.stop()
-
-
-__all__ = [
-    "DEFAULT_BACKOFF",
-    "Assignment",
-    "Backoff",
-    "IcBoundaryManager",
-    "Member",
-    "MultipleProcessesManager",
-    "ProcessManager",
-    "ic_gateway_wanted",
-    "replica_wanted",
-]
+__all__ = ["DEFAULT_BACKOFF", "Backoff", "ProcessManager", "manager_of"]

@@ -1,7 +1,9 @@
 """The orchestrator: wires managers, checks, servers and the registry, and runs the main loop.
 
-One asyncio loop (uvloop) makes passes; each pass runs the upgrade check and the boundary-node
-check on the latest good registry snapshot. A pass happens when
+One asyncio loop (uvloop) makes passes; each pass first lets every manager fold what its program
+did since the last pass (an exit) into its state (`ProcessManager.transition()`), then runs the
+upgrade check and the boundary-node check on the latest good registry snapshot. A pass happens
+when
   (a) the registry poller (every `--registry-poll-interval`) sees a new version,
   (b) a child exits (its waiter wakes the loop),
   (c) `--check-interval` passed since the last pass (10 s, like the IC), or
@@ -25,6 +27,7 @@ from typing import IO, Any
 
 from prometheus_client import make_asgi_app
 
+from harness.node.layout import parse_pid_record
 from harness.node.orchestrator.args import OrchestratorConfig
 from harness.node.orchestrator.boundary_node import BoundaryNodeCheck
 from harness.node.orchestrator.dashboard import Dashboard, DashboardInfo, ProcessLine
@@ -32,28 +35,15 @@ from harness.node.orchestrator.errors import OrchestratorError
 from harness.node.orchestrator.leftovers import stop_leftovers
 from harness.node.orchestrator.manager import (
     DEFAULT_BACKOFF,
-    Assignment,
     Backoff,
-    IcBoundaryManager,
-    Member,
-    MultipleProcessesManager,
     ProcessManager,
-    ic_gateway_wanted,
-    replica_wanted,
+    manager_of,
 )
 from harness.node.orchestrator.metrics import OrchestratorMetrics
-from harness.node.orchestrator.processes import (
-    PROCESS_NAMES,
-    IcBoundaryConfig,
-    IcBoundaryProcess,
-    IcGatewayArgs,
-    IcGatewayConfig,
-    IcGatewayProcess,
-    ReplicaArgs,
-    ReplicaConfig,
-    ReplicaProcess,
-)
-from harness.node.orchestrator.runner import KILL_TIMEOUT, ProcessRunner, SubprocessRunner
+from harness.node.orchestrator.pgroup import KILL_TIMEOUT
+from harness.node.orchestrator.policy import ic_boundary_program, subnet_programs
+from harness.node.orchestrator.processes import PROCESS_NAMES, PROCESS_SPECS, ReplicaProcess
+from harness.node.orchestrator.runner import ProcessRunner, SubprocessRunner
 from harness.node.orchestrator.tasks import TaskTracker
 from harness.node.orchestrator.upgrade import UpgradeCheck
 from harness.node.registry import RegistryClient, RegistrySnapshot
@@ -71,18 +61,6 @@ MAIN_LOOP_TASK = "main_loop"
 
 class FatalError(Exception):
     """The orchestrator cannot run at all (port taken, data dir in use)."""
-
-
-def replica_args(assignment: Assignment) -> ReplicaArgs:
-    node = assignment.node
-    return ReplicaArgs(
-        assignment.version, assignment.subnet_id, node.ip, node.http_port, node.metrics_port
-    )
-
-
-def ic_gateway_args(assignment: Assignment) -> IcGatewayArgs:
-    node = assignment.node
-    return IcGatewayArgs(assignment.version, node.ip, node.http_port, node.domain)
 
 
 class Orchestrator:
@@ -107,48 +85,20 @@ class Orchestrator:
         self._stopping = asyncio.Event()
         self._acted_version = 0
         make_runner = runner_factory or self._subprocess_runner
-        binaries = config.ic_binary_directory
-
-        self.replica = ProcessManager(
-            ReplicaProcess,
-            ReplicaConfig(binaries, config.node_id, config.data_dir, config.root_key_file),
-            make_runner(ReplicaProcess.NAME),
-            self.metrics,
-            backoff,
-            clock,
-        )
-        self.ic_gateway = ProcessManager(
-            IcGatewayProcess,
-            IcGatewayConfig(
-                binaries, config.ic_gateway_env, config.ic_gateway_port, config.ic_gateway_domain
-            ),
-            make_runner(IcGatewayProcess.NAME),
-            self.metrics,
-            backoff,
-            clock,
-        )
-        self.ic_boundary = ProcessManager(
-            IcBoundaryProcess,
-            IcBoundaryConfig(
-                binaries, config.ic_boundary_env, config.registry_local_store, config.registry_url
-            ),
-            make_runner(IcBoundaryProcess.NAME),
-            self.metrics,
-            backoff,
-            clock,
-        )
+        # One manager per program, in start order; the policy picks its programs from them.
         self.managers: list[ProcessManager[Any, Any]] = [
-            self.replica,
-            self.ic_gateway,
-            self.ic_boundary,
+            ProcessManager(
+                spec.process_type,
+                spec.make_config(config),
+                make_runner(spec.name),
+                self.metrics,
+                backoff,
+                clock,
+            )
+            for spec in PROCESS_SPECS
         ]
-        self.subnet_processes = MultipleProcessesManager(
-            [
-                Member(self.replica, replica_wanted, replica_args),
-                Member(self.ic_gateway, ic_gateway_wanted, ic_gateway_args),
-            ]
-        )
-        self.boundary = IcBoundaryManager(self.ic_boundary)
+        self.subnet_processes = subnet_programs(self.managers)
+        self.boundary = ic_boundary_program(self.managers)
         self.upgrade = UpgradeCheck(
             config.node_id,
             self.subnet_processes,
@@ -161,8 +111,7 @@ class Orchestrator:
     def _subprocess_runner(self, name: str) -> ProcessRunner:
         return SubprocessRunner(
             name,
-            self.config.logs_dir,
-            self.config.run_dir,
+            self.config.layout,
             self.config.stop_grace_period,
             on_exit=self._wake.set,
             spawn=self.tasks.spawn,
@@ -175,8 +124,9 @@ class Orchestrator:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code. Raise `FatalError` if it cannot."""
         config = self.config
+        layout = config.layout
         try:
-            for directory in (config.data_dir, config.logs_dir, config.run_dir):
+            for directory in (layout.root, layout.logs, layout.run):
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FatalError(f"cannot create the data dir {config.data_dir}: {exc}") from exc
@@ -209,7 +159,7 @@ class Orchestrator:
         )
         # Before starting anything: no port clash with, and no second copy of, a program that a
         # previous instance left running.
-        found = await stop_leftovers(config.run_dir, config.stop_grace_period)
+        found = await stop_leftovers(config.layout.run, config.stop_grace_period)
         if found:
             log.info("stopped %d program(s) left by a previous orchestrator", len(found))
         dashboard = await Dashboard(self.dashboard_info).serve(dashboard_socket)
@@ -239,7 +189,7 @@ class Orchestrator:
     @contextlib.contextmanager
     def _lock_data_dir(self) -> Iterator[None]:
         """Hold a lock on the data dir: two orchestrators must never manage one node."""
-        path = self.config.data_dir / "orchestrator.lock"
+        path = self.config.layout.orchestrator_lock
         try:
             handle: IO[str] = path.open("a+")
         except OSError as exc:
@@ -249,11 +199,12 @@ class Orchestrator:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
-                holder = handle.read().strip() or "unknown"
+                holder = parse_pid_record(handle.read())
                 raise FatalError(
                     f"data dir {self.config.data_dir} is in use by another orchestrator "
-                    f"(pid {holder})"
+                    f"(pid {holder.pid if holder else 'unknown'})"
                 ) from None
+            # A bare pid, written in place: a file renamed over it would not be the one locked.
             handle.seek(0)
             handle.truncate()
             handle.write(f"{os.getpid()}\n")
@@ -276,7 +227,10 @@ class Orchestrator:
             await self._sleep()
 
     async def run_pass(self) -> None:
-        """One pass: upgrade check, then boundary-node check, on the latest good snapshot."""
+        """One pass: fold every program's exit into its state, then the upgrade check and the
+        boundary-node check on the latest good snapshot."""
+        for manager in self.managers:
+            manager.transition()
         snapshot = await self._poll_registry()
         self._acted_version = snapshot.version if snapshot else 0
         await self.upgrade.run(snapshot)
@@ -324,7 +278,7 @@ class Orchestrator:
     # ------------------------------------------------------------------ dashboard
     def dashboard_info(self) -> DashboardInfo:
         snapshot = self.registry.snapshot
-        replica = self.replica.current
+        replica = manager_of(self.managers, ReplicaProcess).current
         return DashboardInfo(
             node_id=self.config.node_id,
             registry_version=snapshot.version if snapshot else None,

@@ -15,6 +15,8 @@ import signal
 import psutil
 
 POLL_INTERVAL = 0.05
+# After SIGKILL, how long to wait for a group to vanish before giving up on it.
+KILL_TIMEOUT = 5.0
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:

@@ -1,31 +1,32 @@
 """The node programs the orchestrator runs: replica, ic-gateway and ic-boundary.
 
 Each is a `Process` with its static config (from the orchestrator's flags) and its arguments
-(from the registry). `PROCESS_TYPES` lists them all; runners, metric labels, pid files and the
-dashboard are made for every entry.
+(from the registry), and one `ProcessSpec`: its `Process` type and how its config is made from
+the `OrchestratorConfig`. `PROCESS_SPECS` lists them all, in start order; a manager, a runner,
+metric labels, a pid file and a dashboard line are made for every entry. When each one runs,
+and with which arguments, is `policy`'s business.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
+from harness.node.layout import DataDir, Port
 from harness.node.listen import ListenAddress
+from harness.node.orchestrator.args import DEFAULT_IC_GATEWAY_DOMAIN, OrchestratorConfig
 from harness.node.orchestrator.errors import ProcessBuildError
 from harness.node.orchestrator.process import (
+    A,
+    C,
     KeepRunning,
     Process,
     ProcessConfig,
     Restart,
     RestartDecision,
 )
-
-IC_GATEWAY_METRICS_PORT = 9325
-IC_BOUNDARY_HTTP_PORT = 443
-IC_BOUNDARY_METRICS_PORT = 9324
-REPLICA_FAULTS_FILE = "replica-faults.json"
 
 
 def _http_url(ip: str, port: int) -> str:
@@ -40,13 +41,19 @@ class ReplicaConfig(ProcessConfig):
     root_key_file: Path | None = None
 
 
+def replica_config(flags: OrchestratorConfig) -> ReplicaConfig:
+    return ReplicaConfig(
+        flags.ic_binary_directory, flags.node_id, flags.data_dir, flags.root_key_file
+    )
+
+
 @dataclass(frozen=True)
 class ReplicaArgs:
     version: str
     subnet_id: str
     ip: str
-    http_port: int = 8080
-    metrics_port: int = 9090
+    http_port: int = Port.REPLICA_HTTP
+    metrics_port: int = Port.REPLICA_METRICS
 
 
 class ReplicaProcess(Process[ReplicaConfig, ReplicaArgs]):
@@ -69,7 +76,7 @@ class ReplicaProcess(Process[ReplicaConfig, ReplicaArgs]):
             "--subnet-id", self.args.subnet_id,
             "--http-listen", str(ListenAddress(self.args.ip, self.args.http_port)),
             "--metrics-listen", str(ListenAddress(self.args.ip, self.args.metrics_port)),
-            "--faults-file", str(self.config.data_dir / REPLICA_FAULTS_FILE),
+            "--faults-file", str(DataDir(self.config.data_dir).replica_faults),
         ]  # fmt: skip
         if self.config.root_key_file is not None:
             args += ["--root-key-file", str(self.config.root_key_file)]
@@ -94,15 +101,24 @@ class ReplicaProcess(Process[ReplicaConfig, ReplicaArgs]):
 @dataclass(frozen=True)
 class IcGatewayConfig(ProcessConfig):
     env_file: Mapping[str, str]
-    port: int = 80
-    domain: str = "gateway.icp"
+    port: int = Port.IC_GATEWAY
+    domain: str = DEFAULT_IC_GATEWAY_DOMAIN
+
+
+def ic_gateway_config(flags: OrchestratorConfig) -> IcGatewayConfig:
+    return IcGatewayConfig(
+        flags.ic_binary_directory,
+        flags.ic_gateway_env,
+        flags.ic_gateway_port,
+        flags.ic_gateway_domain,
+    )
 
 
 @dataclass(frozen=True)
 class IcGatewayArgs:
     version: str  # the replica version: the gateway ships with it
     ip: str
-    replica_http_port: int = 8080
+    replica_http_port: int = Port.REPLICA_HTTP
     node_domain: str | None = None
 
 
@@ -127,7 +143,7 @@ class IcGatewayProcess(Process[IcGatewayConfig, IcGatewayArgs]):
             "LISTEN_PLAIN": str(ListenAddress(self.args.ip, self.config.port)),
             "IC_URL": _http_url(self.args.ip, self.args.replica_http_port),
             "DOMAIN": ",".join(domains),
-            "METRICS_LISTEN": str(ListenAddress(self.args.ip, IC_GATEWAY_METRICS_PORT)),
+            "METRICS_LISTEN": str(ListenAddress(self.args.ip, Port.IC_GATEWAY_METRICS)),
         }
 
     def restart_decision(self, args: IcGatewayArgs) -> RestartDecision:
@@ -150,6 +166,15 @@ class IcBoundaryConfig(ProcessConfig):
     env_file: Mapping[str, str]
     registry_local_store: Path | None
     registry_url: str | None = None
+
+
+def ic_boundary_config(flags: OrchestratorConfig) -> IcBoundaryConfig:
+    return IcBoundaryConfig(
+        flags.ic_binary_directory,
+        flags.ic_boundary_env,
+        flags.registry_local_store,
+        flags.registry_url,
+    )
 
 
 @dataclass(frozen=True)
@@ -178,8 +203,8 @@ class IcBoundaryProcess(Process[IcBoundaryConfig, IcBoundaryArgs]):
     def environment(self) -> dict[str, str]:
         return {
             **self.config.env_file,
-            "LISTEN_HTTP_ADDR": str(ListenAddress(self.args.ip, IC_BOUNDARY_HTTP_PORT)),
-            "OBS_METRICS_ADDR": str(ListenAddress(self.args.ip, IC_BOUNDARY_METRICS_PORT)),
+            "LISTEN_HTTP_ADDR": str(ListenAddress(self.args.ip, Port.IC_BOUNDARY)),
+            "OBS_METRICS_ADDR": str(ListenAddress(self.args.ip, Port.IC_BOUNDARY_METRICS)),
             **(
                 {"REGISTRY_URL": self.config.registry_url}
                 if self.config.registry_url is not None
@@ -195,10 +220,25 @@ class IcBoundaryProcess(Process[IcBoundaryConfig, IcBoundaryArgs]):
         return KeepRunning()
 
 
+# ------------------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class ProcessSpec(Generic[C, A]):
+    """A program the orchestrator can run: its `Process` type, and how its static config is
+    made from the orchestrator's flags."""
+
+    process_type: type[Process[C, A]]
+    make_config: Callable[[OrchestratorConfig], C]
+
+    @property
+    def name(self) -> str:
+        return self.process_type.NAME
+
+
 # Every program the orchestrator may run, in start order.
-PROCESS_TYPES: tuple[type[Process[Any, Any]], ...] = (
-    ReplicaProcess,
-    IcGatewayProcess,
-    IcBoundaryProcess,
+PROCESS_SPECS: tuple[ProcessSpec[Any, Any], ...] = (
+    ProcessSpec(ReplicaProcess, replica_config),
+    ProcessSpec(IcGatewayProcess, ic_gateway_config),
+    ProcessSpec(IcBoundaryProcess, ic_boundary_config),
 )
-PROCESS_NAMES: tuple[str, ...] = tuple(p.NAME for p in PROCESS_TYPES)
+PROCESS_TYPES: tuple[type[Process[Any, Any]], ...] = tuple(s.process_type for s in PROCESS_SPECS)
+PROCESS_NAMES: tuple[str, ...] = tuple(s.name for s in PROCESS_SPECS)

@@ -8,9 +8,9 @@ own may leave grandchildren holding its ports: they get the same SIGTERM/SIGKILL
 removes the pid file and calls `on_exit` to wake the main loop. The program counts as running
 until all of that is done, so a new one never clashes with the remains of the old one.
 
-Per program: stdout+stderr are appended to `<logs>/<NAME>.log` (a header line per start) and
-`<run>/<NAME>.pid` holds `{"pid", "create_time", "argv", ...}` while it runs, so a restarted
-orchestrator can find what its predecessor left (see `leftovers`).
+Per program, in the node's `DataDir`: stdout+stderr are appended to its log (a header line per
+start) and its pid file (the `harness.node.layout` format: pid, create time, argv) exists while
+it runs, so a restarted orchestrator can find what its predecessor left (see `leftovers`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import os
 import shlex
@@ -32,13 +31,12 @@ from typing import Any, Protocol
 
 import psutil
 
+from harness.node.layout import DataDir, PidRecord, remove_pid_file, write_pid_file
 from harness.node.orchestrator import pgroup
+from harness.node.orchestrator.pgroup import KILL_TIMEOUT
 from harness.node.orchestrator.process import LaunchSpec
 
 log = logging.getLogger(__name__)
-
-# After SIGKILL, how long to wait for the group to vanish before giving up on it.
-KILL_TIMEOUT = 5.0
 
 Spawn = Callable[[str, Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
@@ -120,15 +118,13 @@ class SubprocessRunner:
     def __init__(
         self,
         name: str,
-        logs_dir: Path,
-        run_dir: Path,
+        data_dir: DataDir,
         stop_grace_period: float,
         on_exit: Callable[[], None] = lambda: None,
         spawn: Spawn | None = None,
     ) -> None:
         self._name = name
-        self.logs_dir = logs_dir
-        self.run_dir = run_dir
+        self.data_dir = data_dir
         self.stop_grace_period = stop_grace_period
         self.on_exit = on_exit
         self._spawn = spawn or self._create_task
@@ -146,11 +142,11 @@ class SubprocessRunner:
 
     @property
     def log_file(self) -> Path:
-        return self.logs_dir / f"{self._name}.log"
+        return self.data_dir.log(self._name)
 
     @property
     def pid_file(self) -> Path:
-        return self.run_dir / f"{self._name}.pid"
+        return self.data_dir.pid_file(self._name)
 
     def is_running(self) -> bool:
         return self._child is not None
@@ -161,8 +157,8 @@ class SubprocessRunner:
     async def start(self, spec: LaunchSpec) -> int:
         if self._child is not None:
             raise RuntimeError(f"{self._name} process is still running (pid {self._child.pid})")
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         command = shlex.join(spec.argv)
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         with self.log_file.open("ab") as out:
@@ -284,28 +280,15 @@ class SubprocessRunner:
             )
 
     def _write_pid_file(self, child: _Child) -> None:
-        record = {
-            "name": self._name,
-            "pid": child.pid,
-            "create_time": child.create_time,
-            "argv": list(child.spec.argv),
-        }
-        tmp = self.pid_file.with_name(f".{self.pid_file.name}.tmp")
+        record = PidRecord(child.pid, child.create_time, self._name, child.spec.argv)
         try:
-            tmp.write_text(json.dumps(record) + "\n")
-            tmp.replace(self.pid_file)
+            write_pid_file(self.pid_file, record)
         except OSError as exc:
             # The program runs anyway; only a restarted orchestrator would miss it.
             log.error("cannot write %s: %s", self.pid_file, exc)
 
     def _remove_pid_file(self, child: _Child) -> None:
-        try:
-            recorded = json.loads(self.pid_file.read_text()).get("pid")
-        except (OSError, ValueError, AttributeError):
-            return
-        if recorded == child.pid:
-            with contextlib.suppress(FileNotFoundError):
-                self.pid_file.unlink()
+        remove_pid_file(self.pid_file, child.pid)
 
     def _create_task(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)

@@ -13,7 +13,7 @@ class ProcessState(enum.Enum):
     """Where a managed program is in its life, as its `ProcessManager` sees it."""
 
     STOPPED = "stopped"  # not running, and nothing pending: started when a check wants it
-    RUNNING = "running"  # started; the runner has not seen it exit
+    RUNNING = "running"  # started; no `transition()` has seen it exit yet
     STOPPING = "stopping"  # asked to stop (SIGTERM sent); waiting for the exit
     EXITED = "exited"  # exited on its own after a healthy uptime: restarted on the next pass
     BACKOFF = "backoff"  # exited (or failed to start) quickly: restarted once the delay expired

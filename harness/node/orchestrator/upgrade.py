@@ -5,11 +5,11 @@ at the subnet's replica version (a changed version restarts it: our "upgrade"; a
 too) and, on cloud engines with the launch gate on, ic-gateway beside it; an unassigned node runs
 neither. Before the first snapshot nothing is done.
 
-The ic-gateway launch gate is on when the orchestrator was started with `--enable-ic-gateway`
-(off by default, as the IC's `IC_GATEWAY_LAUNCH_ENABLED`) OR when the node's registry record has
-the feature `ic_gateway`; a testnet can so turn it on and off per node at run time by writing a
-new registry version. With the gate off (or on another subnet type) ic-gateway is stopped, also
-when it was running.
+Which program runs when is `policy`'s: this check finds the node's subnet and the ic-gateway
+launch gate in the snapshot and hands them over. The gate is on when the orchestrator was
+started with `--enable-ic-gateway` OR when the node's registry record has the feature
+`ic_gateway`; a testnet can so turn it on and off per node at run time by writing a new
+registry version.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import logging
 from dataclasses import dataclass
 
 from harness.node.orchestrator.errors import OrchestratorError
-from harness.node.orchestrator.manager import MultipleProcessesManager
 from harness.node.orchestrator.metrics import OrchestratorMetrics
+from harness.node.orchestrator.policy import MultipleProcessesManager, ic_gateway_gate
 from harness.node.orchestrator.tasks import TaskTracker
 from harness.node.registry import RegistrySnapshot
-from harness.node.registry.records import FEATURE_IC_GATEWAY
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +64,13 @@ class UpgradeCheck:
         self.assignment = UNKNOWN
         self.ic_gateway_enabled = enable_ic_gateway
 
-    def gateway_gate(self, snapshot: RegistrySnapshot) -> bool:
-        return self.enable_ic_gateway_flag or snapshot.node_has_feature(
-            self.node_id, FEATURE_IC_GATEWAY
-        )
-
     async def check(self, snapshot: RegistrySnapshot | None) -> SubnetAssignment:
         """One check; raises `OrchestratorError` when a program could not be started/stopped."""
         if snapshot is None:
             return self.assignment
-        self.ic_gateway_enabled = self.gateway_gate(snapshot)
+        self.ic_gateway_enabled = ic_gateway_gate(
+            self.enable_ic_gateway_flag, snapshot, self.node_id
+        )
         subnet_id = snapshot.subnet_of(self.node_id)
         if subnet_id is None:
             if self.assignment != UNASSIGNED:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.node.layout import REGISTRY_SERVICE_PORT
 from harness.node.listen import ListenAddress, parse_listen
 from harness.node.registry.http import registry_http_app
 from harness.node.registry.store import LocalStore
@@ -17,7 +18,7 @@ from harness.node.serve import EXIT_BIND, BindError, Servers, run_program, setup
 
 log = logging.getLogger("harness.node.registry")
 
-DEFAULT_LISTEN = "0.0.0.0:8000"
+DEFAULT_LISTEN = f"0.0.0.0:{REGISTRY_SERVICE_PORT}"
 
 
 def _listen(value: str) -> ListenAddress:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.node.layout import Port
+
 FEATURE_IC_GATEWAY = "ic_gateway"
 KNOWN_FEATURES = frozenset({FEATURE_IC_GATEWAY})
 
@@ -34,8 +36,8 @@ class SubnetRecord:
 @dataclass(frozen=True)
 class NodeRecord:
     ip: str
-    http_port: int = 8080
-    metrics_port: int = 9090
+    http_port: int = Port.REPLICA_HTTP
+    metrics_port: int = Port.REPLICA_METRICS
     domain: str | None = None
     features: frozenset[str] = frozenset()
 
@@ -248,8 +250,10 @@ def _node(raw: Any, path: str) -> NodeRecord:
         )
     return NodeRecord(
         ip=_str(record.get("ip"), f"{path}.ip"),
-        http_port=_int(record.get("http_port", 8080), f"{path}.http_port", 1, 65535),
-        metrics_port=_int(record.get("metrics_port", 9090), f"{path}.metrics_port", 1, 65535),
+        http_port=_int(record.get("http_port", Port.REPLICA_HTTP), f"{path}.http_port", 1, 65535),
+        metrics_port=_int(
+            record.get("metrics_port", Port.REPLICA_METRICS), f"{path}.metrics_port", 1, 65535
+        ),
         domain=domain,
         features=frozenset(features),
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.node.layout import Port
 from harness.node.listen import ListenAddress, parse_listen
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -69,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--http-listen",
         type=_listen,
-        default="0.0.0.0:8080",
+        default=f"0.0.0.0:{Port.REPLICA_HTTP}",
         help="public API (default %(default)s)",
     )
     add(
         "--metrics-listen",
         type=_listen,
-        default="0.0.0.0:9090",
+        default=f"0.0.0.0:{Port.REPLICA_METRICS}",
         help="metrics (default %(default)s)",
     )
     add("--replica-version", type=_non_empty, default="0.0.0", help="reported as impl_version")

@@ -1,7 +1,7 @@
 """Leak stress: bring a testnet up, kill the run at a random point, start the next run, and
 count what is left behind at the end. The number must be 0.
 
-    .venv/bin/python bench/leak_stress.py [--cycles 30] [--seed N] [--backend local|docker]
+    .venv/bin/python tests/leak_stress.py [--cycles 30] [--seed N] [--backend local|docker]
                                           [--max-delay S] [--json] [--keep-workdir]
 
 Each cycle picks, from a seeded random generator:
@@ -454,7 +454,7 @@ class Stress:
         self.systest.parent.mkdir()
         self.systest.write_text(SYSTEST_SOURCE)
         if self.args.backend == "docker":
-            from harness.driver.images import build_node_image
+            from harness.driver.backends.images import build_node_image
 
             stderr.print("building (or finding) the node image before any cycle")
             build_node_image(console=stderr)

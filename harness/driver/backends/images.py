@@ -1,6 +1,6 @@
 """Node images for the docker and swarm backends, built offline and cached by a hash of what
-goes in. Everything a build needs ships with the package (`harness.driver.node_image`), so an
-installed harness builds images as well as a checkout does.
+goes in. Everything a build needs ships with the package (`node_image/` beside this module), so
+an installed harness builds images as well as a checkout does.
 
 Three layers, each rebuilt only when its inputs change:
 
@@ -53,7 +53,8 @@ import requests
 from rich.console import Console
 
 import harness
-from harness.driver.errors import BackendUnavailable, HarnessError
+from harness.driver.backends.engine import engine, short
+from harness.driver.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ HOST_APT_SOURCES = (
     Path("/etc/apt/sources.list.d/debian.sources"),
     Path("/etc/apt/sources.list"),
 )
-RECIPE_PACKAGE = "harness.driver.node_image"
+RECIPE_PACKAGE = "harness.driver.backends.node_image"
 DOCKERFILE = "Dockerfile"
 ENTRYPOINT = "entrypoint"
 LOCK = "requirements.lock"
@@ -132,28 +133,6 @@ def cache_dir() -> Path:
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# The engine.
-
-
-def engine() -> docker.DockerClient:
-    """A client of a running Docker engine, or `BackendUnavailable` saying why there is none."""
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    try:
-        client = docker.from_env()
-        client.ping()
-    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-        raise BackendUnavailable(
-            f"the docker backend needs a running Docker engine: cannot reach {where} "
-            f"({_short(exc)}); use --backend local"
-        ) from None
-    return client
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 300 else text[:300] + "..."
 
 
 # Base image.
@@ -596,5 +575,5 @@ def push_node_image(
             if "error" in line:
                 raise ImageBuildError(f"pushing {repository}:{version}: {line['error']}")
     except (docker.errors.APIError, requests.RequestException) as exc:
-        raise ImageBuildError(f"pushing {repository}:{version}: {_short(exc)}") from None
+        raise ImageBuildError(f"pushing {repository}:{version}: {short(exc)}") from None
     return f"{repository}:{version}"
