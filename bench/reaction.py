@@ -17,8 +17,10 @@ One testnet: a 1-node system subnet and a 4-node cloud-engine subnet with ic-gat
 
 Observation is by polling every `--poll` seconds (5 ms by default), so figures carry that
 much granularity. Floor in the same run: a Python interpreter importing the replica's program
-(`python -c 'import harness.node.replica.__main__'`), median of 5, since every restart starts
-one. Targets: p50 < 0.5 s and p99 < 1 s for kill→healthy and registry→started/stopped.
+(`python -c 'import harness.node.replica.__main__'`), median of 5: what every restart paid
+before the fork server (`--spawn exec` still does); a forked restart pays a fork. Targets:
+kill→healthy p50 <= 0.3 s (issue 16) and p99 < 1 s; registry→stopped and →started p50 < 0.5 s,
+p99 < 1 s.
 
 Prints one JSON document on stdout and tables on stderr; the testnet is torn down, also on
 Ctrl-C.
@@ -29,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from benchlib import (
     PYTHON,
     REPO,
@@ -67,6 +72,7 @@ MIN_UPTIME = 11.0  # the orchestrator's backoff resets after 10 s of uptime
 TRIAL_TIMEOUT = 15.0
 TARGET_P50 = 0.5
 TARGET_P99 = 1.0
+TARGET_P50_OF = {"kill_to_healthy": 0.3}  # where a target is stricter than TARGET_P50
 
 
 def topology() -> InternetComputer:
@@ -135,6 +141,27 @@ class Observer:
             time.sleep(self.poll)
 
 
+def replica_killer(testnet: Testnet, node: Node) -> Callable[[], object]:
+    """What sends the node's replica SIGKILL, at once when called. Docker: from this host, to
+    the replica's host pid (found beforehand among the processes of the node's container), so
+    that the clock starts with the kill and not with two `docker exec` round trips before it
+    (`node.kill_process` reads the pid file and kills inside the container: ~0.12 s here).
+    Local: `node.kill_process`, itself an `os.kill`."""
+    if testnet.backend.name != "docker":
+        return partial(node.kill_process, "replica")
+    import docker
+
+    client = docker.from_env()
+    labels = [f"org.harness.testnet-id={testnet.testnet_id}", f"org.harness.node-id={node.node_id}"]
+    (container,) = client.containers.list(filters={"label": labels})
+    container.reload()  # a listing holds no pid
+    init = psutil.Process(int(container.attrs["State"]["Pid"]))
+    replicas = [p for p in init.children(recursive=True) if p.name() == "replica"]
+    if len(replicas) != 1:
+        raise BenchError(f"{node.node_id}: expected one replica process, found {len(replicas)}")
+    return partial(os.kill, replicas[0].pid, signal.SIGKILL)
+
+
 def kill_trials(testnet: Testnet, observer: Observer, trials: int) -> list[dict[str, Any]]:
     nodes = [n for s in testnet.topology_snapshot().subnets for n in s.nodes]
     results: list[dict[str, Any]] = []
@@ -152,8 +179,9 @@ def kill_trials(testnet: Testnet, observer: Observer, trials: int) -> list[dict[
                 raise BenchError(f"{node.node_id}: replica not up for {MIN_UPTIME} s")
             time.sleep(0.1)
         old_pid = int(record["pid"])
+        kill = replica_killer(testnet, node)
         started = time.perf_counter()
-        node.kill_process("replica")
+        kill()
         spawn = observer.until(
             partial(observer.respawned, node, "replica", old_pid),
             started,
@@ -266,9 +294,11 @@ def main() -> None:
     kills: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
     floor_before = import_floor()
+    poll_interval: float | None = None
     try:
         with Testnet(topology(), run, args.backend, options).start(timeout=120) as testnet:
             observer = Observer(testnet, args.poll)
+            poll_interval = testnet.backend.options.registry_poll_interval
             try:
                 if "kill" not in args.skip:
                     kills = kill_trials(testnet, observer, args.trials)
@@ -294,12 +324,13 @@ def main() -> None:
     for name in judged:
         dist = distributions[name]
         if dist.get("n"):
+            p50_limit = TARGET_P50_OF.get(name, TARGET_P50)
             checks.append(
                 {
-                    "target": f"{name}: p50 < {TARGET_P50:g} s, p99 < {TARGET_P99:g} s",
+                    "target": f"{name}: p50 <= {p50_limit:g} s, p99 < {TARGET_P99:g} s",
                     "p50": dist["p50"],
                     "p99": dist["p99"],
-                    "met": dist["p50"] < TARGET_P50 and dist["p99"] < TARGET_P99,
+                    "met": dist["p50"] <= p50_limit and dist["p99"] < TARGET_P99,
                 }
             )
     document = {
@@ -310,7 +341,7 @@ def main() -> None:
         "settings": {
             "trials": args.trials,
             "poll_s": args.poll,
-            "registry_poll_interval_s": options.registry_poll_interval,
+            "registry_poll_interval_s": poll_interval,
             "stop_grace_period_s": options.stop_grace_period,
         },
         "replica_import_floor_s": round(floor, 4),

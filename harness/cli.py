@@ -38,6 +38,8 @@ from rich.progress import (
 )
 
 from harness.driver import (
+    SPAWN_MODES,
+    BackendOptions,
     HarnessError,
     InternetComputer,
     Run,
@@ -220,7 +222,7 @@ def _up(
         try:
             if detached:
                 _log_to(run.directory / "harness-up.log")
-            testnet = Testnet(topology, run, args.backend)
+            testnet = Testnet(topology, run, args.backend, BackendOptions(spawn=args.spawn))
             failure_artifacts = Path(args.artifacts_dir) / testnet.testnet_id
             if detached:
 
@@ -528,6 +530,13 @@ def parser() -> argparse.ArgumentParser:
         help="return once healthy and leave the testnet up (harness down TESTNET removes it)",
     )
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
+    up.add_argument(
+        "--spawn",
+        choices=SPAWN_MODES,
+        default="fork",
+        help="how node programs start: forked by a fork server that imported them, or exec'd "
+        "(each a fresh interpreter)",
+    )
     up.add_argument(
         "--artifacts-dir",
         default="artifacts",

@@ -11,9 +11,10 @@ In a test module::
     def test_crash_recovery(testnet): ...
 
 Options (each also an ini key `harness_<name>`): `--backend local|docker|swarm`,
-`--keep-testnet`, `--artifacts-dir DIR`, `--run-manual`. Each test's artifact directory (also
-of a testnet whose start failed) is in its report and, as the property `harness_artifacts`, in
-JUnit XML. Async tests (pytest-asyncio, strict or auto mode) use the same fixtures.
+`--spawn fork|exec`, `--keep-testnet`, `--artifacts-dir DIR`, `--run-manual`. Each test's
+artifact directory (also of a testnet whose start failed) is in its report and, as the property
+`harness_artifacts`, in JUnit XML. Async tests (pytest-asyncio, strict or auto mode) use the
+same fixtures.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 
 from harness.driver import (
+    SPAWN_MODES,
     BackendOptions,
     CapabilityMissing,
     InternetComputer,
@@ -63,6 +65,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "backend that runs the nodes: local (default), docker or swarm",
         default=None,
         choices=backend_names(),
+    )
+    add(
+        "--spawn",
+        "harness_spawn",
+        "how node programs start: fork (default: from a fork server that imported them) or "
+        "exec (each a fresh interpreter)",
+        default=None,
+        choices=SPAWN_MODES,
     )
     add(
         "--keep-testnet",
@@ -111,6 +121,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"harness_backend = {backend!r}: use one of {', '.join(backend_names())}"
         )
+    spawn = _setting(config, "harness_spawn", "fork")
+    if spawn not in SPAWN_MODES:
+        raise pytest.UsageError(f"harness_spawn = {spawn!r}: use one of {', '.join(SPAWN_MODES)}")
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
     config.stash[failed_starts_key] = {}
 
@@ -127,11 +140,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 class TestnetFactory:
     """Starts testnets for tests and tears them down (or keeps them with --keep-testnet)."""
 
-    def __init__(self, run: Run, backend: str, keep: bool) -> None:
+    def __init__(self, run: Run, backend: str, keep: bool, spawn: str = "fork") -> None:
         self.run = run
         self.backend = backend
         self.keep = keep
-        self.options = BackendOptions()
+        self.options = BackendOptions(spawn=spawn)
         self.kept: list[Testnet] = []
 
     def __call__(
@@ -168,6 +181,7 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
         harness_run,
         _setting(config, "harness_backend", "local"),
         bool(_setting(config, "harness_keep_testnet", False)),
+        _setting(config, "harness_spawn", "fork"),
     )
     yield factory
     if factory.kept:

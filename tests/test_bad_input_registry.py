@@ -389,6 +389,8 @@ def test_the_client_keeps_the_newest_good_version_and_reports_each_bad_one_once(
 class _Unreadable:
     """A source whose directory cannot be listed."""
 
+    blocking = False
+
     def latest_version(self) -> int:
         raise PermissionError(13, "Permission denied", "/registry")
 

@@ -19,11 +19,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from harness.driver import InternetComputer, Subnet, SubnetType, TopologyError
-from harness.driver.topology import Plan
+from harness.driver.topology import MAX_NODES, Plan
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-MAX_NODES = 250
 
 
 def valid_name(name: object) -> bool:
@@ -315,7 +314,7 @@ def test_a_huge_boundary_node_count_is_refused_without_building_it(count: int) -
     ic = InternetComputer().with_api_boundary_nodes(count)
     tracemalloc.start()
     try:
-        with pytest.raises(TopologyError, match="at most 250"):
+        with pytest.raises(TopologyError, match=f"at most {MAX_NODES}"):
             ic.validate()
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -433,6 +433,27 @@ def test_unhealthy_replicas_are_avoided_and_none_healthy_is_503(
         assert api.post(f"/api/v2/canister/{canister}/query").headers["x-replica"] == r2
 
 
+def test_a_starting_replica_is_routed_to_long_before_the_next_interval(
+    tmp_path: Path,
+    fake_replicas: Callable[[int], FakeReplicas],
+    boundary: Callable[..., Boundary],
+) -> None:
+    """While a replica is unhealthy the probes come sooner than `--health-check-interval`
+    (a testnet's replicas start after its boundary node: routing waits for them, not for an
+    interval)."""
+    replicas = fake_replicas(1)
+    (r1,) = replicas.ips
+    replicas.health[r1] = "waiting_for_certified_state"
+    _, args = with_registry(tmp_path, snapshot(1, {"s-a": [r1]}))
+    bn = boundary(*args, "--health-check-interval", "30s")  # the later flag wins
+    bn.wait_healthy("s-a", 0)
+    time.sleep(0.5)  # several back-off rounds pass: the next must still come well before 30 s
+    replicas.health[r1] = "healthy"
+    started = time.monotonic()
+    bn.wait_healthy("s-a", 1)
+    assert time.monotonic() - started < 5
+
+
 def test_subnet_routes_and_request_errors(
     tmp_path: Path, fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
 ) -> None:

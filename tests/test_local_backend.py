@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.driver import InternetComputer, Run, Subnet, SubnetType, Testnet, sweep
+from harness.driver import BackendOptions, InternetComputer, Run, Subnet, SubnetType, Testnet, sweep
 from harness.driver.run import RUN_ID_ENV, tagged_processes
 
 
@@ -56,7 +56,41 @@ def test_testnet_comes_up_healthy_and_teardown_leaves_nothing(run: Run) -> None:
         assert [n["role"] for n in described["nodes"]] == ["replica", "replica", "unassigned"]
         assert "gateway" in described["nodes"][1]["urls"]
         names = sorted(p.name() for p in processes_of(run.run_id))
-        assert len(names) >= 5  # 3 orchestrators, 2 replicas, 1 gateway (names vary by launcher)
+        # 3 orchestrators, their fork servers, 2 replicas, 1 gateway; the run's template
+        assert names.count("orchestrator") == 3
+        assert names.count("forkserver") == 4
+        assert names.count("replica") == 2 and names.count("ic-gateway") == 1
+    # What stays is the run's template: it forks the orchestrators of the run's next testnets.
+    assert [p.cmdline()[0] for p in processes_of(run.run_id)] == [
+        f"harness template of run {run.run_id}"
+    ]
+    run.close()
+    assert processes_of(run.run_id) == []
+
+
+def test_exec_spawned_nodes_come_up_and_leave_nothing(run: Run) -> None:
+    """`--spawn exec`: every program a fresh interpreter, as before the fork server."""
+    options = BackendOptions(spawn="exec")
+    with Testnet(small_topology(), run, "local", options).start(timeout=30) as testnet:
+        node = testnet.topology_snapshot().subnets[1].nodes[0]
+        assert node.status(port=80).is_healthy
+        replica = psutil.Process(node.process_pid("replica"))
+        orchestrator = replica.parent()  # exec'd by the orchestrator itself: no fork server
+        assert orchestrator is not None
+        assert orchestrator.cmdline()[1:3] == ["-m", "harness.node.orchestrator"]
+        assert replica.cmdline()[1].endswith("/replica")  # its console script, run by python
+    assert processes_of(run.run_id) == []
+
+
+def test_closing_a_run_with_a_testnet_still_up_leaves_nothing(run: Run) -> None:
+    """The run ends before its testnet is closed (a forgotten `close()`): its sweep must stop
+    the testnet's supervision first, or the supervisor starts the orchestrators it kills again."""
+    testnet = Testnet(small_topology(), run).start(timeout=30)
+    assert len(processes_of(run.run_id)) > 0
+    run.close()
+    time.sleep(1.0)  # ten of the supervisor's restart delays
+    assert processes_of(run.run_id) == []
+    testnet.close()  # afterwards still harmless
     assert processes_of(run.run_id) == []
 
 

@@ -2,9 +2,10 @@
 
 The node programs come from a fake `--ic-binary-directory`: small Python scripts named
 `replica`, `ic-gateway` and `ic-boundary` that serve their argv/env as JSON (and the replica a
-healthy `/api/v2/status`) on the address they are given. `test_real_programs_*` run the same
-flow against the installed programs. Observation is through the dashboard (7070), the metrics
-(9091), the programs' own ports and psutil.
+healthy `/api/v2/status`) on the address they are given, exec'd (`--spawn exec`: the fork
+server runs the real programs only). `test_real_*` run the same flow against the real
+programs, forked by the orchestrator's fork server (the default). Observation is through the
+dashboard (7070), the metrics (9091), the programs' own ports and psutil.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Node:
             "--registry-local-store", str(self.store.path),
             "--data-dir", str(self.data_dir),
             "--ic-binary-directory", str(self.bin_dir),
+            "--spawn", "fork" if self.bin_dir == default_binary_directory() else "exec",
             "--metrics-listen-addr", f"{self.ip}:9091",
             "--dashboard-listen-addr", f"{self.ip}:7070",
             "--stop-grace-period", GRACE,
@@ -476,6 +478,7 @@ def test_second_orchestrator_on_the_same_data_dir_refuses_to_run(
         "--registry-local-store", str(node.store.path),
         "--data-dir", str(node.data_dir),
         "--ic-binary-directory", str(node.bin_dir),
+        "--spawn", "exec",
         "--metrics-listen-addr", f"{other_ip}:9091",
         "--dashboard-listen-addr", f"{other_ip}:7070",
         env={TAG: node.tag},
@@ -550,5 +553,31 @@ def test_real_ic_boundary_runs_on_api_boundary_nodes(real_node: Node) -> None:
     pid = node.await_pid("ic-boundary")
     wait_until(lambda: node.http.get(f"http://{node.ip}:443/").status_code > 0, "ic-boundary up")
     assert node.pid("ic-boundary") == pid  # it did not crash
+    assert program.terminate(timeout=15) == 0  # type: ignore[attr-defined]
+    assert node.program_pids() == []
+
+
+@pytest.mark.skipif(
+    not _installed("replica", "harness.node.replica.__main__"), reason="no replica program yet"
+)
+def test_a_dead_fork_server_takes_its_programs_supervision_with_it_cleanly(
+    real_node: Node,
+) -> None:
+    """The fork server dies: the replica it forked is stopped (nothing unsupervised stays) and
+    started again, as after a crash, from a new fork server."""
+    node = real_node
+    program = node.start()
+    node.write()
+    first = node.await_pid("replica")
+    wait_until(lambda: node.status_version() == "v1", "the replica healthy")
+    server = psutil.Process(first).ppid()
+    assert "forkserver" in psutil.Process(server).name()
+    os.kill(server, signal.SIGKILL)
+    second = node.await_pid("replica", other_than=first)
+    wait_until(lambda: node.status_version() == "v1", "the new replica healthy")
+    assert not alive(first)
+    new_server = psutil.Process(second).ppid()
+    assert new_server != server and "forkserver" in psutil.Process(new_server).name()
+    assert node.metric("orchestrator_processes_start_attempts_total", process="replica") == 2
     assert program.terminate(timeout=15) == 0  # type: ignore[attr-defined]
     assert node.program_pids() == []

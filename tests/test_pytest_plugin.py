@@ -147,28 +147,35 @@ def test_keep_testnet_leaves_it_up_and_says_how_to_reach_it(
 ) -> None:
     state = pytester.path / "state"
     monkeypatch.setenv("HARNESS_STATE_DIR", str(state))
-    pytester.makepyfile(XDIST_SYSTESTS.replace("range(4)", "range(1)"))
-    result = pytester.runpytest_subprocess("--keep-testnet", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        ["*kept up: `harness ls` lists it, `harness down ic-0` removes it*", "*subnet-0-node-0*"]
-    )
-    api = next(line.split()[1] for line in result.stdout.lines if line.startswith("    api "))
-    assert decode_status(httpx.get(f"{api}/api/v2/status").content).is_healthy
-    # A later run's sweep leaves a kept run alone; `harness ls` shows it, healthy and kept.
-    assert sweep() == {}
-    (run_id,) = (p.name for p in (state / "runs").iterdir())
-    listed = json.loads(_harness("ls", "--json").stdout)
-    assert [(t["testnet"], t["held_by"], t["kept"]) for t in listed] == [("ic-0", "kept", True)]
-    assert [node["healthy"] for node in listed[0]["nodes"]] == [True, True]
-    # `harness down ic-0` removes it: its processes, its run.
-    down = _harness("down", "ic-0")
-    assert down.stdout == "removed testnet ic-0\n", down.stderr
-    assert tagged_processes() == {}
-    assert not (state / "runs" / run_id).exists()
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{api}/api/v2/status", timeout=1)
-    assert _harness("ls").stdout.startswith("no testnets")
+    try:
+        pytester.makepyfile(XDIST_SYSTESTS.replace("range(4)", "range(1)"))
+        result = pytester.runpytest_subprocess("--keep-testnet", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*kept up: `harness ls` lists it, `harness down ic-0` removes it*",
+                "*subnet-0-node-0*",
+            ]
+        )
+        api = next(line.split()[1] for line in result.stdout.lines if line.startswith("    api "))
+        assert decode_status(httpx.get(f"{api}/api/v2/status").content).is_healthy
+        # A later run's sweep leaves a kept run alone; `harness ls` shows it, healthy and kept.
+        assert sweep() == {}
+        (run_id,) = (p.name for p in (state / "runs").iterdir())
+        listed = json.loads(_harness("ls", "--json").stdout)
+        kept = [(t["testnet"], t["held_by"], t["kept"]) for t in listed]
+        assert kept == [("ic-0", "kept", True)]
+        assert [node["healthy"] for node in listed[0]["nodes"]] == [True, True]
+        # `harness down ic-0` removes it: its processes, its run.
+        down = _harness("down", "ic-0")
+        assert down.stdout == "removed testnet ic-0\n", down.stderr
+        assert tagged_processes() == {}
+        assert not (state / "runs" / run_id).exists()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{api}/api/v2/status", timeout=1)
+        assert _harness("ls").stdout.startswith("no testnets")
+    finally:
+        sweep(everything=True)  # whatever a failing assertion left up
 
 
 def _harness(*args: str) -> subprocess.CompletedProcess[str]:

@@ -61,7 +61,7 @@ def test_builder_plans_ids_for_every_node() -> None:
         (lambda: InternetComputer().with_unassigned_nodes(-1), "count must be >= 0"),
         (lambda: Subnet(SubnetType.SYSTEM).with_feature("warp"), "unknown node feature 'warp'"),
         (lambda: InternetComputer().with_name("Bad Name").with_unassigned_nodes(1), "testnet name"),
-        (lambda: InternetComputer().with_unassigned_nodes(251), "at most 250"),
+        (lambda: InternetComputer().with_unassigned_nodes(1001), "at most 1000"),
         (lambda: InternetComputer().add_subnet("system"), "add_subnet takes a Subnet"),
         (
             lambda: (

@@ -14,7 +14,7 @@ Everything a test needs is exported here; tests import nothing else from `harnes
 
 from harness.driver.aio import AsyncTestnet, LoadReport, NodeHealth
 from harness.driver.backend_registry import backend_names
-from harness.driver.backends.base import BackendOptions
+from harness.driver.backends.base import SPAWN_MODES, BackendOptions
 from harness.driver.errors import (
     BackendUnavailable,
     CapabilityMissing,
@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_ORCHESTRATOR_METRICS",
     "DEFAULT_REPLICA_METRICS",
     "IC_GATEWAY_DOMAIN",
+    "SPAWN_MODES",
     "AsyncTestnet",
     "BackendOptions",
     "BackendUnavailable",

@@ -61,14 +61,13 @@ class Run:
         building.rename(directory)
         return cls(run_id, directory)
 
+    def run_tags(self) -> dict[str, str]:
+        """Environment variables that mark a process as this run's (what the sweep goes by)."""
+        return {RUN_ID_ENV: self.run_id, STATE_ROOT_ENV: str(self.directory.parent.parent)}
+
     def process_tags(self, testnet_id: str, node_id: str) -> dict[str, str]:
         """Environment variables that mark a node's processes as this run's."""
-        return {
-            RUN_ID_ENV: self.run_id,
-            TESTNET_ID_ENV: testnet_id,
-            NODE_ID_ENV: node_id,
-            STATE_ROOT_ENV: str(self.directory.parent.parent),
-        }
+        return {**self.run_tags(), TESTNET_ID_ENV: testnet_id, NODE_ID_ENV: node_id}
 
     def keep(self, reason: str) -> None:
         """Leave the run's testnets up after it ends: only `harness down` removes them."""

@@ -140,7 +140,10 @@ class Testnet:
             self.registry = RegistryWriter(self.directory / "registry", on_change=self._changed)
             backend_type = get_backend(backend) if isinstance(backend, str) else backend
             self.backend: Backend = backend_type(
-                run, self.testnet_id, self.directory / "nodes", options or BackendOptions()
+                run,
+                self.testnet_id,
+                self.directory / "nodes",
+                (options or BackendOptions()).sized_for(len(self.plan.nodes)),
             )
         except BaseException:
             TESTNET_IDS.release(self.testnet_id)

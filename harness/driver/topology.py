@@ -21,7 +21,7 @@ from harness.driver.errors import TopologyError
 from harness.node.registry import SubnetType
 
 DEFAULT_REPLICA_VERSION = "1.0.0"
-MAX_NODES = 250
+MAX_NODES = 1000  # the local backend's; docker and swarm hold 250 (a /24 network)
 FEATURES = frozenset({"ic_gateway"})
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"

@@ -2,9 +2,17 @@
 address 127.A.B.n, with the node programs under it, so each node's ports (`harness.node.layout`)
 are real and distinct. No Docker needed.
 
-The backend watches its orchestrators as systemd would with `Restart=always`: one that exits
-while its node should run (killed -9, say) is started again after 0.1 s, at most 5 times in
-10 s; the new orchestrator stops what the old one left before starting anything. Faults: a node
+Orchestrators are forked, each into a session of its own, by the run's template: one process
+per run (and harness process) that has imported every node program (`harness.node.forkserver`),
+exec'd with the run's tags in its environment, so that the sweep finds everything forked from it.
+A node therefore costs no interpreter of its own (`--spawn exec` makes each orchestrator a fresh
+one, as before). A node's processes are those of its orchestrators' sessions (its programs
+keep their orchestrator's session), found with the run's tags.
+
+The backend watches its orchestrators as systemd would with `Restart=always` (a pidfd per
+orchestrator says when it ends): one that exits while its node should run (killed -9, say) is
+started again after 0.1 s, at most 5 times in 10 s; the new orchestrator stops what the old one
+left before starting anything. Faults: a node
 is paused with SIGSTOP to all its processes (SIGCONT resumes it) and partitioned with iptables
 rules that drop all traffic to and from its address (`local_firewall`).
 
@@ -22,12 +30,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,8 +62,18 @@ from harness.driver.run import (
     kill_processes,
     tagged_processes,
 )
+from harness.driver.state import state_root
 from harness.driver.topology import Plan, PlannedNode
-from harness.node.layout import UNPRIVILEGED_IC_GATEWAY_PORT, DataDir, Port, read_pid_file
+from harness.node.forkserver.client import ForkClient
+from harness.node.forkserver.protocol import Spawn, describe
+from harness.node.layout import (
+    UNPRIVILEGED_IC_GATEWAY_PORT,
+    DataDir,
+    PidRecord,
+    Port,
+    read_pid_file,
+    write_pid_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +85,75 @@ RESTART_BURST = 5  # systemd's StartLimitBurst default ...
 RESTART_INTERVAL = 10.0  # ... within StartLimitIntervalSec
 
 
+# The run's templates (one per run of this process) and what they said of their children's ends.
+_templates: dict[str, ForkClient] = {}
+_templates_lock = threading.Lock()
+_exit_statuses: dict[int, int] = {}
+# The testnets this process supervises, by run: a sweep of their run stops their supervision
+# before it kills their processes, or the supervisor would start the orchestrators again.
+_supervising: dict[str, weakref.WeakSet[LocalBackend]] = {}
+
+
+def _template(run: Run) -> ForkClient:
+    """The run's template, started on first use (and again if it died)."""
+    with _templates_lock:
+        client = _templates.get(run.run_id)
+        if client is None or not client.alive:
+            env = {**os.environ, **run.run_tags(), "PYTHONUNBUFFERED": "1"}
+            client = ForkClient.exec_server(
+                f"harness template of run {run.run_id}",
+                env,
+                log=run.directory / "template.log",
+                on_exit=_exit_statuses.__setitem__,
+            )
+            _templates[run.run_id] = client
+        return client
+
+
+def _close_template(run_id: str) -> None:
+    with _templates_lock:
+        client = _templates.pop(run_id, None)
+    if client is not None:
+        client.close()
+
+
+@dataclass
+class _Orchestrator:
+    """An orchestrator this backend started: forked by the template, or exec'd (`popen`). A
+    pidfd says when it has ended, whoever its parent is."""
+
+    pid: int
+    pidfd: int | None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def ended(self, timeout: float = 0.0) -> bool:
+        if self.pidfd is not None:
+            readable, _, _ = select.select([self.pidfd], [], [], timeout)
+            if not readable:
+                return False
+        if self.popen is not None:
+            self.popen.wait()  # reap it: it has ended
+        return True
+
+    def status(self) -> str:
+        if self.popen is not None and self.popen.returncode is not None:
+            return f"returncode {self.popen.returncode}"
+        status = _exit_statuses.pop(self.pid, None)
+        return "status unknown" if status is None else describe(status)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
 @dataclass
 class _LocalNode:
     node_id: str
     ip: str
     data_dir: DataDir
-    process: subprocess.Popen[bytes] | None = None
+    process: _Orchestrator | None = None
+    sessions: set[int] = field(default_factory=set)  # of every orchestrator it had
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     wanted: bool = False  # whether the node should be running (the supervisor's view)
@@ -88,11 +171,23 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         cls, doomed_run: Callable[[str], bool], testnet_id: str | None = None
     ) -> dict[str, int]:
         killed: dict[str, int] = {}
+        for run_id in [run_id for run_id in _supervising if doomed_run(run_id)]:
+            for backend in list(_supervising[run_id]):
+                if testnet_id is None or backend.testnet_id == testnet_id:
+                    backend.stop_supervising()
+            if testnet_id is None:
+                del _supervising[run_id]
+        if testnet_id is None:
+            for run_id in [run_id for run_id in _templates if doomed_run(run_id)]:
+                _close_template(run_id)  # its run is ending: a template of ours goes quietly
         for run_id, processes in tagged_processes().items():
             if not doomed_run(run_id):
                 continue
             if testnet_id is not None:
-                processes = [p for p in processes if _environ(p).get(TESTNET_ID_ENV) == testnet_id]
+                sessions = _recorded_sessions(run_id, testnet_id)
+                processes = [
+                    p for p in processes if _belongs(p, sessions, {TESTNET_ID_ENV: testnet_id})
+                ]
             if processes:
                 killed[run_id] = kill_processes(processes)
                 log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
@@ -111,23 +206,33 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
     def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
         super().__init__(run, testnet_id, directory, options)
         self._nodes: dict[str, _LocalNode] = {}
-        self._prefix: str | None = None
+        self._blocks: list[str] = []
         self.gateway_port: int = Port.IC_GATEWAY
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._supervisor = threading.Thread(
             target=self._supervise, name=f"supervise-{testnet_id}", daemon=True
         )
+        _supervising.setdefault(run.run_id, weakref.WeakSet()).add(self)
+
+    def stop_supervising(self) -> None:
+        """Restart no orchestrator from now on (the testnet is ending)."""
+        self._closing.set()
+        with self._lock:
+            for local in self._nodes.values():
+                local.wanted = False
+        if self._supervisor.is_alive() and self._supervisor is not threading.current_thread():
+            self._supervisor.join()
 
     def allocate(self, plan: Plan) -> Mapping[str, str]:
         global _warned_port_80
-        self._prefix = local_addresses.claim_block(self.run.run_id)
+        addresses, self._blocks = local_addresses.claim_addresses(self.run.run_id, len(plan.nodes))
         ips: dict[str, str] = {}
         for node in plan.nodes:
-            ip = f"{self._prefix}.{node.index + 2}"
+            ip = addresses[node.index]
             ips[node.node_id] = ip
             self._nodes[node.node_id] = _LocalNode(node.node_id, ip, self.data_dir(node.node_id))
-        if not local_addresses.port_80_allowed(f"{self._prefix}.2"):
+        if not local_addresses.port_80_allowed(addresses[0]):
             self.gateway_port = UNPRIVILEGED_IC_GATEWAY_PORT
             if not _warned_port_80:
                 _warned_port_80 = True
@@ -144,24 +249,18 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
     def start_node(self, node: PlannedNode, registry_path: Path) -> None:
         local = self._node(node.node_id)
         with self._lock:
-            if local.process is not None and local.process.poll() is None:
+            if local.process is not None and not local.process.ended():
                 raise HarnessError(f"node {node.node_id} is already running")
             local.data_dir.root.mkdir(parents=True, exist_ok=True)
-            local.argv = [
-                sys.executable,
-                "-m",
-                "harness.node.orchestrator",
-                *self.orchestrator_arguments(
-                    node.node_id,
-                    str(registry_path),
-                    str(local.data_dir.root),
-                    local.ip,
-                    "--ic-gateway-port",
-                    str(self.gateway_port),
-                ),
-            ]
+            local.argv = self.orchestrator_arguments(
+                node.node_id,
+                str(registry_path),
+                str(local.data_dir.root),
+                local.ip,
+                "--ic-gateway-port",
+                str(self.gateway_port),
+            )
             local.env = {
-                **os.environ,
                 **self.run.process_tags(self.testnet_id, node.node_id),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -172,21 +271,43 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
                 self._supervisor.start()
 
     def _spawn(self, local: _LocalNode) -> None:
+        log_file = local.data_dir.orchestrator_log
         try:
-            with local.data_dir.orchestrator_log.open("ab") as out:
-                local.process = subprocess.Popen(
-                    local.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=local.env,
-                    start_new_session=True,
-                )
-        except OSError as exc:
+            if self.options.spawn == "fork":
+                argv = ("orchestrator", *local.argv)
+                spawn = Spawn("orchestrator", argv, local.env, str(log_file), new_session=True)
+                pid = _template(self.run).spawn(spawn)
+                popen = None
+            else:
+                argv = (sys.executable, "-m", "harness.node.orchestrator", *local.argv)
+                with log_file.open("ab") as out:
+                    popen = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env={**os.environ, **local.env},
+                        start_new_session=True,
+                    )
+                pid = popen.pid
+        except (OSError, ConnectionError) as exc:
             raise NodeStartError(
                 f"node {local.node_id}: cannot start the orchestrator: {exc}"
             ) from exc
-        local.data_dir.pid_file("orchestrator").write_text(str(local.process.pid))
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = None  # gone already: `ended()` says so at once
+        if local.process is not None:
+            local.process.close()
+        local.process = _Orchestrator(pid, pidfd, popen)
+        local.sessions.add(pid)
+        with contextlib.suppress(psutil.Error):
+            created = psutil.Process(pid).create_time()
+            write_pid_file(
+                local.data_dir.pid_file("orchestrator"),
+                PidRecord(pid, created, "orchestrator", argv),
+            )
 
     def _supervise(self) -> None:
         """Restart=always for the orchestrators (see the module docstring)."""
@@ -194,7 +315,7 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
             for local in list(self._nodes.values()):
                 with self._lock:
                     process = local.process
-                    if not local.wanted or process is None or process.poll() is None:
+                    if not local.wanted or process is None or not process.ended():
                         continue
                     now = time.monotonic()
                     while local.restarts and now - local.restarts[0] > RESTART_INTERVAL:
@@ -209,7 +330,7 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
                     local.restarts.append(now)
                     log.warning(
                         "node %s: orchestrator exited (%s); restarting it",
-                        local.node_id, process.returncode,
+                        local.node_id, process.status(),
                     )  # fmt: skip
                     try:
                         self._spawn(local)
@@ -244,44 +365,49 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         local_firewall.heal(local.ip, self.run.run_id, node_id)
         local.partitioned = False
 
-    def _stop(self, local: _LocalNode) -> None:
+    def _stop(self, local: _LocalNode, leftovers: bool = True) -> None:
+        """Stop the node's orchestrator (SIGTERM, SIGKILL if it ignores it), then, with
+        `leftovers`, what is left in its sessions (one scan of every process: a teardown
+        does it once for all its nodes instead)."""
         process = local.process
         if process is None:
             return
-        if process.poll() is None:
+        if not process.ended():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
-            try:
-                # The orchestrator stops its programs, each within the grace period.
-                process.wait(timeout=2 * self.options.stop_grace_period + 5)
-            except subprocess.TimeoutExpired:
+            # The orchestrator stops its programs, each within the grace period.
+            if not process.ended(timeout=2 * self.options.stop_grace_period + 5):
                 log.warning("node %s: orchestrator ignored SIGTERM; killing it", local.node_id)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+                process.ended(timeout=10)
+        process.close()
         local.process = None
-        # Whatever is still tagged with this node's data dir (e.g. programs of an orchestrator
-        # that was killed -9) goes too.
-        leftovers = self._tagged(local.node_id)
-        if leftovers:
-            kill_processes(leftovers, grace=self.options.stop_grace_period)
+        # Whatever is still in the node's sessions (e.g. programs of an orchestrator that was
+        # killed -9) goes too.
+        left = self._tagged(local.node_id) if leftovers else []
+        if left:
+            kill_processes(left, grace=self.options.stop_grace_period)
 
     def _tagged(self, node_id: str | None = None) -> list[psutil.Process]:
-        """Live processes of this testnet (of one node), found by their environment tags."""
-        found = []
-        for process in tagged_processes().get(self.run.run_id, []):
-            env = _environ(process)
-            if env.get(TESTNET_ID_ENV) == self.testnet_id and (
-                node_id is None or env.get(NODE_ID_ENV) == node_id
-            ):
-                found.append(process)
-        return found
+        """Live processes of this testnet (of one node): the run's processes in the sessions
+        of its orchestrators (or, exec'd, tagged with the testnet and node)."""
+        nodes = [self._node(node_id)] if node_id is not None else list(self._nodes.values())
+        sessions = {session for local in nodes for session in local.sessions}
+        tags = {TESTNET_ID_ENV: self.testnet_id}
+        if node_id is not None:
+            tags[NODE_ID_ENV] = node_id
+        return [
+            process
+            for process in tagged_processes().get(self.run.run_id, [])
+            if _belongs(process, sessions, tags)
+        ]
 
     def process_pid(self, node_id: str, process: str) -> int | None:
         """The pid of one of the node's programs, from the orchestrator's pid files."""
         local = self._node(node_id)
         if process == "orchestrator":
-            if local.process is None or local.process.poll() is not None:
+            if local.process is None or local.process.ended():
                 return None
             return local.process.pid
         record = read_pid_file(local.data_dir.pid_file(process))
@@ -309,22 +435,19 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         write_file(self.data_dir(node_id).root / relative, data)
 
     def teardown(self) -> None:
-        self._closing.set()
-        with self._lock:
-            for local in self._nodes.values():
-                local.wanted = False
-        if self._supervisor.is_alive():
-            self._supervisor.join()
+        self.stop_supervising()
         for local in self._nodes.values():
             if local.partitioned:
                 self.heal_node(local.node_id)
-            self._signal_node(local, signal.SIGCONT)
+        for process in self._tagged():  # one scan of every process for all the nodes
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         for local in self._nodes.values():
-            if local.process is not None and local.process.poll() is None:
+            if local.process is not None and not local.process.ended():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(local.process.pid, signal.SIGTERM)
         for local in self._nodes.values():
-            self._stop(local)
+            self._stop(local, leftovers=False)
         leftovers = self._tagged()
         if leftovers:
             log.warning(
@@ -333,9 +456,9 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
                 len(leftovers),
             )
             kill_processes(leftovers, grace=self.options.stop_grace_period)
-        if self._prefix is not None:
-            local_addresses.release_block(self._prefix)
-            self._prefix = None
+        for prefix in self._blocks:
+            local_addresses.release_block(prefix)
+        self._blocks = []
 
 
 def _environ(process: psutil.Process) -> dict[str, str]:
@@ -343,3 +466,26 @@ def _environ(process: psutil.Process) -> dict[str, str]:
         return process.environ()
     except (psutil.Error, OSError):
         return {}
+
+
+def _belongs(process: psutil.Process, sessions: set[int], tags: dict[str, str]) -> bool:
+    """Whether a process of the run is in one of `sessions` or carries `tags`."""
+    try:
+        if os.getsid(process.pid) in sessions:
+            return True
+    except ProcessLookupError:
+        return False
+    env = _environ(process)
+    return all(env.get(key) == value for key, value in tags.items())
+
+
+def _recorded_sessions(run_id: str, testnet_id: str) -> set[int]:
+    """The sessions of a testnet's orchestrators, from their pid files (for a sweep by a
+    process that did not start them)."""
+    nodes = state_root() / "runs" / run_id / testnet_id / "nodes"
+    sessions = set()
+    for node in nodes.glob("*") if nodes.is_dir() else ():
+        record = read_pid_file(DataDir(node).pid_file("orchestrator"))
+        if record is not None:
+            sessions.add(record.pid)
+    return sessions

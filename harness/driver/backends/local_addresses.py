@@ -1,8 +1,9 @@
-"""Loopback address blocks for the local backend: one 127.A.B.0/24 block per testnet.
+"""Loopback address blocks for the local backend: one 127.A.B.0/24 block per 250 nodes of a
+testnet.
 
 A block is a claim (`harness.driver.claims`, kind `blocks`), so parallel runs and pytest-xdist
 workers never share one, and the sweep releases the blocks of runs that are gone. Nodes get
-127.A.B.2, .3, ... in plan order.
+127.A.B.2, .3, ... .251 in plan order, then the next block's.
 """
 
 from __future__ import annotations
@@ -44,6 +45,24 @@ def claim_block(run_id: str, tries: int = 200) -> str:
 
 def release_block(prefix: str) -> None:
     BLOCKS.release(prefix)
+
+
+NODES_PER_BLOCK = 250  # .2 to .251 of a /24
+
+
+def claim_addresses(run_id: str, count: int) -> tuple[list[str], list[str]]:
+    """Addresses for `count` nodes, from as many blocks as they need: (addresses in node order,
+    the blocks claimed). On failure, what was claimed is released."""
+    blocks: list[str] = []
+    try:
+        while len(blocks) * NODES_PER_BLOCK < count:
+            blocks.append(claim_block(run_id))
+    except BackendUnavailable:
+        for prefix in blocks:
+            release_block(prefix)
+        raise
+    addresses = [f"{blocks[i // NODES_PER_BLOCK]}.{i % NODES_PER_BLOCK + 2}" for i in range(count)]
+    return addresses, blocks
 
 
 def port_80_allowed(ip: str) -> bool:

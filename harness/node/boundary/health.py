@@ -4,6 +4,10 @@ A replica is healthy when its status answers 200 with a CBOR status record whose
 `replica_health_status` is ``healthy`` within the probe timeout (the check interval, at least
 1 s). Anything else (refused connection, timeout, other status code, undecodable body, another
 health state) makes it unhealthy until a later probe says otherwise. Transitions are logged.
+
+While some replica is unhealthy, the next round comes sooner: after `RECHECK_FIRST` seconds,
+doubling up to the interval (replicas that are still starting are routed to as soon as they are
+up, not up to an interval later); once all are healthy, every interval.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import httpx
 
 from harness.node.boundary.routing import Balancer, Replica
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
+from harness.node.tls import verify_for
 
 log = logging.getLogger(__name__)
+
+RECHECK_FIRST = 0.05
 
 
 async def probe(client: httpx.AsyncClient, replica: Replica, timeout: float) -> str | None:
@@ -47,6 +54,10 @@ class HealthChecker:
         self.wake = asyncio.Event()
         self._problems: dict[Replica, str | None] = {}
 
+    @property
+    def all_healthy(self) -> bool:
+        return all(problem is None for problem in self._problems.values())
+
     async def check_once(self, client: httpx.AsyncClient) -> None:
         table = self.balancer.table
         replicas = sorted(table.replicas, key=lambda r: (r.node_id, r.url))
@@ -64,10 +75,17 @@ class HealthChecker:
         self.balancer.set_healthy(r for r, p in self._problems.items() if p is None)
 
     async def run(self) -> None:
-        """Probe until cancelled: every `interval`, and at once when `wake` is set."""
-        async with httpx.AsyncClient(trust_env=False) as client:
+        """Probe until cancelled: every `interval` (sooner while a replica is unhealthy), and
+        at once when `wake` is set."""
+        # Replicas are plain HTTP (an IP and a port from the registry): no TLS context.
+        recheck = RECHECK_FIRST
+        async with httpx.AsyncClient(trust_env=False, verify=verify_for(())) as client:
             while True:
                 self.wake.clear()
                 await self.check_once(client)
+                if self.all_healthy:
+                    delay, recheck = self.interval, RECHECK_FIRST
+                else:
+                    delay, recheck = min(recheck, self.interval), recheck * 2
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.interval)
+                    await asyncio.wait_for(self.wake.wait(), delay)

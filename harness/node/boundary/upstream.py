@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from harness.node.proxy_headers import HeaderFilter
+from harness.node.tls import verify_for
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -43,7 +44,10 @@ def make_client(timeout: float) -> httpx.AsyncClient:
     """A client that adds nothing of its own: no proxy from the environment, and none of
     httpx's default Accept, Accept-Encoding and User-Agent (the caller's are forwarded)."""
     client = httpx.AsyncClient(
-        timeout=timeout, trust_env=False, limits=httpx.Limits(max_connections=None)
+        timeout=timeout,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=None),
+        verify=verify_for(()),  # replicas are plain HTTP (an IP and a port from the registry)
     )
     for name in ("accept", "accept-encoding", "user-agent"):
         del client.headers[name]

@@ -32,7 +32,7 @@ async def serve(config: GatewayConfig) -> None:
     """Serve the gateway (and metrics, if configured) until a stop signal, then drain."""
     metrics = GatewayMetrics()
     servers = Servers(graceful_timeout=max(1, math.ceil(config.graceful_timeout)))
-    async with Transports(config.network_http_client_count) as transports:
+    async with Transports(config.network_http_client_count, config.ic_urls) as transports:
         upstreams = [HttpxUpstream(url, transports) for url in config.ic_urls]
         forwarder = Forwarder(
             upstreams,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
 
 from harness.node.gateway.errors import UpstreamError, UpstreamUnreachable
+from harness.node.tls import verify_for
 
 Header = tuple[bytes, bytes]
 _URL_CACHE_SIZE = 1024
@@ -65,12 +67,12 @@ class Transports:
     Pools open connections only when used, so unused ones cost nothing.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, urls: Iterable[str] = ()) -> None:
         # Idle connections are dropped after 4 s, before a uvicorn replica's 5 s keep-alive
         # timeout closes them: reusing a connection the replica is closing fails the request.
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=32, keepalive_expiry=4)
-        # One TLS context for all (building one reads the CA bundle: ~30 ms each).
-        tls = httpx.create_ssl_context(trust_env=False)
+        # One TLS context for all, and only for https upstreams `urls` (see harness.node.tls).
+        tls = verify_for(urls)
         self.transports = [
             httpx.AsyncHTTPTransport(verify=tls, limits=limits, trust_env=False)
             for _ in range(max(1, count))

@@ -27,6 +27,9 @@ DEFAULT_IC_GATEWAY_DOMAIN = "gateway.icp"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+SPAWN_MODES = ("fork", "exec")
+
+
 @dataclass(frozen=True)
 class OrchestratorConfig:
     """Everything node-local the orchestrator is told at start; the rest comes from the
@@ -50,6 +53,7 @@ class OrchestratorConfig:
     ic_gateway_port: int = Port.IC_GATEWAY
     ic_gateway_domain: str = DEFAULT_IC_GATEWAY_DOMAIN
     log_level: str = "INFO"
+    spawn: str = "fork"  # SPAWN_MODES: how programs start (see `launchers`)
 
     @property
     def layout(self) -> DataDir:
@@ -201,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL"
     )
+    parser.add_argument(
+        "--spawn",
+        choices=SPAWN_MODES,
+        default="fork",
+        help="start programs forked by the node's fork server (fork, the default: the server "
+        "has imported them) or exec'd from their console scripts (exec)",
+    )
     return parser
 
 
@@ -227,4 +238,5 @@ def parse_args(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         ic_gateway_port=ns.ic_gateway_port,
         ic_gateway_domain=ns.ic_gateway_domain,
         log_level=ns.log_level,
+        spawn=ns.spawn,
     )

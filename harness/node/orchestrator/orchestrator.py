@@ -32,6 +32,7 @@ from harness.node.orchestrator.args import OrchestratorConfig
 from harness.node.orchestrator.boundary_node import BoundaryNodeCheck
 from harness.node.orchestrator.dashboard import Dashboard, DashboardInfo, ProcessLine
 from harness.node.orchestrator.errors import OrchestratorError
+from harness.node.orchestrator.launchers import ExecLauncher, Launcher
 from harness.node.orchestrator.leftovers import stop_leftovers
 from harness.node.orchestrator.manager import (
     DEFAULT_BACKOFF,
@@ -72,8 +73,10 @@ class Orchestrator:
         runner_factory: RunnerFactory | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         clock: Callable[[], float] = time.monotonic,
+        launcher: Launcher | None = None,
     ) -> None:
         self.config = config
+        self.launcher: Launcher = launcher or ExecLauncher(os.environ)
         self.clock = clock
         self.metrics = OrchestratorMetrics(config.version, PROCESS_NAMES)
         self.tasks = TaskTracker(self.metrics)
@@ -115,6 +118,7 @@ class Orchestrator:
             self.config.stop_grace_period,
             on_exit=self._wake.set,
             spawn=self.tasks.spawn,
+            launcher=self.launcher,
         )
 
     def _on_registry_error(self, version: int, exc: Exception) -> None:
@@ -169,6 +173,7 @@ class Orchestrator:
             await self._main_loop()
         finally:
             await self._stop_programs()
+            await self.launcher.close()
             servers.stop()
             dashboard.close()
             with contextlib.suppress(Exception):
@@ -246,8 +251,11 @@ class Orchestrator:
                 await self._wake.wait()
 
     async def _poll_registry(self) -> RegistrySnapshot | None:
-        # In a thread: a registry service may be slow to answer, the loop must not wait.
-        snapshot = await asyncio.to_thread(self.registry.poll)
+        if self.registry.source.blocking:
+            # In a thread: a registry service may be slow to answer, the loop must not wait.
+            snapshot = await asyncio.to_thread(self.registry.poll)
+        else:
+            snapshot = self.registry.poll()  # a stat (a local store): a thread hop costs more
         if snapshot is not None:
             self.metrics.registry_version.set(snapshot.version)
         return snapshot

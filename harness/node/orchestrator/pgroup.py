@@ -1,8 +1,9 @@
 """Process groups: signal one, find its live members, wait until it is empty.
 
-Every program runs as the leader of its own session and process group, so signalling the group
-reaches the children it spawned too. Zombies do not count as members: orphans are reparented to
-PID 1, which in a container may never reap them, yet a zombie holds no port and no memory.
+Every program runs as the leader of its own process group (within the node's session, which
+the orchestrator leads), so signalling the group reaches the children it spawned too. Zombies
+do not count as members: orphans are reparented to PID 1, which in a container may never reap
+them, yet a zombie holds no port and no memory.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Running one program at a time: the `ProcessRunner` interface and `SubprocessRunner`.
 
-`SubprocessRunner` spawns the program with asyncio (uvloop) as the leader of a new session
-(`start_new_session=True`), so `stop()` can signal its whole process group: SIGTERM, then SIGKILL
-after the grace period (the IC only sends SIGTERM; we escalate). A waiter task per child reaps
-it, records the exit status, makes sure nothing of its group is left (a child that exits on its
-own may leave grandchildren holding its ports: they get the same SIGTERM/SIGKILL treatment),
+`SubprocessRunner` has its `Launcher` start the program (forked by the node's fork server, or
+exec'd) as the leader of a process group of its own, so `stop()` can signal its whole group:
+SIGTERM, then SIGKILL after the grace period (the IC only sends SIGTERM; we escalate). A waiter
+task per child waits for its end, records the exit status, makes sure nothing of its group is
+left (a child that exits on its own may leave grandchildren holding its ports: they get the
+same SIGTERM/SIGKILL treatment),
 removes the pid file and calls `on_exit` to wake the main loop. The program counts as running
 until all of that is done, so a new one never clashes with the remains of the old one.
 
@@ -22,7 +23,6 @@ import logging
 import os
 import shlex
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ import psutil
 
 from harness.node.layout import DataDir, PidRecord, remove_pid_file, write_pid_file
 from harness.node.orchestrator import pgroup
+from harness.node.orchestrator.launchers import ExecLauncher, Launched, Launcher
 from harness.node.orchestrator.pgroup import KILL_TIMEOUT
 from harness.node.orchestrator.process import LaunchSpec
 
@@ -92,7 +93,7 @@ class ProcessRunner(Protocol):
 @dataclass(eq=False)
 class _Child:
     spec: LaunchSpec
-    process: asyncio.subprocess.Process
+    process: Launched
     started: float
     create_time: float | None
     stop_requested: bool = False
@@ -122,8 +123,10 @@ class SubprocessRunner:
         stop_grace_period: float,
         on_exit: Callable[[], None] = lambda: None,
         spawn: Spawn | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self._name = name
+        self.launcher: Launcher = launcher or ExecLauncher(os.environ)
         self.data_dir = data_dir
         self.stop_grace_period = stop_grace_period
         self.on_exit = on_exit
@@ -165,14 +168,7 @@ class SubprocessRunner:
             out.write(f"==== {now} orchestrator: starting {self._name}: {command}\n".encode())
             out.flush()
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *spec.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out.fileno(),
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **spec.env},
-                    start_new_session=True,
-                )
+                process = await self.launcher.launch(spec, self.log_file, out.fileno())
             except OSError as exc:
                 out.write(f"==== {now} orchestrator: cannot start {self._name}: {exc}\n".encode())
                 raise

@@ -25,6 +25,9 @@ class RegistrySource(Protocol):
     """Where versions come from: a local store directory (`LocalStore`) or a registry service
     (`harness.node.registry.http.HttpSource`)."""
 
+    blocking: bool
+    """Whether reading may wait (a network request): a poller then reads in a thread."""
+
     def latest_version(self) -> int: ...
 
     def read(self, version: int) -> RegistrySnapshot: ...

@@ -21,6 +21,7 @@ import httpx
 from harness.node.registry.records import RegistryFormatError, RegistrySnapshot
 from harness.node.registry.store import LocalStore, parse_version
 from harness.node.serve import ASGIApp, Receive, Scope, Send
+from harness.node.tls import verify_for
 
 PREFIX = "/api/v1/registry"
 LATEST_PATH = f"{PREFIX}/latest"
@@ -77,9 +78,11 @@ class HttpSource:
     """A `RegistrySource` that asks a registry service (see the module docstring). Blocking:
     call it from a thread in an event loop (`RegistryClient.poll` is run so)."""
 
+    blocking = True
+
     def __init__(self, url: str, timeout: float = 2.0) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(trust_env=False, timeout=timeout)
+        self._http = httpx.Client(trust_env=False, timeout=timeout, verify=verify_for([url]))
 
     def close(self) -> None:
         self._http.close()

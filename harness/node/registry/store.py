@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from harness.node.registry.records import RegistryFormatError, RegistrySnapshot
@@ -17,11 +18,21 @@ def version_file_name(version: int) -> str:
     return f"{version:020d}.json"
 
 
+RACY_SECONDS = 1.0
+"""A directory changed less than this long ago is listed again even when its stat looks the same:
+the kernel's timestamps are coarse, two changes a few ms apart can leave the same one (git's
+"racily clean" rule)."""
+
+
 class LocalStore:
     """The versions of one registry, in a directory (see `harness.node.registry`)."""
 
+    blocking = False
+    """Reading it takes a stat or a small file: a poller can do it on its event loop."""
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._latest: tuple[tuple[int, int, int], int] | None = None  # (dir stat, latest)
 
     def versions(self) -> list[int]:
         """Every version present, ascending; an absent directory has none."""
@@ -33,9 +44,20 @@ class LocalStore:
         return sorted(int(m.group(1)) for m in found if m)
 
     def latest_version(self) -> int:
-        """The highest version present, 0 when there is none."""
+        """The highest version present, 0 when there is none. One stat of the directory when
+        it has not changed since the last call (an orchestrator polls this ten times a second)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return 0
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._latest is not None and self._latest[0] == signature:
+            return self._latest[1]
         versions = self.versions()
-        return versions[-1] if versions else 0
+        latest = versions[-1] if versions else 0
+        if time.time_ns() - stat.st_mtime_ns > RACY_SECONDS * 1e9:
+            self._latest = (signature, latest)
+        return latest
 
     def read(self, version: int) -> RegistrySnapshot:
         """Read and validate one version; raise `RegistryFormatError` if it is not valid."""

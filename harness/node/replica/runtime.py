@@ -13,8 +13,10 @@ from harness.node.replica.health import Health
 from harness.node.replica.metrics import ReplicaMetrics
 from harness.node.status import IC_API_VERSION, StatusResponse
 
-# Faults are re-read at most this often anyway; ticking also moves metrics while nobody asks.
-TICK_SECONDS = 0.1
+# Requests and scrapes refresh the state themselves; the tick only brings health transitions
+# (and their log lines) and a changed faults file in while nobody asks. Each wakeup costs CPU in
+# every replica of a testnet: hundreds of them share two cores.
+TICK_SECONDS = 0.5
 
 
 class Runtime:
