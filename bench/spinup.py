@@ -262,6 +262,7 @@ def program_of(process: psutil.Process) -> str:
     except psutil.Error:
         return "gone"
     for needle, name in (
+        ("harness forkserver", "forkserver"),  # "... of the orchestrator of NODE"
         ("orchestrator", "orchestrator"),
         ("ic-gateway", "ic-gateway"),
         ("harness.node.gateway", "ic-gateway"),
