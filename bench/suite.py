@@ -1,10 +1,13 @@
 """Suite benchmark: wall time of the whole systests suite on each backend.
 
-    .venv/bin/python bench/suite.py [--backends local,docker] [--timeout 1800]
+    .venv/bin/python bench/suite.py [--backends local,docker,swarm] [--workers 4] [--timeout 1800]
 
-Runs, from the repository root, `pytest --run-manual -p no:cacheprovider systests` with
-`--backend local` and then `--backend docker` (artifacts in a temporary directory, removed
-afterwards), each in its own process group, bounded by `--timeout`. Reports each run's wall
+Runs, from the repository root, `pytest --run-manual -p no:cacheprovider -n 4 --dist loadfile
+systests` (as scripts/test does; `--workers 0`: in one process, without xdist) with
+`--backend local`, then `--backend docker`, then `--backend swarm` (through scripts/with-swarm,
+which makes the engine a one-machine swarm for the run when it is in none), as `--backends`
+lists them (artifacts in a temporary directory, removed afterwards), each in its own process
+group, bounded by `--timeout`. Reports each run's wall
 time, its outcome counts, the sum of the test times pytest reported (from a JUnit XML file) and
 the slowest tests; the docker run is also given as a ratio to the local one, and both against
 the floor of `pytest --collect-only` of the same suite (interpreter, plugin and collection), all
@@ -44,9 +47,15 @@ SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|error|errors|xfailed|xpassed
 
 
 def pytest_argv(
-    backend: str, artifacts: Path, junit: Path | None, collect_only: bool, keyword: str | None
+    backend: str,
+    artifacts: Path,
+    junit: Path | None,
+    collect_only: bool,
+    keyword: str | None,
+    workers: int = 0,
 ) -> list[str]:
     argv = [
+        *([str(REPO / "scripts" / "with-swarm")] if backend == "swarm" else []),
         PYTHON,
         "-m",
         "pytest",
@@ -63,6 +72,8 @@ def pytest_argv(
         argv += ["--junitxml", str(junit)]
     if collect_only:
         argv.append("--collect-only")
+    elif workers:
+        argv += ["-n", str(workers), "--dist", "loadfile"]
     if keyword:
         argv += ["-k", keyword]
     return [*argv, "systests"]
@@ -119,16 +130,19 @@ def test_times(junit: Path) -> list[tuple[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="local,docker")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="pytest-xdist workers (0: one process, no xdist)"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per pytest run")
     parser.add_argument("-k", help="only the tests matching this pytest -k expression")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if not backends or any(b not in ("local", "docker") for b in backends):
-        parser.error("--backends takes local and/or docker")
+    if not backends or any(b not in ("local", "docker", "swarm") for b in backends):
+        parser.error("--backends takes local, docker and/or swarm")
     stop_on_sigterm()
     before = machine()
-    if "docker" in backends:
+    if "docker" in backends or "swarm" in backends:
         from harness.driver.backends.images import build_node_image
 
         console.log("building the node image (not timed)")
@@ -149,7 +163,9 @@ def main() -> None:
             console.log(f"{backend}: the systests suite")
             junit = tmp / f"junit-{backend}.xml"
             wall, code, tail = run_pytest(
-                pytest_argv(backend, tmp / f"artifacts-{backend}", junit, False, args.k),
+                pytest_argv(
+                    backend, tmp / f"artifacts-{backend}", junit, False, args.k, args.workers
+                ),
                 tmp / f"suite-{backend}.log",
                 args.timeout,
             )
@@ -158,8 +174,11 @@ def main() -> None:
             results.append(
                 {
                     "backend": backend,
-                    "command": ".venv/bin/python -m pytest --run-manual -p no:cacheprovider "
-                    f"--backend {backend} systests" + (f" -k {args.k!r}" if args.k else ""),
+                    "command": ("scripts/with-swarm " if backend == "swarm" else "")
+                    + ".venv/bin/python -m pytest --run-manual -p no:cacheprovider "
+                    + (f"-n {args.workers} --dist loadfile " if args.workers else "")
+                    + f"--backend {backend} systests"
+                    + (f" -k {args.k!r}" if args.k else ""),
                     "wall_s": round(wall, 2),
                     "exit_code": code,
                     "outcomes": counts,

@@ -13,8 +13,10 @@ In a test module::
 Options (each also an ini key `harness_<name>`): `--backend local|docker|swarm`,
 `--spawn fork|exec`, `--keep-testnet`, `--artifacts-dir DIR`, `--run-manual`. Each test's
 artifact directory (also of a testnet whose start failed) is in its report and, as the property
-`harness_artifacts`, in JUnit XML. Async tests (pytest-asyncio, strict or auto mode) use the
-same fixtures.
+`harness_artifacts`, in JUnit XML. A test that used a testnet gets `report.html` there (its
+timeline and plots, `harness.driver.report`); `index.html` in the artifacts root lists every
+test of the session with its outcome, duration and report. Async tests (pytest-asyncio, strict
+or auto mode) use the same fixtures.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import copy
 import re
 import shutil
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,14 @@ from harness.driver import (
     sweep,
 )
 from harness.driver.listing import testnet_lines
+from harness.driver.report import (
+    INDEX_FILE,
+    REPORT_FILE,
+    ReportWriter,
+    TestRecord,
+    render_index,
+    testnet_report,
+)
 
 run_key = pytest.StashKey[Run]()
 artifacts_key = pytest.StashKey[Path]()
@@ -47,6 +58,8 @@ kept_key = pytest.StashKey[list[dict[str, object]]]()
 # Where the start of a testnet that failed left its artifacts, by id() of the error raised.
 failed_starts_key = pytest.StashKey[dict[int, Path]]()
 ARTIFACTS_PROPERTY = "harness_artifacts"
+started_key = pytest.StashKey[float]()
+reports_key = pytest.StashKey[ReportWriter]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -126,6 +139,51 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"harness_spawn = {spawn!r}: use one of {', '.join(SPAWN_MODES)}")
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
     config.stash[failed_starts_key] = {}
+    config.stash[reports_key] = ReportWriter()
+    config.pluginmanager.register(SessionIndex(config), "harness-session-index")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The test's window starts here: a testnet its fixtures start is part of it."""
+    item.stash[started_key] = time.time()
+
+
+class SessionIndex:
+    """Keeps every test's outcome (the first that is not a pass wins) and its whole duration,
+    and at the end of the session writes `index.html` (not on an xdist worker: the controller
+    gets every worker's results and writes it once), after waiting for the reports."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.records: dict[str, TestRecord] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        before = self.records.get(report.nodeid)
+        outcome: str = report.outcome
+        if before is not None and before.outcome != "passed":
+            outcome = before.outcome
+        if report.when == "setup" and report.failed:
+            outcome = "error"
+        duration = (before.duration if before else 0.0) + report.duration
+        self.records[report.nodeid] = TestRecord(report.nodeid, outcome, duration)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        config = self.config
+        config.stash[reports_key].close()
+        if hasattr(config, "workerinput") or not self.records:
+            return
+        root = config.stash[artifacts_key]
+        listed = []
+        for record in self.records.values():
+            report = artifacts_dir(config, record.nodeid) / REPORT_FILE
+            listed.append(
+                TestRecord(record.nodeid, record.outcome, record.duration, report)
+                if report.is_file()
+                else record
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        (root / INDEX_FILE).write_text(render_index(listed, root), encoding="utf-8")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -155,7 +213,7 @@ class TestnetFactory:
     ) -> Testnet:
         """A started testnet; if its start fails, the artifacts go into `failure_artifacts`
         (a folder named after the testnet in it)."""
-        testnet = Testnet(topology, self.run, self.backend, self.options)
+        testnet = Testnet(topology, self.run, self.backend, self.options, sample=True)
         where = failure_artifacts / testnet.testnet_id if failure_artifacts else None
         return testnet.start(timeout, failure_artifacts=where)
 
@@ -313,12 +371,24 @@ def pytest_runtest_makereport(
         if report.longrepr is not None:
             summary += ["", str(report.longrepr)]
         shutil.rmtree(directory, ignore_errors=True)  # a rerun replaces, never mixes
+        collected = []
         for testnet in testnets:
             try:
-                testnet.collect_artifacts(directory / testnet.testnet_id, summary)
+                where = testnet.collect_artifacts(directory / testnet.testnet_id, summary)
             except Exception as exc:  # artifacts must never hide the test's own outcome
                 summary.append(f"collecting artifacts of {testnet.testnet_id} failed: {exc!r}")
+            else:
+                collected.append((testnet, where))
         _link_artifacts(item, report, directory)
+        start = item.stash.get(started_key, time.time() - report.duration)
+        end = time.time()
+        failure = str(report.longrepr) if report.longrepr is not None else ""
+        item.config.stash[reports_key].submit(
+            directory,
+            lambda: testnet_report(
+                item.nodeid, report.outcome, end - start, start, end, collected, failure
+            ),
+        )
     return report
 
 

@@ -29,8 +29,10 @@ def test_ic_boundary_routes_and_follows_its_record(testnet: Testnet) -> None:
     assert health.status_code == 204
     assert boundary.process_start_attempts("ic-boundary") == 1
 
-    testnet.registry.set_domain(boundary.node_id, "api2.testnet.icp")
+    # The pid before the change: read after it, it could already be the new process's, and
+    # the loop below would wait for a change that has happened.
     old = boundary.process_pid("ic-boundary")
+    testnet.registry.set_domain(boundary.node_id, "api2.testnet.icp")
     pid = boundary.await_process("ic-boundary", running=True)
     while pid == old:
         pid = boundary.await_process("ic-boundary", running=True)

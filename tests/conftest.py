@@ -4,17 +4,22 @@
 bind the real ports (80, 8080, 9090, ...) and run in parallel under xdist.
 `start_program` starts a node program as a real process in its own process group, waits until
 a URL answers, and always kills the group at the end of the test, printing its log on failure.
+The slowest test files are collected first (`pytest_collection_modifyitems`);
+`node_image_tags` keeps tests that tag the node image and tests that check its tags apart
+under pytest-xdist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +27,32 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+# pytest-xdist (`--dist loadfile`, as scripts/check runs the suite) hands files to its workers in
+# collection order; these take longest (the first over a minute), so they start first instead of
+# running on alone after everything else. Slowest first; the rest keep their order.
+SLOWEST_FILES = ("test_swarm_machines.py", "test_pytest_plugin.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)
+
+
+@pytest.fixture
+def node_image_tags() -> Iterator[None]:
+    """Held by a test that adds a tag to the node image (`harness images push`) or checks its
+    tags, so that under pytest-xdist neither sees the other's: an exclusive lock on a file that
+    every worker sees."""
+    with (Path(tempfile.gettempdir()) / "harness-tests-node-image-tags.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def free_loopback_ip(ports: Sequence[int]) -> str:

@@ -49,7 +49,7 @@ class FakeBackend(Backend, Pausable, Partitionable, Stoppable, NodeFiles):
         self.calls: list[tuple[str, str]] = []
         self.requests: list[httpx.Request] = []
 
-    def allocate(self, plan: Plan) -> Mapping[str, str]:
+    def allocate(self, plan: Plan, registry_path: Path) -> Mapping[str, str]:
         self.calls.append(("allocate", self.testnet_id))
         self.nodes = {node.node_id: FakeNode() for node in plan.nodes}
         return {node.node_id: f"10.0.0.{node.index + 2}" for node in plan.nodes}

@@ -7,7 +7,8 @@ policy among them, never see the traffic). Machine 0 initialises the swarm adver
 address; machines 1 and 2 join it as workers. The node image is copied into every engine
 (`docker save` | `docker load`), as a registry would serve it. The harness must run in machine
 0's network namespace, where the access proxy's port is published on that machine's loopback:
-`run_in_manager()` runs a command there.
+`run_in_manager()` runs a command there. The three engines start, load the image and stop at
+the same time (each step waits on the slowest machine, not on the sum of them).
 
 Needs root, `ip` (iproute2), `nsenter` and `dockerd`; `missing()` says what is missing.
 """
@@ -22,6 +23,8 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,13 @@ def missing() -> str | None:
         if shutil.which(tool) is None:
             return f"needs {tool}"
     return None
+
+
+def _each(machines: list[Machine], step: Callable[[Machine], object]) -> None:
+    """`step` on every machine at once; the first failure is raised once all are done."""
+    with ThreadPoolExecutor(len(machines) or 1) as pool:
+        for future in [pool.submit(step, machine) for machine in machines]:
+            future.result()
 
 
 def _run(*command: str, timeout: float = 120, check: bool = True) -> str:
@@ -77,8 +87,7 @@ class SwarmMachines:
     def start(self, image: str) -> SwarmMachines:
         try:
             self._network()
-            for machine in self.machines:
-                self._engine(machine)
+            _each(self.machines, self._engine)
             self._swarm()
             self._load(image)
         except BaseException:
@@ -153,8 +162,10 @@ class SwarmMachines:
         archive = self.base / f"hsw-image-{self.tag}.tar"
         try:
             _run("docker", "save", "-o", str(archive), image, timeout=600)
-            for machine in self.machines:
-                machine.docker("load", "-i", str(archive), timeout=900)
+            _each(
+                self.machines,
+                lambda machine: machine.docker("load", "-i", str(archive), timeout=900),
+            )
         finally:
             archive.unlink(missing_ok=True)
 
@@ -191,19 +202,32 @@ class SwarmMachines:
         return done.stdout
 
     def close(self) -> None:
-        for machine in reversed(self.machines):
+        def leave(machine: Machine) -> None:
             with contextlib.suppress(Exception):
                 machine.docker("swarm", "leave", "--force", timeout=30)
+
+        _each(self.machines[1:], leave)  # the workers, then the manager
+        _each(self.machines[:1], leave)
         for machine in self.machines:
             if machine.daemon is not None and machine.daemon.poll() is None:
                 machine.daemon.send_signal(signal.SIGTERM)
-                try:
-                    machine.daemon.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(machine.daemon.pid, signal.SIGKILL)
-                    machine.daemon.wait(timeout=10)
-        for machine in self.machines:
-            _run("ip", "netns", "del", machine.netns, check=False)
-            # vfs layers are plain directories; containers' mounts are gone with the daemon.
-            _run("rm", "-rf", "--one-file-system", str(machine.root), check=False, timeout=600)
+        _each(self.machines, self._stop_engine)
+        _each(self.machines, self._remove)
         _run("ip", "netns", "del", self.lan, check=False)
+
+    @staticmethod
+    def _stop_engine(machine: Machine) -> None:
+        """Wait for the engine sent SIGTERM; SIGKILL it after 30 s."""
+        if machine.daemon is None:
+            return
+        try:
+            machine.daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(machine.daemon.pid, signal.SIGKILL)
+            machine.daemon.wait(timeout=10)
+
+    @staticmethod
+    def _remove(machine: Machine) -> None:
+        _run("ip", "netns", "del", machine.netns, check=False)
+        # vfs layers are plain directories; containers' mounts are gone with the daemon.
+        _run("rm", "-rf", "--one-file-system", str(machine.root), check=False, timeout=600)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -29,8 +30,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.node.boundary.app import host_allowed
 from harness.node.boundary.config import StaticUpstream, load_config, parse_upstreams
-from harness.node.boundary.routing import Route, RouteMismatch, Target, match_route
+from harness.node.boundary.health import probe
+from harness.node.boundary.routing import Replica, Route, RouteMismatch, Target, match_route
 from harness.node.boundary.routing import subnet_for_canister as rule
+from harness.node.boundary.upstream import (
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    forward,
+    make_client,
+)
 from harness.node.registry import LocalStore, NodeRecord, RegistrySnapshot, SubnetRecord, SubnetType
 from harness.node.settings import ConfigError, parse_duration
 from harness.node.status import CONTENT_TYPE_CBOR, StatusResponse, decode_status, encode_status
@@ -372,7 +382,7 @@ def test_canister_calls_follow_the_rule_and_round_robin(
         assert [a.content for a in answers] == [f"{ip} 13".encode() for ip in replicas.served_by()]
         replicas.seen.clear()
 
-        # ic-boundary forwards the client's headers and adds none of httpx's defaults.
+        # ic-boundary forwards the client's headers and adds none of an HTTP client's defaults.
         for name in ("accept-encoding", "user-agent", "accept"):
             del api.headers[name]
         response = api.post(
@@ -394,7 +404,7 @@ def test_canister_calls_follow_the_rule_and_round_robin(
         assert seen.headers["x-custom"] == "kept"
         assert "te" not in seen.headers
         assert seen.headers["host"] == f"{r3}:{REPLICA_PORT}"
-        assert not {"accept-encoding", "user-agent", "accept"} & set(seen.headers)
+        assert not {"accept-encoding", "user-agent", "accept", "content-type"} & set(seen.headers)
 
 
 def test_unhealthy_replicas_are_avoided_and_none_healthy_is_503(
@@ -642,6 +652,234 @@ def test_unreachable_replica_is_skipped_and_slow_one_times_out(
         assert response.status_code == 504
         assert response.text.startswith(f"replica {first.url(r1)} failed: ")
         assert bn.metric("ic_boundary_upstream_errors_total", subnet="s-x", error="timeout") == 1
+
+
+# `forward` and `probe` on their own, against raw TCP stand-ins for a replica.
+class RawReplica:
+    """A replica stand-in on 127.0.0.1 speaking raw TCP: it reads a request's head (and the
+    body its Content-Length announces), keeps it in `requests`, then sends `answer` and closes
+    the connection (by a reset when `answer` is None), or never answers when `silent`."""
+
+    def __init__(self, answer: bytes | None, silent: bool = False) -> None:
+        self.answer = answer
+        self.silent = silent
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        self.requests.append(head + await reader.readexactly(length))
+        if self.silent:
+            await asyncio.sleep(30)
+        if self.answer is None:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            writer.write(self.answer)
+            await writer.drain()
+        writer.close()
+
+
+def send(
+    replica: RawReplica,
+    method: str = "POST",
+    target: str = "/api/v2/subnet/s/read_state",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    body: bytes = b"x",
+    timeout: float = 5.0,
+) -> UpstreamResponse:
+    """Forward one request to `replica` through a fresh client."""
+
+    async def run() -> UpstreamResponse:
+        url = await replica.start()
+        try:
+            async with make_client(timeout) as client:
+                return await forward(client, url, method, target, headers, body)
+        finally:
+            assert replica.server is not None
+            replica.server.close()
+
+    return asyncio.run(run())
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\ncontent-length: 2\r\n\r\nok"
+
+
+def test_forward_sends_the_request_as_given_and_returns_the_answer_as_received() -> None:
+    answer = (
+        b"HTTP/1.1 202 Accepted\r\nContent-Encoding: gzip\r\nX-Twice: 1\r\nx-twice: 2\r\n"
+        b"Connection: x-hop\r\nX-Hop: 1\r\nDate: then\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x00\x00"
+    )
+    replica = RawReplica(answer)
+    response = send(
+        replica,
+        "POST",
+        "/api/v2/canister/a%2Fb/call?x=%41&y",
+        [(b"Host", b"api.test"), (b"X-Utf8", "café".encode()), (b"X-Latin1", b"caf\xe9"),
+         (b"Connection", b"x-drop"), (b"X-Drop", b"1"), (b"Content-Type", b"application/cbor")],
+        b"body",
+    )  # fmt: skip
+    (request,) = replica.requests
+    head, _, body = request.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    # The target exactly as the client sent it; the replica's own Host; the client's headers,
+    # hop-by-hop ones dropped; a value that is no UTF-8 goes out as the UTF-8 of its Latin-1.
+    assert lines[0] == b"POST /api/v2/canister/a%2Fb/call?x=%41&y HTTP/1.1"
+    assert sorted(lines[1:]) == sorted(
+        [
+            f"Host: 127.0.0.1:{replica.port}".encode(),
+            b"x-utf8: caf\xc3\xa9",
+            b"x-latin1: caf\xc3\xa9",
+            b"content-type: application/cbor",
+            b"Content-Length: 4",
+        ]
+    )
+    assert body == b"body"
+    assert response == UpstreamResponse(
+        202,
+        [(b"content-encoding", b"gzip"), (b"x-twice", b"1"), (b"x-twice", b"2")],
+        b"\x1f\x8b\x00\x00",  # not decompressed
+    )
+
+
+def test_forward_sends_a_zero_length_with_an_empty_post_and_none_with_a_get() -> None:
+    for method, length in [("POST", [b"Content-Length: 0"]), ("GET", [])]:
+        replica = RawReplica(OK)
+        send(replica, method, body=b"")
+        (request,) = replica.requests
+        host = f"Host: 127.0.0.1:{replica.port}".encode()
+        assert request.split(b"\r\n")[1:] == [host, *length, b"", b""]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"", "closed the connection without answering"),
+        (b"HTTP/1.1 200 OK\r\ncontent-len", "broken answer: closed the connection half-way"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b",
+            "broken answer: Not enough data to satisfy content length header "
+            "(received 10 of 100 bytes).",
+        ),
+        (b"NOT HTTP AT ALL\r\n\r\n", "broken answer: Bad status line: "),
+        (None, "connection lost: Connection reset by peer"),
+    ],
+    ids=["closed-unanswered", "head-cut-short", "body-cut-short", "garbage", "reset"],
+)
+def test_forward_a_broken_exchange_is_502_other(answer: bytes | None, reason: str) -> None:
+    replica = RawReplica(answer)
+    with pytest.raises(UpstreamError) as raised:
+        send(replica)
+    error = raised.value
+    assert type(error) is UpstreamError  # not retried: the replica may have processed it
+    assert (error.kind, error.status) == ("other", 502)
+    assert error.reason.startswith(reason), error.reason
+    assert str(error) == f"{error.url}: {error.reason}"
+    assert len(replica.requests) == 1
+
+
+def test_forward_a_replica_that_does_not_answer_in_time_is_504() -> None:
+    replica = RawReplica(OK, silent=True)
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout) as raised:
+        send(replica, timeout=0.3)
+    assert time.monotonic() - started < 2
+    assert (raised.value.kind, raised.value.status) == ("timeout", 504)
+    assert raised.value.reason == "no answer in time: nothing received in 0.3 s"
+
+
+def test_forward_a_refused_connection_is_unreachable() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        url = f"http://127.0.0.1:{taken.getsockname()[1]}"
+
+        async def run() -> None:
+            async with make_client(5) as client:
+                await forward(client, url, "GET", "/api/v2/status", [], b"")
+
+        with pytest.raises(UpstreamUnreachable) as raised:
+            asyncio.run(run())
+    assert (raised.value.kind, raised.value.status) == ("connect", 502)
+    assert str(raised.value) == f"{url}: cannot connect: Connection refused"
+
+
+def test_forward_a_connect_timeout_is_unreachable() -> None:
+    # A listener whose accept queue is full: the kernel drops further SYNs, connecting hangs.
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        address = full.getsockname()
+        queued = []
+        for _ in range(3):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(address)
+            queued.append(client)
+        url = "http://{}:{}".format(*address)
+
+        async def run() -> None:
+            async with make_client(0.3) as client:
+                await forward(client, url, "GET", "/api/v2/status", [], b"")
+
+        try:
+            with pytest.raises(UpstreamUnreachable) as raised:
+                asyncio.run(run())
+        finally:
+            for client in queued:
+                client.close()
+    assert raised.value.kind == "connect"  # not sent: the next replica is tried
+    assert raised.value.reason == "connect timeout: not connected in 0.3 s"
+
+
+def test_forward_a_replica_that_stops_reading_the_body_times_out_in_all() -> None:
+    """aiohttp bounds no write: the three-times bound of the whole request ends it."""
+    with socket.socket() as deaf:
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deaf.bind(("127.0.0.1", 0))
+        deaf.listen(8)  # connections complete, but nothing is ever read
+        url = "http://{}:{}".format(*deaf.getsockname())
+
+        async def run() -> None:
+            async with make_client(0.3) as client:
+                await forward(client, url, "POST", "/api/v2/status", [], b"x" * (64 << 20))
+
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout) as raised:
+            asyncio.run(run())
+    assert 0.8 < time.monotonic() - started < 3
+    assert raised.value.reason == "no answer in time: not done in 0.9 s"
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n", "status answered 500"),
+        (b"", "closed the connection without answering"),
+        (None, "cannot connect: Connection refused"),
+    ],
+)
+def test_probe_says_why_a_replica_is_unhealthy(answer: bytes | None, problem: str) -> None:
+    async def run() -> str | None:
+        if answer is None:
+            url = "http://127.0.0.1:1"  # nothing listens on port 1
+        else:
+            replica = RawReplica(answer)
+            url = await replica.start()
+        async with make_client(5) as client:
+            return await probe(client, Replica(url, url))
+
+    assert asyncio.run(run()) == problem
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(

@@ -28,7 +28,6 @@ NODE_IMAGE = PACKAGE / "driver" / "backends" / "node_image"
 # Installed into nodes although harness.node does not import them by name, and why.
 NODE_INDIRECT = {
     "httptools": "uvicorn's httptools parser, which the gateway's protocol subclasses",
-    "sniffio": "httpcore looks it up per lock; absent, each lookup searches sys.path",
 }
 
 

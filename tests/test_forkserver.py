@@ -149,24 +149,30 @@ def _answers(url: str) -> bool:
 
 
 # A child of a prepared template runs a program until it has served (the probe's request
-# answered), then reports the modules it imported beyond the template's.
+# answered), then reports the modules it imported beyond the template's. The probe speaks HTTP
+# over a bare socket: an HTTP client would import modules of its own on its first request.
 _LATE_IMPORTS = """
-import json, os, sys, threading, time
-import httpx
+import json, os, socket, sys, threading, time
 from harness.node.forkserver import server
 server.prepare()
 "warm".encode("idna")  # what the probe itself imports (a socket's host name is encoded so)
 before = set(sys.modules)
 name, probe, report, *argv = sys.argv[1:]
+address, _, path = probe.removeprefix("http://").partition("/")
+host, _, port = address.rpartition(":")
+request = f"GET /{path} HTTP/1.1\\r\\nHost: {address}\\r\\nConnection: close\\r\\n\\r\\n"
 if os.fork() == 0:
     def watch() -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                httpx.get(probe, timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+                with socket.create_connection((host, int(port)), timeout=2) as sock:
+                    sock.sendall(request.encode())
+                    if sock.recv(16).startswith(b"HTTP/1.1 "):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.05)
         time.sleep(0.3)  # a boundary node's first health round, a gateway's upstream attempt
         with open(report, "w") as out:
             json.dump(sorted(set(sys.modules) - before), out)

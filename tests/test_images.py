@@ -67,10 +67,10 @@ def test_the_node_image_holds_only_what_nodes_need(client: docker.DockerClient) 
     probe = (
         "import importlib.util, json, shutil; "
         "print(json.dumps({"
-        "'absent': [m for m in ('pytest', 'testcontainers', 'docker', 'rich', 'pip', "
+        "'absent': [m for m in ('pytest', 'testcontainers', 'docker', 'rich', 'pip', 'httpx', "
         "'harness.driver', 'harness.cli') if importlib.util.find_spec(m.split('.')[0]) "
         "and importlib.util.find_spec(m)], "
-        "'present': [m for m in ('uvicorn', 'httpx', 'cbor2', 'prometheus_client', 'psutil', "
+        "'present': [m for m in ('uvicorn', 'aiohttp', 'cbor2', 'prometheus_client', 'psutil', "
         "'harness.node.replica') if importlib.util.find_spec(m)], "
         "'programs': [p for p in ('replica', 'ic-gateway', 'ic-boundary', 'orchestrator', "
         "'registry-service') if shutil.which(p)]}))"
@@ -82,7 +82,7 @@ def test_the_node_image_holds_only_what_nodes_need(client: docker.DockerClient) 
     assert found["absent"] == []
     assert found["present"] == [
         "uvicorn",
-        "httpx",
+        "aiohttp",
         "cbor2",
         "prometheus_client",
         "psutil",
@@ -212,7 +212,9 @@ def test_missing_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @needs_docker
-def test_harness_images_build_prints_the_tag(client: docker.DockerClient) -> None:
+def test_harness_images_build_prints_the_tag(
+    client: docker.DockerClient, node_image_tags: None
+) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "harness.cli", "images", "build"],
         capture_output=True,

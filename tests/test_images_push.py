@@ -55,7 +55,7 @@ def registry(tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.skipif(_MISSING is not None, reason=f"images push not tested: {_MISSING}")
 def test_the_node_image_is_pushed_under_its_hash_tag(
-    registry: str, capsys: pytest.CaptureFixture[str]
+    registry: str, capsys: pytest.CaptureFixture[str], node_image_tags: None
 ) -> None:
     assert main(["images", "push", registry]) == 0
     reference = capsys.readouterr().out.strip()

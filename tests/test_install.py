@@ -140,8 +140,11 @@ def test_a_user_project_runs_a_systest_with_the_installed_harness(
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert f"pytest-{USER_PYTEST}" in result.stdout
     assert "test_gateways.py::test_gateways_answer PASSED" in result.stdout
-    (artifacts,) = (project / "artifacts").iterdir()
-    (testnet_dir,) = artifacts.iterdir()
+    (artifacts,) = [p for p in (project / "artifacts").iterdir() if p.is_dir()]
+    (testnet_dir,) = [p for p in artifacts.iterdir() if p.is_dir()]
     assert "outcome: passed" in (testnet_dir / "summary.txt").read_text()
+    # The report (plots drawn by the user's venv's matplotlib) and the session's index.
+    assert "<svg" in (artifacts / "report.html").read_text()
+    assert "report.html" in (project / "artifacts" / "index.html").read_text()
     version_line = _run([str(user_venv / "bin" / "harness"), "--version"], cwd=project, env=env)
     assert version_line.stdout.startswith("harness ")

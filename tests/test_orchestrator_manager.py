@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
@@ -21,6 +22,7 @@ from harness.node.orchestrator.errors import (
     ProcessStartError,
     ProcessStopError,
 )
+from harness.node.orchestrator.events import EventJournal
 from harness.node.orchestrator.fake import FakeRunner
 from harness.node.orchestrator.manager import Backoff, ProcessManager
 from harness.node.orchestrator.metrics import OrchestratorMetrics
@@ -496,3 +498,63 @@ def test_illegal_transition_names_the_states() -> None:
         IllegalTransition, match="replica: illegal state transition stopping -> running"
     ):
         check_transition("replica", ProcessState.STOPPING, ProcessState.RUNNING)
+
+
+# ------------------------------------------------------------------------- the event journal
+def test_the_journal_records_starts_exits_backoffs_restarts_and_stops(
+    metrics, clock, tmp_path: Path
+) -> None:
+    journal = EventJournal(tmp_path / "logs" / "events.jsonl", "node-1", clock=clock)
+    replica = ProcessManager(
+        ReplicaProcess,
+        ReplicaConfig(BIN, "node-1", Path("/data")),
+        FakeRunner("replica"),
+        metrics,
+        Backoff(),
+        clock,
+        journal,
+    )
+    runner = runner_of(replica)
+    run(replica.ensure_running(ReplicaArgs("v1", "subnet-a", "127.1.0.2")))
+    clock.advance(1)
+    runner.exit(-9, runtime=1.0)  # dies quickly, on its own: a backoff
+    replica.transition()
+    clock.advance(1)
+    run(replica.ensure_running(ReplicaArgs("v2", "subnet-a", "127.1.0.2")))  # new args: at once
+    run(replica.ensure_running(ReplicaArgs("v3", "subnet-a", "127.1.0.2")))  # a restart
+    runner.exit(-15, runtime=0.5)
+    replica.transition()
+    journal.close()
+    events = [
+        json.loads(line) for line in (tmp_path / "logs" / "events.jsonl").read_text().splitlines()
+    ]
+    assert all(e["node"] == "node-1" and e["program"] == "replica" for e in events)
+    assert [(e["t"], e["event"]) for e in events] == [
+        (100.0, "start"),
+        (101.0, "exit"),
+        (101.0, "backoff"),
+        (102.0, "start"),
+        (102.0, "restart"),
+        (102.0, "stop"),
+        (102.0, "exit"),
+    ]
+    assert events[0]["pid"] == 1000 and events[3]["pid"] == 1001
+    assert (events[1]["status"], events[1]["requested"]) == ("killed by signal 9 (SIGKILL)", False)
+    assert events[2]["delay"] == Backoff().initial
+    assert events[4]["reason"] == "replica version changed from v2 to v3"
+    assert (events[6]["status"], events[6]["requested"]) == ("killed by signal 15 (SIGTERM)", True)
+
+
+def test_a_journal_that_cannot_be_written_never_stops_supervision(
+    metrics, clock, tmp_path, caplog
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    journal = EventJournal(blocker / "events.jsonl", "node-1", clock=clock)
+    with caplog.at_level(logging.ERROR):
+        journal.record("replica", "start", pid=1)
+        journal.record("replica", "exit", status="exit code 0")
+    assert [r.getMessage() for r in caplog.records if "event journal" in r.getMessage()] == [
+        f"cannot write the event journal {blocker / 'events.jsonl'}, recording no more events: "
+        f"[Errno 17] File exists: '{blocker}'"
+    ]

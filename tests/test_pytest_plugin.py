@@ -138,8 +138,14 @@ def test_xdist_workers_do_not_fight_over_addresses(pytester: pytest.Pytester) ->
     pytester.makepyfile(XDIST_SYSTESTS)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
-    artifacts = sorted(p.name for p in (pytester.path / "artifacts").iterdir())
-    assert len(artifacts) == 4
+    artifacts = pytester.path / "artifacts"
+    tests = sorted(p for p in artifacts.iterdir() if p.is_dir())
+    assert len(tests) == 4
+    assert all((test / "report.html").is_file() for test in tests)
+    # One index, by the controller, of every worker's tests.
+    index = (artifacts / "index.html").read_text()
+    assert index.count("<tr class='test'>") == 4
+    assert "4 passed" in index
 
 
 def test_keep_testnet_leaves_it_up_and_says_how_to_reach_it(
@@ -237,8 +243,9 @@ def test_every_tested_testnet_s_artifacts_reach_junit(pytester: pytest.Pytester)
     where = Path(
         _junit_properties(pytester.path / "junit.xml")["test_healthy[0]"]["harness_artifacts"]
     )
-    (testnet_dir,) = where.iterdir()
+    (testnet_dir,) = [p for p in where.iterdir() if p.is_dir()]
     assert "outcome: passed" in (testnet_dir / "summary.txt").read_text()
+    assert (where / "report.html").is_file()
 
 
 ASYNC_SYSTEST = """

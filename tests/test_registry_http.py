@@ -4,10 +4,14 @@ orchestrator that reads its registry over HTTP only."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -175,3 +179,155 @@ def test_an_orchestrator_runs_its_node_from_a_registry_service_alone(
         # (each in a process group of its own), so nothing outlives the test.
         assert orchestrator.terminate(timeout=30) == 0
     assert replica is not None and not psutil.pid_exists(replica)
+
+
+# `HttpSource` against raw TCP stand-ins for the service.
+class RawService:
+    """A registry service stand-in on 127.0.0.1 speaking raw TCP in a thread: on each
+    connection it answers each request it reads with the next of `answers` (None: it never
+    answers), closing the connection after each answer when `close_after`. Counts connections."""
+
+    def __init__(self, answers: list[bytes | None], close_after: bool = True) -> None:
+        self.answers = answers
+        self.close_after = close_after
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                while self.answers:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if not data:
+                        break
+                    answer = self.answers.pop(0)
+                    if answer is None:
+                        time.sleep(1)  # past the source's timeout
+                        break
+                    conn.sendall(answer)
+                    if self.close_after:
+                        break
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread in accept()
+        self.listener.close()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive()
+
+
+def _latest(n: int) -> bytes:
+    body = json.dumps({"latest": n}).encode()
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@pytest.fixture
+def raw_service() -> Iterator[Callable[..., RawService]]:
+    services: list[RawService] = []
+
+    def start(answers: list[bytes | None], close_after: bool = True) -> RawService:
+        services.append(RawService(answers, close_after))
+        return services[-1]
+
+    yield start
+    for service in services:
+        service.close()
+
+
+def test_a_connection_the_service_closed_between_polls_is_replaced(
+    raw_service: Callable[..., RawService],
+) -> None:
+    # Each answer keeps the connection alive (HTTP/1.1, no "Connection: close"), then the
+    # service closes it anyway, as one does after its keep-alive timeout.
+    service = raw_service([_latest(1), _latest(2)])
+    source = HttpSource(service.url)
+    assert source.latest_version() == 1
+    time.sleep(0.1)  # the close has arrived
+    assert source.latest_version() == 2  # asked again on a new connection, no error
+    assert service.connections == 2
+    source.close()
+
+
+def test_polls_share_one_kept_alive_connection(raw_service: Callable[..., RawService]) -> None:
+    service = raw_service([_latest(1), _latest(2), _latest(3)], close_after=False)
+    source = HttpSource(service.url)
+    assert [source.latest_version() for _ in range(3)] == [1, 2, 3]
+    assert service.connections == 1
+    source.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"", "the service closed the connection without answering"),
+        (b"NOT HTTP\r\n\r\n", "broken answer: BadStatusLine: NOT HTTP"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort",
+            "broken answer: cut short after 5 bytes of its body, 95 more expected",
+        ),
+        (None, "timed out after 0.3 s"),
+        (
+            b"HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\ncontent-length: 0\r\n\r\n",
+            "answered 302",
+        ),
+    ],
+    ids=["closed-unanswered", "garbage", "body-cut-short", "silent", "redirect-not-followed"],
+)
+def test_a_source_says_what_went_wrong(
+    raw_service: Callable[..., RawService], answer: bytes | None, reason: str
+) -> None:
+    service = raw_service([answer])
+    source = HttpSource(service.url, timeout=0.3)
+    with pytest.raises(RegistryUnreachable) as raised:
+        source.latest_version()
+    separator = " " if reason.startswith("answered") else ": "
+    assert str(raised.value) == f"registry {service.url}/api/v1/registry/latest{separator}{reason}"
+    source.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://127.0.0.1:8000", "not an http:// or https:// URL"),
+        ("127.0.0.1:8000", "not an http:// or https:// URL"),
+        ("http://127.0.0.1:port", "not a URL: Port could not be cast to integer value as 'port'"),
+        ("http://127.0.0.1:1", "cannot connect: Connection refused"),
+    ],
+)
+def test_a_source_that_cannot_connect_says_why_when_asked(url: str, reason: str) -> None:
+    source = HttpSource(url)  # never raises: a bad URL is reported per poll, as a dead service
+    with pytest.raises(RegistryUnreachable) as raised:
+        source.read(1)
+    assert str(raised.value) == f"registry {url}/api/v1/registry/versions/1: {reason}"
+
+
+def test_an_https_source_speaks_tls() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+
+        def answer_in_plain_http() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(_latest(1))
+
+        thread = threading.Thread(target=answer_in_plain_http, daemon=True)
+        thread.start()
+        with pytest.raises(RegistryUnreachable) as raised:
+            HttpSource(url, timeout=5.0).latest_version()  # a TLS handshake, answered in plain
+        thread.join(timeout=5)
+    assert str(raised.value).startswith(
+        f"registry {url}/api/v1/registry/latest: cannot connect: [SSL"
+    )

@@ -43,7 +43,8 @@ def initial_snapshot(plan: Plan, node_ips: Mapping[str, str]) -> RegistrySnapsho
 class RegistryWriter:
     """Writes new registry versions; every method returns the version it wrote."""
 
-    def __init__(self, path: Path, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, path: Path, on_change: Callable[[int, str], None] | None = None) -> None:
+        """`on_change(version, what)` is called after each new version is written."""
         self.store = LocalStore(path)
         self._lock = threading.Lock()
         self._on_change = on_change
@@ -60,16 +61,19 @@ class RegistryWriter:
 
     def write_initial(self, snapshot: RegistrySnapshot) -> int:
         self.store.write(snapshot)
+        if self._on_change is not None:
+            self._on_change(snapshot.version, "the initial topology")
         return snapshot.version
 
-    def mutate(self, change: Callable[[RegistrySnapshot], RegistrySnapshot]) -> int:
-        """Apply `change` to the latest version and write the result as the next version."""
+    def mutate(self, change: Callable[[RegistrySnapshot], RegistrySnapshot], what: str = "") -> int:
+        """Apply `change` (described by `what`) to the latest version and write the result as
+        the next version."""
         with self._lock:
             current = self.latest()
             updated = dataclasses.replace(change(current), version=current.version + 1)
             self.store.write(updated)
         if self._on_change is not None:
-            self._on_change()
+            self._on_change(updated.version, what)
         return updated.version
 
     # The mutations tests use.
@@ -87,7 +91,7 @@ class RegistryWriter:
             subnets[subnet_id] = dataclasses.replace(target, members=(*target.members, node_id))
             return dataclasses.replace(s, subnets=subnets)
 
-        return self.mutate(change)
+        return self.mutate(change, f"{node_id} assigned to subnet {subnet_id}")
 
     def unassign_node(self, node_id: str) -> int:
         def change(s: RegistrySnapshot) -> RegistrySnapshot:
@@ -96,7 +100,7 @@ class RegistryWriter:
                 raise HarnessError(f"{node_id} is not assigned to a subnet")
             return dataclasses.replace(s, subnets=_without_member(s, node_id))
 
-        return self.mutate(change)
+        return self.mutate(change, f"{node_id} unassigned")
 
     def set_replica_version(self, subnet_id: str, version: str) -> int:
         def change(s: RegistrySnapshot) -> RegistrySnapshot:
@@ -106,17 +110,19 @@ class RegistryWriter:
             subnets[subnet_id] = dataclasses.replace(subnets[subnet_id], replica_version=version)
             return dataclasses.replace(s, subnets=subnets)
 
-        return self.mutate(change)
+        return self.mutate(change, f"subnet {subnet_id} replica version {version}")
 
     def set_domain(self, node_id: str, domain: str | None) -> int:
-        return self._update_node(node_id, lambda n: dataclasses.replace(n, domain=domain))
+        what = f"domain of {node_id}: {domain}"
+        return self._update_node(node_id, lambda n: dataclasses.replace(n, domain=domain), what)
 
     def set_feature(self, node_id: str, feature: str, enabled: bool) -> int:
         def update(n: NodeRecord) -> NodeRecord:
             features = n.features | {feature} if enabled else n.features - {feature}
             return dataclasses.replace(n, features=frozenset(features))
 
-        return self._update_node(node_id, update)
+        state = "on" if enabled else "off"
+        return self._update_node(node_id, update, f"feature {feature} of {node_id} {state}")
 
     def add_api_boundary_node(self, node_id: str, version: str | None = None) -> int:
         def change(s: RegistrySnapshot) -> RegistrySnapshot:
@@ -125,7 +131,7 @@ class RegistryWriter:
             records[node_id] = ApiBoundaryNodeRecord(version or s.unassigned_nodes_version)
             return dataclasses.replace(s, api_boundary_nodes=records)
 
-        return self.mutate(change)
+        return self.mutate(change, f"{node_id} made an API boundary node")
 
     def remove_api_boundary_node(self, node_id: str) -> int:
         def change(s: RegistrySnapshot) -> RegistrySnapshot:
@@ -134,16 +140,18 @@ class RegistryWriter:
             records = {k: v for k, v in s.api_boundary_nodes.items() if k != node_id}
             return dataclasses.replace(s, api_boundary_nodes=records)
 
-        return self.mutate(change)
+        return self.mutate(change, f"{node_id} no longer an API boundary node")
 
-    def _update_node(self, node_id: str, update: Callable[[NodeRecord], NodeRecord]) -> int:
+    def _update_node(
+        self, node_id: str, update: Callable[[NodeRecord], NodeRecord], what: str
+    ) -> int:
         def change(s: RegistrySnapshot) -> RegistrySnapshot:
             _require_node(s, node_id)
             nodes = dict(s.nodes)
             nodes[node_id] = update(nodes[node_id])
             return dataclasses.replace(s, nodes=nodes)
 
-        return self.mutate(change)
+        return self.mutate(change, what)
 
 
 def _require_node(s: RegistrySnapshot, node_id: str) -> None:

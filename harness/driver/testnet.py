@@ -3,6 +3,7 @@ artifacts collected, and torn down so that nothing is left."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -27,6 +28,8 @@ from harness.driver.metrics_check import MetricThresholds, offenders
 from harness.driver.node import Node
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
+from harness.driver.sampler import SCRAPE_TIMEOUT, Sampler, Target
+from harness.driver.timeline import Journal
 from harness.driver.topology import InternetComputer, Plan
 from harness.driver.waits import wait_until
 from harness.node.layout import Port
@@ -42,6 +45,8 @@ Progress = Callable[[str, int, int], None]
 
 RECORD_FILE = "testnet.json"
 """A live testnet's record in its directory: `describe()` and its state, for `harness ls`."""
+EVENTS_FILE = "events.jsonl"
+"""The driver's events (`Testnet.journal`), in the testnet's directory and its artifacts."""
 TESTNET_IDS = Claims("testnets")
 _numbers: dict[str, Iterator[int]] = defaultdict(itertools.count)
 ARTIFACT_SCRAPE_TIMEOUT = 2.0
@@ -127,9 +132,11 @@ class Testnet:
         run: Run,
         backend: str | type[Backend] = "local",
         options: BackendOptions | None = None,
+        sample: bool = False,
     ) -> None:
         """`backend` names a registered backend (`harness.driver.backend_names()`) or is a
-        `Backend` class (a fake one, in the harness's own tests)."""
+        `Backend` class (a fake one, in the harness's own tests). With `sample`, the nodes'
+        key metrics are sampled while the testnet is up (`sampler`), for tests' reports."""
         self.topology = topology
         self.plan: Plan = topology.plan()  # validates before anything starts
         self.run = run
@@ -137,6 +144,7 @@ class Testnet:
         try:
             self.directory = run.directory / self.testnet_id
             self.directory.mkdir(parents=True)
+            self.journal = Journal(self.directory / EVENTS_FILE)
             self.registry = RegistryWriter(self.directory / "registry", on_change=self._changed)
             backend_type = get_backend(backend) if isinstance(backend, str) else backend
             self.backend: Backend = backend_type(
@@ -149,6 +157,7 @@ class Testnet:
             TESTNET_IDS.release(self.testnet_id)
             raise
         self.http = httpx.Client(trust_env=False)
+        self.sampler = Sampler(self._sample_targets, self.journal) if sample else None
         self._nodes: dict[str, Node] = {}
         self._active: list[Fault] = []
         self._state = "starting"
@@ -169,7 +178,7 @@ class Testnet:
         first (`collect_artifacts`), and the error's notes say where."""
         try:
             self.save()
-            ips = self.backend.allocate(self.plan)
+            ips = self.backend.allocate(self.plan, self.registry.path)
             self.http.close()
             self.http = self.backend.http_client()
             self.registry.write_initial(initial_snapshot(self.plan, ips))
@@ -177,6 +186,8 @@ class Testnet:
                 self._nodes[planned.node_id] = Node(
                     self, planned.node_id, ips[planned.node_id], planned.domain
                 )
+            if self.sampler is not None:
+                self.sampler.start()
             self._start_nodes(progress)
             self.await_all_healthy(timeout, progress)
             self._state = "up"
@@ -235,6 +246,8 @@ class Testnet:
             return
         self._closed = True
         try:
+            if self.sampler is not None:
+                self.sampler.stop()
             self.backend.teardown()
         finally:
             self.http.close()
@@ -257,8 +270,10 @@ class Testnet:
         staging.write_text(json.dumps(document, indent=2))
         staging.replace(self.directory / RECORD_FILE)
 
-    def _changed(self) -> None:
-        """After a registry change: roles, and with them the URLs, may have changed."""
+    def _changed(self, version: int, what: str) -> None:
+        """After a registry change: journaled; roles, and with them the URLs, may have
+        changed."""
+        self.journal.record("registry", f"registry version {version}: {what}")
         if self._state == "up" and not self._closed:
             self.save()
 
@@ -284,6 +299,8 @@ class Testnet:
                 if not earlier.survives_restart:
                     self._undo(earlier, timeout)
         result = fault.apply(target)
+        level = "warning" if fault.lasting else "info"
+        self.journal.record("fault", f"{fault} injected", fault.node_id, level=level)
         if fault.lasting:
             self._active.append(fault)
         return result
@@ -312,6 +329,7 @@ class Testnet:
     def _undo(self, fault: Fault, timeout: float) -> None:
         fault.undo(self._fault_target(fault))
         self._active.remove(fault)
+        self.journal.record("heal", f"{fault} healed", fault.node_id)
         if fault.stops_node:  # undone: the node was started anew
             self.await_node_healthy(fault.node_id, timeout)
 
@@ -411,7 +429,11 @@ class Testnet:
                         continue
                     problems += offenders(node.node_id, samples, limits)
         if problems:
+            self.journal.record(
+                "check", f"metric checks failed: {len(problems)} offender(s)", level="error"
+            )
             raise MetricCheckFailed(problems)
+        self.journal.record("check", "metric checks passed")
 
     # Artifacts.
     def collect_artifacts(self, destination: Path, summary: Iterable[str] = ()) -> Path:
@@ -419,6 +441,9 @@ class Testnet:
         at once, each scrape bounded), the topology as JSON and a summary into `destination`."""
         destination.mkdir(parents=True, exist_ok=True)
         (destination / "summary.txt").write_text("\n".join(summary) + "\n")
+        journal = self.directory / EVENTS_FILE
+        if journal.is_file():
+            shutil.copyfile(journal, destination / EVENTS_FILE)
         if self.registry.store.latest_version():
             (destination / "topology.json").write_text(json.dumps(self.describe(), indent=2))
         registry_copy = destination / "registry"
@@ -442,6 +467,23 @@ class Testnet:
             except (MetricsScrapeError, HarnessError) as exc:
                 text = f"# scrape failed: {exc}\n"
             (node_dir / f"metrics-{METRICS_FILES[name]}-{port}.txt").write_text(text)
+
+    def _sample_targets(self) -> list[Target]:
+        """The metrics endpoints the nodes serve now, for the sampler."""
+        if self._closed or self.registry.store.latest_version() == 0:
+            return []
+        targets = []
+        for node in self.nodes():
+            for name, port in self.served(node.node_id):
+                if name in METRICS_FILES:
+                    targets.append(
+                        Target(
+                            node.node_id,
+                            METRICS_FILES[name],
+                            functools.partial(node.metrics_text, port, SCRAPE_TIMEOUT),
+                        )
+                    )
+        return targets
 
     def served(self, node_id: str) -> list[tuple[str, int]]:
         """What the node serves now, by its role in the latest registry version: (name, port)

@@ -39,6 +39,8 @@ CONTAINER_DATA_DIR = Path("/var/lib/node")
 """A node's data directory inside its container (the node image's entrypoint writes there)."""
 REPLICA_FAULTS_FILE = "replica-faults.json"
 """The replica's fault knobs, relative to the data directory (`DataDir.replica_faults`)."""
+EVENTS_FILE = "events.jsonl"
+"""The orchestrator's event journal, in the logs directory (`DataDir.events`)."""
 PID_FILE_SUFFIX = ".pid"
 """How a pid file's name ends (`DataDir.pid_file`)."""
 
@@ -61,6 +63,11 @@ class DataDir:
     def log(self, program: str) -> Path:
         """The log of a program the orchestrator runs (`replica`, `ic-gateway`, ...)."""
         return self.logs / f"{program}.log"
+
+    @property
+    def events(self) -> Path:
+        """The orchestrator's event journal (`harness.node.orchestrator.events`)."""
+        return self.logs / EVENTS_FILE
 
     def pid_file(self, program: str) -> Path:
         """The pid file of a program the orchestrator runs, or of the orchestrator itself."""

@@ -29,18 +29,11 @@ RUNTIME_MODULES = (
     "uvicorn.lifespan.on",
     "uvicorn.protocols.websockets.auto",
     "concurrent.futures.thread",
-    "httpcore",
-    "h11",
-    "anyio._backends._asyncio",
-    "anyio.streams.tls",
-    "socksio",
-    "certifi",
-    "importlib.resources",
 )
-"""Modules the programs import only once they run (uvicorn's loop and lifespan, httpx's
-transport on its first use): imported by the template too, or every forked program pays them
-again in its own pages; one that is not installed is skipped (httpcore imports socksio only
-where it is). `tests/test_forkserver.py` forks each program and checks that it imports nothing
+"""Modules the programs import only once they run (uvicorn's loop, lifespan and websockets
+choice, asyncio's thread pool): imported by the template too, or every forked program pays them
+again in its own pages. Their HTTP clients, aiohttp and http.client, import nothing more on
+first use. `tests/test_forkserver.py` forks each program and checks that it imports nothing
 more."""
 
 Main = Callable[[Sequence[str] | None], Any]
@@ -63,13 +56,7 @@ def import_all() -> None:
     for name in PROGRAMS:
         entry_point(name)
     for module in RUNTIME_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as missing:
-            if missing.name != module:
-                raise
-            # An optional one that is not installed (socksio, in the node image): the programs
-            # do not import it either.
+        importlib.import_module(module)
 
 
 def run(name: str, argv: Sequence[str]) -> int:

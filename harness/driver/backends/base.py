@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,10 @@ class Backend(abc.ABC):
         return DataDir(self.directory / node_id)
 
     @abc.abstractmethod
-    def allocate(self, plan: Plan) -> Mapping[str, str]:
-        """Reserve an address for every node; return node id -> IP written to the registry."""
+    def allocate(self, plan: Plan, registry_path: Path) -> Mapping[str, str]:
+        """Reserve an address for every node and get ready to serve the registry at
+        `registry_path` (empty yet: its first version is written after this) to them; return
+        node id -> IP written to the registry."""
 
     @abc.abstractmethod
     def start_node(self, node: PlannedNode, registry_path: Path) -> None:
@@ -171,7 +174,8 @@ class Backend(abc.ABC):
         )
 
     def collect_logs(self, node_id: str, destination: Path) -> None:
-        """Copy every log of the node's programs into `destination` (`<program>.log`)."""
+        """Copy every log of the node's programs into `destination` (`<program>.log`), and the
+        orchestrator's event journal (`events.jsonl`) if it wrote one."""
         destination.mkdir(parents=True, exist_ok=True)
         for process in self.log_names(node_id):
             try:
@@ -179,6 +183,9 @@ class Backend(abc.ABC):
             except HarnessError:
                 continue  # a node that never started has no orchestrator log yet
             (destination / f"{process}.log").write_bytes(content)
+        events = self.data_dir(node_id).events
+        if events.is_file():
+            shutil.copyfile(events, destination / events.name)
 
     @abc.abstractmethod
     def teardown(self) -> None:

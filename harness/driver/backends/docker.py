@@ -191,7 +191,7 @@ class DockerBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, No
         return engine.testnet_labels(self.run.run_id, self.testnet_id, self.name)
 
     # Addresses.
-    def allocate(self, plan: Plan) -> Mapping[str, str]:
+    def allocate(self, plan: Plan, registry_path: Path) -> Mapping[str, str]:
         if len(plan.nodes) > 250:
             raise HarnessError(f"the docker backend runs at most 250 nodes, not {len(plan.nodes)}")
         self._image = build_node_image(client=self._client)

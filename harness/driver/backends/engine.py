@@ -125,6 +125,8 @@ def _remove_network(network: Any, timeout: float = 20.0) -> None:
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
+            if "not found" in str(exc):  # a swarm network removed meanwhile, still listed
+                return
             if "active endpoints" not in str(exc) or time.monotonic() > deadline:
                 log.warning("cannot remove docker network %s: %s", network.name, exc)
                 return

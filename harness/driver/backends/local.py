@@ -224,7 +224,7 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         if self._supervisor.is_alive() and self._supervisor is not threading.current_thread():
             self._supervisor.join()
 
-    def allocate(self, plan: Plan) -> Mapping[str, str]:
+    def allocate(self, plan: Plan, registry_path: Path) -> Mapping[str, str]:
         global _warned_port_80
         addresses, self._blocks = local_addresses.claim_addresses(self.run.run_id, len(plan.nodes))
         ips: dict[str, str] = {}

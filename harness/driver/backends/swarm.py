@@ -20,7 +20,9 @@ How a testnet maps onto Swarm:
 - Registry: a `registry-service` service (`harness.node.registry.http`) serves the testnet's
   registry directory, read-only, on port 8000 under the network alias `registry`; the
   orchestrators poll it with `--registry-url`. It is the one service pinned to the harness's
-  own machine, where the registry directory is written.
+  own machine, where the registry directory is written. It is created in `allocate()`, so its
+  task starts while the access container does, off the nodes' path; the first node's start
+  waits until it answers.
 - Access: one container of the node image on the overlay network, running `microsocks` (a
   SOCKS5 proxy, Debian package), with its port published on 127.0.0.1 only. The harness's HTTP
   client (`Testnet.http`) goes through it, so `endpoint()` is simply (node id, port), resolved
@@ -53,6 +55,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +189,7 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         self._nodes: dict[str, _SwarmNode] = {}
         self._access: Container | None = None
         self._registry: Service | None = None
+        self._registry_answered = False
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
         self.startup_timeout = STARTUP_TIMEOUT
@@ -201,7 +205,7 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         return f"socks5://{PUBLISH_HOST}:{published_port(self._access, PROXY_PORT)}"
 
     # Addresses, network, access.
-    def allocate(self, plan: Plan) -> Mapping[str, str]:
+    def allocate(self, plan: Plan, registry_path: Path) -> Mapping[str, str]:
         if len(plan.nodes) > 250:
             raise HarnessError(f"the swarm backend runs at most 250 nodes, not {len(plan.nodes)}")
         registry = os.environ.get(IMAGE_REGISTRY_ENV)
@@ -221,6 +225,9 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         engine.create_network(
             self._client, self.network_name, NETWORK_POOL, self.labels, driver="overlay"
         )
+        # The registry service's task starts while the access container does; the first
+        # `start_node()` waits until it answers.
+        self._registry = self._create_registry(registry_path)
         self._access = self._start_access()
         for node in plan.nodes:
             self._nodes[node.node_id] = _SwarmNode(node)
@@ -251,32 +258,37 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         return container
 
     # The registry service.
-    def _ensure_registry(self, registry_path: Path) -> None:
+    def _create_registry(self, registry_path: Path) -> Service:
+        """The registry service, created (not waited for): it serves `registry_path`, which
+        has no version yet (the service answers `latest` 0 until the first is written)."""
+        assert self._image is not None
+        registry_path.mkdir(parents=True, exist_ok=True)  # a bind mount's source must exist
+        service: Service = self._client.services.create(  # type: ignore[no-untyped-call]
+            self._image,
+            command=[TINI, "--", "registry-service"],
+            args=["--store", "/registry", "--listen", f"0.0.0.0:{REGISTRY_SERVICE_PORT}"],
+            name=f"{self.network_name}-registry",
+            labels={**self.labels, NODE_LABEL: "registry"},
+            container_labels={**self.labels, NODE_LABEL: "registry"},
+            mounts=[
+                docker.types.Mount(
+                    "/registry", str(registry_path.resolve()), type="bind", read_only=True
+                )
+            ],
+            constraints=[f"node.id=={self._machine}"],
+            networks=[
+                docker.types.NetworkAttachmentConfig(self.network_name, aliases=[REGISTRY_ALIAS])
+            ],
+            endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
+            restart_policy=docker.types.RestartPolicy(condition="any"),
+        )
+        return service
+
+    def _await_registry(self) -> None:
+        """Wait (once, for every node's start) until the registry service answers."""
         with self._lock:
-            if self._registry is not None:
+            if self._registry_answered:
                 return
-            assert self._image is not None
-            self._registry = self._client.services.create(  # type: ignore[no-untyped-call]
-                self._image,
-                command=[TINI, "--", "registry-service"],
-                args=["--store", "/registry", "--listen", f"0.0.0.0:{REGISTRY_SERVICE_PORT}"],
-                name=f"{self.network_name}-registry",
-                labels={**self.labels, NODE_LABEL: "registry"},
-                container_labels={**self.labels, NODE_LABEL: "registry"},
-                mounts=[
-                    docker.types.Mount(
-                        "/registry", str(registry_path.resolve()), type="bind", read_only=True
-                    )
-                ],
-                constraints=[f"node.id=={self._machine}"],
-                networks=[
-                    docker.types.NetworkAttachmentConfig(
-                        self.network_name, aliases=[REGISTRY_ALIAS]
-                    )
-                ],
-                endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
-                restart_policy=docker.types.RestartPolicy(condition="any"),
-            )
             url = f"http://{REGISTRY_ALIAS}:{REGISTRY_SERVICE_PORT}/api/v1/registry/latest"
             wait_until(
                 lambda: self._answers(url) or None,
@@ -284,6 +296,7 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
                 self.startup_timeout,
                 0.1,
             )
+            self._registry_answered = True
 
     def _answers(self, url: str) -> bool:
         assert self._http is not None
@@ -303,7 +316,7 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         if self._image is None:
             raise HarnessError("allocate() must run before start_node()")
         local = self._node(node.node_id)
-        self._ensure_registry(registry_path)
+        self._await_registry()
         if local.service is None:
             local.service = self._create_service(node)
         else:
@@ -423,6 +436,8 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
             self.resume_node(node_id)  # a frozen container cannot stop
         local.service.reload()
         local.service.scale(0)
+        # As in `teardown`: the swarm agent would stop the task seconds later.
+        self._stop_now(self._local_containers(node_id), remove=False)
         wait_until(
             lambda: not self._running_anywhere(local.service),
             f"node {node_id}'s task to stop",
@@ -452,6 +467,32 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
                 filters={"label": f"{SERVICE_NAME_LABEL}={service}"}, ignore_removed=True
             )
         )
+
+    def _testnet_containers(self) -> list[Container]:
+        """Every container of this testnet on this machine (tasks, access proxy)."""
+        return [
+            container
+            for container in self._client.containers.list(
+                all=True,
+                filters={"label": f"{TESTNET_LABEL}={self.testnet_id}"},
+                ignore_removed=True,
+            )
+            if engine.is_ours(container.labels, self.labels)
+        ]
+
+    def _stop_now(self, containers: list[Container], remove: bool) -> None:
+        """Stop the containers (their stop signal, SIGKILL after the grace period), all at once,
+        and remove them too with `remove`; a task shut down by its agent meanwhile is no error."""
+
+        def stop(container: Container) -> None:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.stop(timeout=engine.stop_timeout(self.options))
+                if remove:
+                    container.remove(force=True)
+
+        if containers:
+            with ThreadPoolExecutor(min(16, len(containers))) as pool:
+                list(pool.map(stop, containers))
 
     @staticmethod
     def _running_anywhere(service: Service | None) -> list[dict[str, Any]]:
@@ -637,16 +678,16 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         for local in self._nodes.values():
             local.service = None
         self._registry = self._access = self._http = None
-        # Removing a service stops its task as `stop_node` does (SIGTERM, then SIGKILL after
-        # the grace period); wait for that before removing what is left by force.
+        self._registry_answered = False
+        # Removing a service has the swarm agent stop its task (SIGTERM, then SIGKILL after the
+        # grace period), but only seconds later (~3 s here), and remove its container as long
+        # again after: the task containers on this machine are stopped the same way and removed
+        # at once, all at the same time. Those on other machines are their agents' to stop;
+        # wait for that before removing what is left by force.
+        self._stop_now(self._testnet_containers(), remove=True)
         with contextlib.suppress(HarnessError):
             wait_until(
-                lambda: (
-                    not self._client.containers.list(
-                        all=True, filters={"label": f"{TESTNET_LABEL}={self.testnet_id}"}
-                    )
-                    or None
-                ),
+                lambda: not self._testnet_containers() or None,
                 f"the task containers of testnet {self.testnet_id} to stop",
                 engine.stop_timeout(self.options) + 5,
                 0.2,
@@ -656,6 +697,24 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         )
         if removed:
             log.debug("testnet %s: removed %d leftover(s)", self.testnet_id, removed)
+        # A removed overlay network stays listed for a moment (it would look like a leftover
+        # to the next sweep, whose removal would fail: it is gone already).
+        with contextlib.suppress(HarnessError):
+            wait_until(
+                lambda: (
+                    not [
+                        network
+                        for network in self._client.networks.list(
+                            filters={"label": f"{TESTNET_LABEL}={self.testnet_id}"}
+                        )
+                        if engine.is_ours(network.attrs.get("Labels") or {}, self.labels)
+                    ]
+                    or None
+                ),
+                f"the network of testnet {self.testnet_id} to go",
+                10.0,
+                0.05,
+            )
 
 
 def _netns_iptables(pid: int, *args: str) -> subprocess.CompletedProcess[str]:

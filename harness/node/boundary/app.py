@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from harness.node.boundary.metrics import NO_SUBNET, BoundaryMetrics
 from harness.node.boundary.routing import Balancer, NoReplica, RouteMismatch, Target, match_route
@@ -93,7 +93,7 @@ class BoundaryApp:
         self,
         hostname: str,
         balancer: Balancer,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         metrics: BoundaryMetrics,
     ) -> None:
         self.hostname = hostname

@@ -2,8 +2,9 @@
 
 A replica is healthy when its status answers 200 with a CBOR status record whose
 `replica_health_status` is ``healthy`` within the probe timeout (the check interval, at least
-1 s). Anything else (refused connection, timeout, other status code, undecodable body, another
-health state) makes it unhealthy until a later probe says otherwise. Transitions are logged.
+1 s, bounding each step as `upstream` bounds a forwarded request). Anything else (refused
+connection, timeout, other status code, undecodable body, another health state) makes it
+unhealthy until a later probe says otherwise. Transitions are logged.
 
 While some replica is unhealthy, the next round comes sooner: after `RECHECK_FIRST` seconds,
 doubling up to the interval (replicas that are still starting are routed to as soon as they are
@@ -16,27 +17,28 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
+import aiohttp
 
 from harness.node.boundary.routing import Balancer, Replica
+from harness.node.boundary.upstream import UpstreamError, forward, make_client
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
-from harness.node.tls import verify_for
 
 log = logging.getLogger(__name__)
 
 RECHECK_FIRST = 0.05
 
 
-async def probe(client: httpx.AsyncClient, replica: Replica, timeout: float) -> str | None:
-    """None when `replica` is healthy, else why not."""
+async def probe(client: aiohttp.ClientSession, replica: Replica) -> str | None:
+    """None when `replica` is healthy, else why not. `client` is one of `make_client`'s,
+    whose timeouts bound the probe."""
     try:
-        response = await client.get(replica.url + STATUS_PATH, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if response.status_code != 200:
-        return f"status answered {response.status_code}"
+        response = await forward(client, replica.url, "GET", STATUS_PATH, (), b"")
+    except UpstreamError as exc:
+        return exc.reason  # the log line names the replica already
+    if response.status != 200:
+        return f"status answered {response.status}"
     try:
-        status = decode_status(response.content)
+        status = decode_status(response.body)
     except StatusDecodeError as exc:
         return str(exc)
     if not status.is_healthy:
@@ -58,10 +60,10 @@ class HealthChecker:
     def all_healthy(self) -> bool:
         return all(problem is None for problem in self._problems.values())
 
-    async def check_once(self, client: httpx.AsyncClient) -> None:
+    async def check_once(self, client: aiohttp.ClientSession) -> None:
         table = self.balancer.table
         replicas = sorted(table.replicas, key=lambda r: (r.node_id, r.url))
-        results = await asyncio.gather(*(probe(client, r, self.timeout) for r in replicas))
+        results = await asyncio.gather(*(probe(client, r) for r in replicas))
         if self.balancer.table is not table:
             # The registry changed during the round; the next (immediate) round covers it.
             return
@@ -77,9 +79,8 @@ class HealthChecker:
     async def run(self) -> None:
         """Probe until cancelled: every `interval` (sooner while a replica is unhealthy), and
         at once when `wake` is set."""
-        # Replicas are plain HTTP (an IP and a port from the registry): no TLS context.
         recheck = RECHECK_FIRST
-        async with httpx.AsyncClient(trust_env=False, verify=verify_for(())) as client:
+        async with make_client(self.timeout) as client:
             while True:
                 self.wake.clear()
                 await self.check_once(client)

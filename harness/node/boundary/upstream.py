@@ -1,9 +1,18 @@
-"""Forwarding one request to one replica, with httpx errors mapped to ours in one place.
+"""Forwarding one request to one replica over aiohttp, with aiohttp's errors mapped to ours in
+one place (`forward`).
 
 Hop-by-hop headers (RFC 9110 §7.6.1: ``Connection`` and the headers it names, ``Keep-Alive``,
 ``TE``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-*``, ``Trailer``) are dropped both ways,
-as are ``Host`` (the replica's own is sent) and ``Content-Length`` (recomputed). The replica's
-status and body bytes are kept as they are (no decompression).
+as are ``Host`` (the replica's own is sent) and ``Content-Length`` (recomputed). The path and
+query go out exactly as the client sent them, and so do header values but for what
+`harness.node.http_client` says of non-UTF-8 ones. The replica's status, headers and body
+bytes come back as they are (no decompression).
+
+Timeouts (`make_client`), each ``--upstream-timeout``: connecting (after which the replica
+counts as unreachable and the next one is tried), and each wait for the replica's answer, from
+the end of the request to its first byte and between two later ones. And a whole request may
+take three times that (connect, send, answer): aiohttp bounds no write, and a replica that
+stops reading (a paused one) would otherwise hold a request with a large body forever.
 """
 
 from __future__ import annotations
@@ -11,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
+from harness.node import http_client
+from harness.node.http_client import os_reason, parser_reason
 from harness.node.proxy_headers import HeaderFilter
-from harness.node.tls import verify_for
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -23,10 +33,16 @@ _TO_CLIENT = HeaderFilter((b"content-length", b"date"))  # uvicorn adds its own 
 
 
 class UpstreamError(Exception):
-    """A replica did not answer; `kind` is the metric label, `status` what the client gets."""
+    """A replica did not answer; `kind` is the metric label, `status` what the client gets.
+    Its text is ``<replica URL>: <reason>``."""
 
     kind = "other"
     status = 502
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
 
 
 class UpstreamUnreachable(UpstreamError):
@@ -36,22 +52,19 @@ class UpstreamUnreachable(UpstreamError):
 
 
 class UpstreamTimeout(UpstreamError):
+    """The replica did not answer in time (see the module docstring)."""
+
     kind = "timeout"
     status = 504
 
 
-def make_client(timeout: float) -> httpx.AsyncClient:
-    """A client that adds nothing of its own: no proxy from the environment, and none of
-    httpx's default Accept, Accept-Encoding and User-Agent (the caller's are forwarded)."""
-    client = httpx.AsyncClient(
-        timeout=timeout,
-        trust_env=False,
-        limits=httpx.Limits(max_connections=None),
-        verify=verify_for(()),  # replicas are plain HTTP (an IP and a port from the registry)
+def make_client(timeout: float) -> aiohttp.ClientSession:
+    """A session made for a proxy (`harness.node.http_client.proxy_session`; replicas are plain
+    HTTP, an IP and a port from the registry) that bounds each request as the module docstring
+    says. Call it in the event loop that uses it."""
+    return http_client.proxy_session(
+        aiohttp.ClientTimeout(total=3 * timeout, sock_connect=timeout, sock_read=timeout)
     )
-    for name in ("accept", "accept-encoding", "user-agent"):
-        del client.headers[name]
-    return client
 
 
 @dataclass(frozen=True)
@@ -61,12 +74,8 @@ class UpstreamResponse:
     body: bytes
 
 
-def _lowercase(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    return [(name.lower(), value) for name, value in headers]
-
-
 async def forward(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     base_url: str,
     method: str,
     path_and_query: str,
@@ -74,25 +83,53 @@ async def forward(
     body: bytes,
 ) -> UpstreamResponse:
     """Send the request to `base_url`; raise an `UpstreamError` subclass if it fails."""
-    request = client.build_request(
-        method,
-        base_url + path_and_query,
-        headers=_TO_REPLICA(_lowercase(headers)),
-        content=body,
+    sent = http_client.outgoing_headers(
+        _TO_REPLICA([(name.lower(), value) for name, value in headers])
     )
     try:
-        response = await client.send(request, stream=True)
-        try:
-            raw = b"".join([chunk async for chunk in response.aiter_raw()])
-        finally:
-            await response.aclose()
-    except httpx.ConnectTimeout as exc:
+        async with client.request(
+            method,
+            http_client.url(base_url + path_and_query),
+            headers=sent,
+            data=body or None,
+            allow_redirects=False,
+        ) as response:
+            raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _error(base_url, exc, client.timeout) from exc
+    headers_back = [(name.lower(), value) for name, value in response.raw_headers]
+    return UpstreamResponse(response.status, _TO_CLIENT(headers_back), raw)
+
+
+def _error(
+    url: str, exc: aiohttp.ClientError | TimeoutError, timeout: aiohttp.ClientTimeout
+) -> UpstreamError:
+    """Our error for what aiohttp raised. The order matters: aiohttp's timeouts are also
+    connection errors and `TimeoutError`s, and a connect timeout is also a timeout."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # `sock_connect`
         # Connecting timed out: the request was not sent, so it is as safe to retry as a refusal.
-        raise UpstreamUnreachable(f"{base_url}: connect timeout") from exc
-    except httpx.ConnectError as exc:
-        raise UpstreamUnreachable(f"{base_url}: cannot connect: {exc}") from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(f"{base_url}: no answer in time ({type(exc).__name__})") from exc
-    except httpx.HTTPError as exc:
-        raise UpstreamError(f"{base_url}: {type(exc).__name__}: {exc}") from exc
-    return UpstreamResponse(response.status_code, _TO_CLIENT(_lowercase(response.headers.raw)), raw)
+        return UpstreamUnreachable(
+            url, f"connect timeout: not connected in {_s(timeout.sock_connect)}"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unroutable, TLS handshake
+        return UpstreamUnreachable(url, f"cannot connect: {os_reason(exc.os_error)}")
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # `sock_read`
+        return UpstreamTimeout(
+            url, f"no answer in time: nothing received in {_s(timeout.sock_read)}"
+        )
+    if isinstance(exc, TimeoutError):  # `total`, the bound of the whole request
+        return UpstreamTimeout(url, f"no answer in time: not done in {_s(timeout.total)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # `message` is aiohttp's text while no answer had begun, else the part it had parsed.
+        if isinstance(exc.message, str):
+            return UpstreamError(url, "closed the connection without answering")
+        return UpstreamError(url, "broken answer: closed the connection half-way through it")
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+        return UpstreamError(url, f"broken answer: {parser_reason(exc)}")
+    if isinstance(exc, aiohttp.ClientOSError):  # reset or broken pipe, after connecting
+        return UpstreamError(url, f"connection lost: {os_reason(exc)}")
+    return UpstreamError(url, f"{type(exc).__name__}: {exc}")
+
+
+def _s(seconds: float | None) -> str:
+    return "the time allowed" if seconds is None else f"{seconds:g} s"

@@ -18,7 +18,7 @@ from harness.node.gateway.health import HealthCheck
 from harness.node.gateway.metrics import GatewayMetrics
 from harness.node.gateway.protocol import GatewayHttpProtocol
 from harness.node.gateway.proxy import GatewayApp
-from harness.node.gateway.upstream import HttpxUpstream, Transports
+from harness.node.gateway.upstream import AiohttpUpstream, Clients
 from harness.node.serve import Servers, serve_program
 
 log = logging.getLogger("harness.node.gateway")
@@ -32,8 +32,8 @@ async def serve(config: GatewayConfig) -> None:
     """Serve the gateway (and metrics, if configured) until a stop signal, then drain."""
     metrics = GatewayMetrics()
     servers = Servers(graceful_timeout=max(1, math.ceil(config.graceful_timeout)))
-    async with Transports(config.network_http_client_count, config.ic_urls) as transports:
-        upstreams = [HttpxUpstream(url, transports) for url in config.ic_urls]
+    async with Clients(config.network_http_client_count, config.ic_urls) as clients:
+        upstreams = [AiohttpUpstream(url, clients) for url in config.ic_urls]
         forwarder = Forwarder(
             upstreams,
             config.ic_request_retries,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Generic
 
 from harness.node.orchestrator.errors import ProcessStartError, ProcessStopError
+from harness.node.orchestrator.events import EventJournal
 from harness.node.orchestrator.metrics import OrchestratorMetrics
 from harness.node.orchestrator.process import A, C, Process, Restart
 from harness.node.orchestrator.runner import ProcessRunner
@@ -66,6 +67,7 @@ class ProcessManager(Generic[C, A]):
         metrics: OrchestratorMetrics,
         backoff: Backoff = DEFAULT_BACKOFF,
         clock: Callable[[], float] = time.monotonic,
+        journal: EventJournal | None = None,
     ) -> None:
         self.process_type = process_type
         self.name = process_type.NAME
@@ -74,6 +76,7 @@ class ProcessManager(Generic[C, A]):
         self.metrics = metrics
         self.backoff = backoff
         self.clock = clock
+        self.journal = journal
         self._state = ProcessState.STOPPED
         self._process: Process[C, A] | None = None  # the instance last started
         self._started_at = 0.0
@@ -120,12 +123,16 @@ class ProcessManager(Generic[C, A]):
                 self._set_gauge()
             return
         exit_record = self.runner.last_exit
-        if self._state is ProcessState.STOPPING or (exit_record and exit_record.requested):
+        requested = self._state is ProcessState.STOPPING or bool(
+            exit_record and exit_record.requested
+        )
+        description = exit_record.describe() if exit_record else "unknown status"
+        runtime = exit_record.runtime if exit_record else 0.0
+        self._record("exit", status=description, runtime=round(runtime, 3), requested=requested)
+        if requested:
             # STOPPING -> STOPPED (or RUNNING -> STOPPED): the exit we asked for.
             self._set_state(ProcessState.STOPPED)
             return
-        description = exit_record.describe() if exit_record else "unknown status"
-        runtime = exit_record.runtime if exit_record else 0.0
         if runtime < self.backoff.min_uptime:
             # RUNNING -> BACKOFF: it keeps dying quickly; restarting it at once would spin.
             self._enter_backoff(f"exited on its own after {runtime:.1f} s ({description})")
@@ -152,6 +159,7 @@ class ProcessManager(Generic[C, A]):
             if isinstance(decision, Restart):
                 # RUNNING -> STOPPING only: a later call starts the new one once it exited.
                 log.info("Restarting %s process: %s", self.name, decision.reason)
+                self._record("restart", reason=decision.reason)
                 self.stop()
             return
         if state is ProcessState.STOPPING:
@@ -176,6 +184,7 @@ class ProcessManager(Generic[C, A]):
         if state is not ProcessState.RUNNING:
             return
         log.info("Stopping %s process", self.name)
+        self._record("stop")
         self.metrics.processes_stop_attempts.labels(self.name).inc()
         try:
             self.runner.stop()
@@ -191,14 +200,16 @@ class ProcessManager(Generic[C, A]):
         log.info("Starting new %s process", self.name)
         self.metrics.processes_start_attempts.labels(self.name).inc()
         try:
-            await self.runner.start(process.launch_spec())
+            pid = await self.runner.start(process.launch_spec())
         except OSError as exc:
             # -> BACKOFF: a binary that cannot be spawned is retried later, not in a loop.
+            self._record("start_failed", reason=str(exc))
             self._process = None
             self._enter_backoff(f"could not be started ({exc})")
             raise ProcessStartError(
                 f"Error when attempting to start {self.name} process: {exc}"
             ) from exc
+        self._record("start", pid=pid)
         self._process = process
         self._started_at = self.clock()
         self._retry_at = None
@@ -220,7 +231,12 @@ class ProcessManager(Generic[C, A]):
         log.warning(
             "%s %s: restarting it in %.1f s (crash-loop backoff)", self.name, what, self._delay
         )
+        self._record("backoff", delay=self._delay, reason=what)
         self._set_state(ProcessState.BACKOFF)
+
+    def _record(self, event: str, **fields: object) -> None:
+        if self.journal is not None:
+            self.journal.record(self.name, event, **fields)
 
     def _set_gauge(self) -> None:
         self.metrics.restart_backoff.labels(self.name).set(self._delay)

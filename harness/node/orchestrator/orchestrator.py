@@ -32,6 +32,7 @@ from harness.node.orchestrator.args import OrchestratorConfig
 from harness.node.orchestrator.boundary_node import BoundaryNodeCheck
 from harness.node.orchestrator.dashboard import Dashboard, DashboardInfo, ProcessLine
 from harness.node.orchestrator.errors import OrchestratorError
+from harness.node.orchestrator.events import EventJournal
 from harness.node.orchestrator.launchers import ExecLauncher, Launcher
 from harness.node.orchestrator.leftovers import stop_leftovers
 from harness.node.orchestrator.manager import (
@@ -87,6 +88,7 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acted_version = 0
+        self.journal = EventJournal(config.layout.events, config.node_id)
         make_runner = runner_factory or self._subprocess_runner
         # One manager per program, in start order; the policy picks its programs from them.
         self.managers: list[ProcessManager[Any, Any]] = [
@@ -97,6 +99,7 @@ class Orchestrator:
                 self.metrics,
                 backoff,
                 clock,
+                self.journal,
             )
             for spec in PROCESS_SPECS
         ]
@@ -180,6 +183,7 @@ class Orchestrator:
                 async with asyncio.timeout(servers.graceful_timeout + 1):
                     await asyncio.shield(metrics_task)
             await self.tasks.cancel_all()
+            self.journal.close()
         log.info("orchestrator stopped")
         return 0
 
@@ -237,7 +241,10 @@ class Orchestrator:
         for manager in self.managers:
             manager.transition()
         snapshot = await self._poll_registry()
-        self._acted_version = snapshot.version if snapshot else 0
+        version = snapshot.version if snapshot else 0
+        if version != self._acted_version:
+            self.journal.record("orchestrator", "registry", version=version)
+        self._acted_version = version
         await self.upgrade.run(snapshot)
         await self.boundary_check.run(snapshot)
 

@@ -86,7 +86,8 @@ def open_source(local_store: Path | None, url: str | None) -> RegistrySource:
     if (local_store is None) == (url is None):
         raise ValueError("a registry source is a local store directory or a URL, exactly one")
     if url is not None:
-        from harness.node.registry.http import HttpSource  # httpx only where it is used
+        # Imported only here: with it come the registry service's app and uvicorn.
+        from harness.node.registry.http import HttpSource
 
         return HttpSource(url)
     assert local_store is not None
