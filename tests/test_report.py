@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.driver.errors import MetricsScrapeError
-from harness.driver.report import TestRecord, render_index, render_report
+from harness.driver.report import TestRecord, render_index, render_report, series_svg
 from harness.driver.sampler import Sample, Sampler, Target, interval_for
 from harness.driver.timeline import Event, Journal, orchestrator_events, parse_orchestrator_journal
 
@@ -176,6 +176,20 @@ def test_a_report_shows_the_window_s_events_and_plots_the_series() -> None:
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", page)
 
 
+def test_a_lone_sample_is_plotted_as_a_marker() -> None:
+    """A node sampled once in the window (a short test) is a line of no length, which no
+    renderer draws: it gets a marker; a node sampled more often stays a bare line."""
+    samples = [Sample(100.0, "n1", "up", 3), Sample(100.0, "n2", "up", 3)]
+    samples.append(Sample(101.0, "n2", "up", 3))
+    svg = series_svg(samples, "up", "up", "endpoints", False, 100.0)
+    assert svg is not None
+    lines = re.findall(r'<g id="line2d_\d+">.*?</g>\n', svg, flags=re.S)
+    data = [line for line in lines if "clip-path" in line and "#b0b0b0" not in line]
+    lone, sampled = data
+    assert "<use" in lone and re.search(r'd="M [\d.]+ [\d.]+ \n"', lone)
+    assert "<use" not in sampled
+
+
 def test_a_report_without_events_or_samples_says_so() -> None:
     page = render_report("t::x", "passed", 1.0, 0.0, 1.0, [], [])
     assert "0 events" in page
@@ -192,7 +206,7 @@ def test_the_index_lists_every_test_with_its_report(tmp_path: Path) -> None:
     page = render_index(records, tmp_path)
     assert "1 failed, 1 passed" in page
     assert "href='t_x/report.html'" in page
-    assert "2.25 s" in page and "no testnet" in page
+    assert "2.25 s" in page and "no report" in page
 
 
 @pytest.mark.parametrize("outcome", ["passed", "failed", "error", "skipped"])

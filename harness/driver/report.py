@@ -144,7 +144,8 @@ def timeline_svg(events: Sequence[Event], start: float, end: float) -> str:
         )
     axes.set_yticks(range(len(lanes)), lanes)
     axes.set_ylim(len(lanes) - 0.5, -0.5)
-    axes.set_xlim(0, max(end - start, 0.1))
+    span = max(end - start, 0.1)
+    axes.set_xlim(-0.02 * span, 1.02 * span)  # room for the markers at either end
     axes.set_xlabel("seconds since the test started")
     axes.grid(axis="x", alpha=0.3)
     handles, labels = axes.get_legend_handles_labels()
@@ -185,7 +186,9 @@ def series_svg(
             xs = [p.t - start for p in points]
             ys = [p.value for p in points]
         if xs:
-            axes.step(xs, ys, where="post", label=node, linewidth=1.5)
+            # A lone sample is a line of no length, which nothing draws: it gets a marker.
+            marker = "o" if len(xs) == 1 else ""
+            axes.step(xs, ys, where="post", label=node, linewidth=1.5, marker=marker, markersize=4)
             drawn += 1
     if not drawn:
         return None  # a rate needs two samples
@@ -272,7 +275,7 @@ def render_index(records: Sequence[TestRecord], root: Path) -> str:
             href = html.escape(record.report.relative_to(root).as_posix())
             link = f"<a href='{href}'>report</a>"
         else:
-            link = "<span class='muted'>no testnet</span>"
+            link = "<span class='muted'>no report</span>"
         rows.append(
             f"<tr class='test'><td>{html.escape(record.nodeid)}</td>"
             f"<td>{_outcome(record.outcome)}</td><td>{record.duration:.2f} s</td>"
