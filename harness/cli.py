@@ -52,6 +52,7 @@ from harness.driver import (
 from harness.driver.aio import NodeHealth, probe_nodes
 from harness.driver.backend_registry import get_backend
 from harness.driver.listing import testnet_lines
+from harness.driver.prometheus import require_support as require_prometheus_support
 from harness.driver.testnets import TestnetEntry, find_testnet, remove_testnet, testnets
 
 log = logging.getLogger("harness.cli")
@@ -109,6 +110,8 @@ def _topology(args: argparse.Namespace) -> InternetComputer:
         for subnet in topology.subnets:
             if subnet.subnet_type == SubnetType.CLOUD_ENGINE:
                 subnet.with_ic_gateway()
+    if args.prometheus:
+        topology.with_prometheus()
     topology.validate()
     return topology
 
@@ -215,6 +218,8 @@ def _up(
 ) -> int:
     with _stop_on_signals() as stopped:
         topology = _topology(args)
+        if topology.prometheus:  # refused before an image is built for nothing
+            require_prometheus_support(get_backend(args.backend))
         if not detached:  # before the progress display, so the two do not interleave
             get_backend(args.backend).prepare(console)
         sweep()
@@ -278,7 +283,8 @@ def _up_detached(args: argparse.Namespace) -> int:
     """Start `harness up` in a session of its own, show its progress, print the testnet once it
     is healthy and return, leaving it up. Ctrl-C before that tears it down again."""
     console = _console()
-    _topology(args)  # a bad topology is refused here, with its message
+    if _topology(args).prometheus:  # a bad topology is refused here, with its message
+        require_prometheus_support(get_backend(args.backend))
     get_backend(args.backend).prepare(console)
     argv = [arg for arg in args.argv if arg not in ("--detach", "-d")]
     read_end, write_end = os.pipe()
@@ -348,6 +354,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "kept": e.kept,
                 "directory": str(e.directory),
                 "proxy": e.record.get("proxy"),
+                "prometheus": e.record.get("prometheus"),
                 "nodes": [
                     {**node, "healthy": h.healthy, "health": h.detail}
                     for node, h in zip(e.nodes, health[e.testnet_id], strict=True)
@@ -519,6 +526,13 @@ def parser() -> argparse.ArgumentParser:
         "--enable-ic-gateway",
         action="store_true",
         help="turn the ic-gateway launch gate on for every cloud-engine subnet",
+    )
+    up.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run a Prometheus (Debian's prometheus) scraping every metrics endpoint of "
+        "every node, its targets following the registry; its URL is printed (JSON: "
+        '"prometheus"); local backend only',
     )
     up.add_argument("--json", action="store_true", help="print the testnet as one JSON document")
     mode = up.add_mutually_exclusive_group()

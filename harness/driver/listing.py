@@ -23,6 +23,8 @@ def testnet_lines(document: Mapping[str, Any]) -> list[str]:
             f"the URLs are reachable through the SOCKS5 proxy {hostport}, "
             f"e.g. curl --socks5-hostname {hostport} URL"
         )
+    if document.get("prometheus"):
+        lines.append(f"Prometheus (scraping every metrics endpoint): {document['prometheus']}")
     width = max((len(name) for node in nodes for name in node["urls"]), default=0)
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for node in nodes:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -21,11 +22,13 @@ import httpx
 
 from harness.driver.backend_registry import get_backend
 from harness.driver.backends.base import Backend, BackendOptions
+from harness.driver.backends.capabilities import PrometheusBeside
 from harness.driver.claims import Claims
 from harness.driver.errors import HarnessError, MetricCheckFailed, MetricsScrapeError
 from harness.driver.faults import Fault, FaultTarget
 from harness.driver.metrics_check import MetricThresholds, offenders
 from harness.driver.node import Node
+from harness.driver.prometheus import Prometheus, ScrapeTarget, require_support
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
 from harness.driver.sampler import SCRAPE_TIMEOUT, Sampler, Target
@@ -147,6 +150,8 @@ class Testnet:
             self.journal = Journal(self.directory / EVENTS_FILE)
             self.registry = RegistryWriter(self.directory / "registry", on_change=self._changed)
             backend_type = get_backend(backend) if isinstance(backend, str) else backend
+            if self.plan.prometheus:
+                require_support(backend_type)
             self.backend: Backend = backend_type(
                 run,
                 self.testnet_id,
@@ -162,6 +167,8 @@ class Testnet:
         self._active: list[Fault] = []
         self._state = "starting"
         self._closed = False
+        self._prometheus: Prometheus | None = None
+        self._prometheus_lock = threading.Lock()
 
     # Life cycle.
     def start(
@@ -186,6 +193,8 @@ class Testnet:
                 self._nodes[planned.node_id] = Node(
                     self, planned.node_id, ips[planned.node_id], planned.domain
                 )
+            if self.plan.prometheus:  # before the nodes start, so that it sees them come up
+                self._start_prometheus()
             if self.sampler is not None:
                 self.sampler.start()
             self._start_nodes(progress)
@@ -248,7 +257,11 @@ class Testnet:
         try:
             if self.sampler is not None:
                 self.sampler.stop()
-            self.backend.teardown()
+            try:
+                if self._prometheus is not None:
+                    self._prometheus.stop()
+            finally:
+                self.backend.teardown()
         finally:
             self.http.close()
             (self.directory / RECORD_FILE).unlink(missing_ok=True)
@@ -276,6 +289,45 @@ class Testnet:
         self.journal.record("registry", f"registry version {version}: {what}")
         if self._state == "up" and not self._closed:
             self.save()
+        if self._prometheus is not None and not self._closed:
+            self._update_prometheus()
+
+    # The Prometheus beside the testnet (`InternetComputer.with_prometheus()`).
+    @property
+    def prometheus(self) -> str | None:
+        """The URL of the testnet's Prometheus, or None without one."""
+        return self._prometheus.url if self._prometheus is not None else None
+
+    def _start_prometheus(self) -> None:
+        backend = self.backend
+        assert isinstance(backend, PrometheusBeside)  # `require_support` said so
+        prometheus = Prometheus(
+            self.run, self.testnet_id, self.directory, backend.prometheus_address()
+        )
+        self._prometheus = prometheus.start()
+        self._update_prometheus()
+        self.journal.record("prometheus", f"Prometheus up at {prometheus.url}")
+
+    def _update_prometheus(self) -> None:
+        """Its targets from the latest registry version: every metrics endpoint served now."""
+        with self._prometheus_lock:  # the latest version's targets are written last
+            if self._prometheus is not None:
+                self._prometheus.update(self._scrape_targets())
+
+    def _scrape_targets(self) -> list[ScrapeTarget]:
+        snapshot = self.registry.latest()
+        targets = []
+        for node_id, job, port in self.metrics_endpoints():
+            subnet = snapshot.subnet_of(node_id)
+            if subnet is not None:
+                role = "replica"
+            elif node_id in snapshot.api_boundary_nodes:
+                role = "api_boundary"
+            else:
+                role = "unassigned"
+            host, reached = self.endpoint(node_id, port)
+            targets.append(ScrapeTarget(job, host, reached, node_id, subnet or "", role))
+        return targets
 
     @property
     def aio(self) -> AsyncTestnet:
@@ -450,6 +502,8 @@ class Testnet:
         shutil.rmtree(registry_copy, ignore_errors=True)
         if self.registry.path.is_dir():
             shutil.copytree(self.registry.path, registry_copy)
+        if self._prometheus is not None:
+            self._prometheus.collect(destination / "prometheus")
         nodes = self.nodes()
         if nodes:
             with ThreadPoolExecutor(min(16, len(nodes)), thread_name_prefix="artifacts") as pool:
@@ -468,22 +522,28 @@ class Testnet:
                 text = f"# scrape failed: {exc}\n"
             (node_dir / f"metrics-{METRICS_FILES[name]}-{port}.txt").write_text(text)
 
+    def metrics_endpoints(self) -> list[tuple[str, str, int]]:
+        """Every metrics endpoint the nodes serve now, by their roles in the latest registry
+        version: (node id, program, port)."""
+        return [
+            (node_id, METRICS_FILES[name], port)
+            for node_id in self._nodes
+            for name, port in self.served(node_id)
+            if name in METRICS_FILES
+        ]
+
     def _sample_targets(self) -> list[Target]:
-        """The metrics endpoints the nodes serve now, for the sampler."""
+        """The metrics endpoints to sample now (none before the registry's first version)."""
         if self._closed or self.registry.store.latest_version() == 0:
             return []
-        targets = []
-        for node in self.nodes():
-            for name, port in self.served(node.node_id):
-                if name in METRICS_FILES:
-                    targets.append(
-                        Target(
-                            node.node_id,
-                            METRICS_FILES[name],
-                            functools.partial(node.metrics_text, port, SCRAPE_TIMEOUT),
-                        )
-                    )
-        return targets
+        return [
+            Target(
+                node_id,
+                program,
+                functools.partial(self.node(node_id).metrics_text, port, SCRAPE_TIMEOUT),
+            )
+            for node_id, program, port in self.metrics_endpoints()
+        ]
 
     def served(self, node_id: str) -> list[tuple[str, int]]:
         """What the node serves now, by its role in the latest registry version: (name, port)
@@ -524,5 +584,6 @@ class Testnet:
             "registry": str(self.registry.path),
             # Where the URLs are reachable through (swarm: a SOCKS5 proxy on the overlay).
             "proxy": self.backend.http_proxy,
+            "prometheus": self.prometheus,
             "nodes": nodes,
         }

@@ -94,6 +94,7 @@ class Plan:
     subnets: tuple[PlannedSubnet, ...]
     nodes: tuple[PlannedNode, ...]
     unassigned_nodes_version: str
+    prometheus: bool = False  # a Prometheus beside the testnet (`with_prometheus`)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class InternetComputer:
     name: str = "ic"
     unassigned_nodes_version: str = DEFAULT_REPLICA_VERSION
     machine_labels: dict[str, str] = field(default_factory=dict)
+    prometheus: bool = False
 
     def add_subnet(self, subnet: Subnet) -> Self:
         if not isinstance(subnet, Subnet):
@@ -141,6 +143,13 @@ class InternetComputer:
 
     def with_name(self, name: str) -> Self:
         self.name = name
+        return self
+
+    def with_prometheus(self, enabled: bool = True) -> Self:
+        """Run a Prometheus beside the testnet that scrapes every metrics endpoint of every
+        node (`harness.driver.prometheus`; its URL is `Testnet.prometheus`). The local backend
+        only, for now."""
+        self.prometheus = enabled
         return self
 
     def node_count(self) -> int:
@@ -244,4 +253,10 @@ class InternetComputer:
             )
             for node in nodes
         ]
-        return Plan(self.name, tuple(subnets), tuple(labelled), self.unassigned_nodes_version)
+        return Plan(
+            self.name,
+            tuple(subnets),
+            tuple(labelled),
+            self.unassigned_nodes_version,
+            prometheus=self.prometheus,
+        )

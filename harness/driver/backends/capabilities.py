@@ -64,7 +64,25 @@ class NodeFiles(Protocol):
         node's programs see it."""
 
 
-CAPABILITIES: tuple[type, ...] = (Pausable, Partitionable, Stoppable, Signallable, NodeFiles)
+@runtime_checkable
+class PrometheusBeside(Protocol):
+    """run a Prometheus beside the testnet, on this machine, that scrapes every node"""
+
+    def prometheus_address(self) -> str:
+        """An address of this machine, its port 9090 free, for the testnet's Prometheus
+        (`harness.driver.prometheus`), from which every `endpoint()` is reachable; it is the
+        testnet's until teardown."""
+        ...
+
+
+CAPABILITIES: tuple[type, ...] = (
+    Pausable,
+    Partitionable,
+    Stoppable,
+    Signallable,
+    NodeFiles,
+    PrometheusBeside,
+)
 
 
 def what(capability: type) -> str:

@@ -51,6 +51,7 @@ from harness.driver.backends.capabilities import (
     NodeFiles,
     Partitionable,
     Pausable,
+    PrometheusBeside,
     Signallable,
     Stoppable,
 )
@@ -161,7 +162,9 @@ class _LocalNode:
     partitioned: bool = False
 
 
-class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles):
+class LocalBackend(
+    Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles, PrometheusBeside
+):
     """Nodes as process trees on loopback addresses."""
 
     name = "local"
@@ -433,6 +436,13 @@ class LocalBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
 
     def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
         write_file(self.data_dir(node_id).root / relative, data)
+
+    def prometheus_address(self) -> str:
+        """A loopback block of its own (claimed like the nodes', released at teardown), whose
+        first address has every node port free."""
+        prefix = local_addresses.claim_block(self.run.run_id)
+        self._blocks.append(prefix)
+        return f"{prefix}.2"
 
     def teardown(self) -> None:
         self.stop_supervising()
