@@ -8,6 +8,7 @@ the test controls and record every other request they get.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 import signal
 import socket
@@ -767,12 +768,13 @@ def test_forward_sends_a_zero_length_with_an_empty_post_and_none_with_a_get() ->
     [
         (b"", "closed the connection without answering"),
         (b"HTTP/1.1 200 OK\r\ncontent-len", "broken answer: closed the connection half-way"),
+        # After "broken answer: ", aiohttp's parser's own words, which vary by version: only
+        # what every version allowed says is checked.
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b",
-            "broken answer: Not enough data to satisfy content length header "
-            "(received 10 of 100 bytes).",
+            "broken answer: Not enough data * content length header",
         ),
-        (b"NOT HTTP AT ALL\r\n\r\n", "broken answer: Bad status line: "),
+        (b"NOT HTTP AT ALL\r\n\r\n", "broken answer: * HTTP/*NOT HTTP AT ALL"),
         (None, "connection lost: Connection reset by peer"),
     ],
     ids=["closed-unanswered", "head-cut-short", "body-cut-short", "garbage", "reset"],
@@ -784,7 +786,7 @@ def test_forward_a_broken_exchange_is_502_other(answer: bytes | None, reason: st
     error = raised.value
     assert type(error) is UpstreamError  # not retried: the replica may have processed it
     assert (error.kind, error.status) == ("other", 502)
-    assert error.reason.startswith(reason), error.reason
+    assert fnmatch.fnmatchcase(error.reason, reason + "*"), error.reason
     assert str(error) == f"{error.url}: {error.reason}"
     assert len(replica.requests) == 1
 

@@ -596,9 +596,10 @@ def test_upstream_that_hangs_up_unanswered_is_retried(
 @pytest.mark.parametrize(
     ("answer", "said"),
     [
-        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b", "received 10 of 100 bytes"),
+        # aiohttp's parser's words, which vary by version: what every version allowed says.
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b", "content length header"),
         (b"HTTP/1.1 200 OK\r\ncontent-len", "closed it half-way"),
-        (b"NOT HTTP AT ALL\r\n\r\n", "Bad status line"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "NOT HTTP AT ALL"),
     ],
     ids=["body-cut-short", "head-cut-short", "garbage"],
 )
