@@ -11,10 +11,12 @@ In a test module::
     def test_crash_recovery(testnet): ...
 
 Options (each also an ini key `harness_<name>`): `--backend local|docker|swarm`,
-`--spawn fork|exec`, `--keep-testnet`, `--artifacts-dir DIR`, `--run-manual`. Each test's
+`--spawn fork|exec`, `--keep-testnet`, `--prometheus`, `--artifacts-dir DIR`, `--run-manual`.
+Each test's
 artifact directory (also of a testnet whose start failed) is in its report and, as the property
 `harness_artifacts`, in JUnit XML. A test that used a testnet gets `report.html` there (its
-timeline and plots, `harness.driver.report`); `index.html` in the artifacts root lists every
+timeline and plots, `harness.driver.report`, drawn from what the testnet's Prometheus scraped
+when one ran, else from the harness's sampler); `index.html` in the artifacts root lists every
 test of the session with its outcome, duration and report. Async tests (pytest-asyncio, strict
 or auto mode) use the same fixtures.
 """
@@ -46,6 +48,7 @@ from harness.driver.listing import testnet_lines
 from harness.driver.report import (
     INDEX_FILE,
     REPORT_FILE,
+    Collected,
     ReportWriter,
     TestRecord,
     render_index,
@@ -91,6 +94,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--keep-testnet",
         "harness_keep_testnet",
         "leave testnets up after the tests and print how to reach them",
+        action="store_true",
+        default=None,
+    )
+    add(
+        "--prometheus",
+        "harness_prometheus",
+        "run a Prometheus beside every testnet (as with_prometheus() does); the tests' reports "
+        "then plot what it scraped",
         action="store_true",
         default=None,
     )
@@ -198,11 +209,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 class TestnetFactory:
     """Starts testnets for tests and tears them down (or keeps them with --keep-testnet)."""
 
-    def __init__(self, run: Run, backend: str, keep: bool, spawn: str = "fork") -> None:
+    def __init__(
+        self, run: Run, backend: str, keep: bool, spawn: str = "fork", prometheus: bool = False
+    ) -> None:
         self.run = run
         self.backend = backend
         self.keep = keep
         self.options = BackendOptions(spawn=spawn)
+        self.prometheus = prometheus
         self.kept: list[Testnet] = []
 
     def __call__(
@@ -212,7 +226,10 @@ class TestnetFactory:
         failure_artifacts: Path | None = None,
     ) -> Testnet:
         """A started testnet; if its start fails, the artifacts go into `failure_artifacts`
-        (a folder named after the testnet in it)."""
+        (a folder named after the testnet in it). With --prometheus, a Prometheus runs beside
+        it (the test's own topology is left as it was)."""
+        if self.prometheus and not topology.prometheus:
+            topology = copy.copy(topology).with_prometheus()
         testnet = Testnet(topology, self.run, self.backend, self.options, sample=True)
         where = failure_artifacts / testnet.testnet_id if failure_artifacts else None
         return testnet.start(timeout, failure_artifacts=where)
@@ -240,6 +257,7 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
         _setting(config, "harness_backend", "local"),
         bool(_setting(config, "harness_keep_testnet", False)),
         _setting(config, "harness_spawn", "fork"),
+        bool(_setting(config, "harness_prometheus", False)),
     )
     yield factory
     if factory.kept:
@@ -371,17 +389,18 @@ def pytest_runtest_makereport(
         if report.longrepr is not None:
             summary += ["", str(report.longrepr)]
         shutil.rmtree(directory, ignore_errors=True)  # a rerun replaces, never mixes
+        start = item.stash.get(started_key, time.time() - report.duration)
+        end = time.time()
         collected = []
         for testnet in testnets:
             try:
                 where = testnet.collect_artifacts(directory / testnet.testnet_id, summary)
+                samples, sampled_by = testnet.metric_samples(start, end)  # while it is up
             except Exception as exc:  # artifacts must never hide the test's own outcome
                 summary.append(f"collecting artifacts of {testnet.testnet_id} failed: {exc!r}")
             else:
-                collected.append((testnet, where))
+                collected.append(Collected(testnet, where, samples, sampled_by))
         _link_artifacts(item, report, directory)
-        start = item.stash.get(started_key, time.time() - report.duration)
-        end = time.time()
         failure = str(report.longrepr) if report.longrepr is not None else ""
         item.config.stash[reports_key].submit(
             directory,

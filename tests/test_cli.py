@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from harness_cli import harness
 
 from harness.cli import load_topology, main
 from harness.driver import IC_GATEWAY_DOMAIN, HarnessError, TopologyError, sweep
@@ -28,15 +29,6 @@ def own_state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("HARNESS_STATE_DIR", str(root))
     yield root
     sweep(everything=True)  # whatever a failing test left
-
-
-def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_up_once_with_a_topology_file_prints_json_and_leaves_nothing(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import engines
 import pytest
 
 from harness.driver import (
@@ -28,19 +29,7 @@ from harness.driver.state import state_root
 from harness.driver.waits import wait_until
 from harness.node.layout import NODE_PORTS
 
-
-def _engine_missing() -> str | None:
-    try:
-        engine().close()
-    except BackendUnavailable as exc:
-        return str(exc)
-    return None
-
-
-_MISSING = _engine_missing()
-needs_docker = pytest.mark.skipif(
-    _MISSING is not None, reason=f"NO DOCKER ENGINE: docker backend not tested ({_MISSING})"
-)
+needs_docker = engines.needs_docker("docker backend")
 
 
 def two_nodes() -> InternetComputer:

@@ -12,25 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import engines
 import pytest
 
 from harness.driver.backends import images
 from harness.driver.backends.engine import engine
 from harness.driver.errors import BackendUnavailable
 
-
-def _engine_missing() -> str | None:
-    try:
-        engine().close()
-    except BackendUnavailable as exc:
-        return str(exc)
-    return None
-
-
-_MISSING = _engine_missing()
-needs_docker = pytest.mark.skipif(
-    _MISSING is not None, reason=f"NO DOCKER ENGINE: image builds not tested ({_MISSING})"
-)
+needs_docker = engines.needs_docker("image builds")
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ failed starts too) and their JUnit links, xdist, and async tests with pytest-asy
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
 import pytest
+from harness_cli import harness
 
 from harness.driver import sweep
 from harness.driver.run import tagged_processes
@@ -168,26 +167,20 @@ def test_keep_testnet_leaves_it_up_and_says_how_to_reach_it(
         # A later run's sweep leaves a kept run alone; `harness ls` shows it, healthy and kept.
         assert sweep() == {}
         (run_id,) = (p.name for p in (state / "runs").iterdir())
-        listed = json.loads(_harness("ls", "--json").stdout)
+        listed = json.loads(harness("ls", "--json").stdout)
         kept = [(t["testnet"], t["held_by"], t["kept"]) for t in listed]
         assert kept == [("ic-0", "kept", True)]
         assert [node["healthy"] for node in listed[0]["nodes"]] == [True, True]
         # `harness down ic-0` removes it: its processes, its run.
-        down = _harness("down", "ic-0")
+        down = harness("down", "ic-0")
         assert down.stdout == "removed testnet ic-0\n", down.stderr
         assert tagged_processes() == {}
         assert not (state / "runs" / run_id).exists()
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{api}/api/v2/status", timeout=1)
-        assert _harness("ls").stdout.startswith("no testnets")
+        assert harness("ls").stdout.startswith("no testnets")
     finally:
         sweep(everything=True)  # whatever a failing assertion left up
-
-
-def _harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def _junit_properties(path: Path) -> dict[str, dict[str, str]]:

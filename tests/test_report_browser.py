@@ -4,6 +4,7 @@ chromium, headless, driven by selenium through chromium-driver, then loads each 
 `report.html` and the session's `index.html` from disk and checks what a reader sees: the
 outcome (and the failure), the events that test caused in the table and as markers in the
 timeline, the plots drawn with a line each, the index's rows and links, and no console error.
+A session run with --prometheus gets reports whose plots say they are what Prometheus scraped.
 
 chromium and chromedriver come with Debian's chromium and chromium-driver packages, which
 `scripts/install-test-tools` installs (as root; `.ci/run` runs it). Without them these tests skip
@@ -212,6 +213,71 @@ def check_report(browser: webdriver.Chrome, page: Path, nodeid: str, outcome: st
     return rows
 
 
+def sampled_by(browser: webdriver.Chrome) -> str:
+    shown = browser.find_element(By.ID, "sampled-by")
+    assert_rendered(shown, "what sampled the metrics")
+    text: str = shown.text
+    return text
+
+
+# One test on a testnet with a Prometheus beside it (the inner session runs with --prometheus),
+# waiting until Prometheus has a few points of the test's window.
+INNER_PROMETHEUS_TEST = """
+import time
+
+import pytest
+
+from harness.driver import InternetComputer, Subnet, SubnetType, Testnet
+from harness.pytest_plugin import define_testnet
+
+testnet = define_testnet(
+    lambda: InternetComputer().add_subnet(Subnet(SubnetType.CLOUD_ENGINE).add_nodes(1))
+)
+
+
+@pytest.mark.metric_thresholds(
+    update_orchestrator={"orchestrator_processes_start_attempts_total": 2}
+)
+def test_scraped_by_prometheus(testnet: Testnet) -> None:
+    since = time.time()
+    (node,) = testnet.nodes()
+    node.kill_process("replica")
+    assert node.await_status_is_healthy().is_healthy
+    deadline = time.monotonic() + 30
+    while True:
+        samples, sampled_by = testnet.metric_samples(since, time.time())
+        assert sampled_by.startswith("Prometheus"), sampled_by
+        if len({s.t for s in samples if s.series == "program_starts"}) >= 3:
+            break
+        assert time.monotonic() < deadline, "Prometheus did not scrape"
+        time.sleep(0.2)
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None,
+    reason="needs prometheus (Debian package prometheus; as root: scripts/install-test-tools)",
+)
+def test_a_report_with_prometheus_plots_what_it_scraped(
+    pytester: pytest.Pytester, browser: webdriver.Chrome
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_scraped=INNER_PROMETHEUS_TEST)
+    artifacts = pytester.path / "artifacts"
+    result = pytester.runpytest_subprocess(
+        "--prometheus", "--artifacts-dir", artifacts, "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)
+    nodeid = "test_scraped.py::test_scraped_by_prometheus"
+    rows = check_report(
+        browser, artifacts / nodeid.replace("::", "_") / "report.html", nodeid, "passed"
+    )
+    assert any(row.kind == "fault" for row in rows), rows  # the test's kill
+    assert sampled_by(browser).startswith("Sampled by Prometheus (http://127.")
+    listed = (artifacts / nodeid.replace("::", "_")).glob("*/prometheus/prometheus.yml")
+    assert list(listed), "the testnet's Prometheus config is not among the artifacts"
+
+
 def test_reports_and_index_in_chromium(
     pytester: pytest.Pytester, browser: webdriver.Chrome
 ) -> None:
@@ -247,6 +313,7 @@ def test_reports_and_index_in_chromium(
     failure = browser.find_element(By.TAG_NAME, "pre")
     assert_rendered(failure, "the failure")
     assert "AssertionError: this test fails on purpose" in failure.text
+    assert sampled_by(browser) == "Sampled by the harness's sampler"
 
     # The index: both tests, their outcomes, and links that open their reports.
     index = artifacts / "index.html"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import docker
+import engines
 import pytest
 
 from harness.driver import (
@@ -57,24 +58,7 @@ def test_a_manager_is_accepted() -> None:
     assert swarm_backend.swarm_node_id(manager) == "m1"  # type: ignore[arg-type]
 
 
-def _swarm_missing() -> str | None:
-    try:
-        client = engine()
-    except BackendUnavailable as exc:
-        return str(exc)
-    try:
-        swarm_backend.swarm_node_id(client)
-    except BackendUnavailable as exc:
-        return str(exc)
-    finally:
-        client.close()
-    return None
-
-
-_MISSING = _swarm_missing()
-needs_swarm = pytest.mark.skipif(
-    _MISSING is not None, reason=f"NO SWARM: swarm backend not tested ({_MISSING})"
-)
+needs_swarm = engines.needs_swarm("swarm backend")
 
 
 @pytest.fixture

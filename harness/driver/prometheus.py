@@ -12,25 +12,22 @@ so absent in Prometheus, for nodes in none) and `role` (`replica`, `unassigned`,
 note that Prometheus hands discovery updates to its scrapers on a fixed 5 s ticker, so a new
 target is scraped some seconds after its file changed.
 
-The server is a child process in a session (and process group) of its own, tagged with the
-run and the testnet in its environment as node processes are (`Run.run_tags`), so teardown,
-`harness down` and the sweep of dead runs stop it like anything else of the testnet. It listens
-on a loopback address the backend gives it (`PrometheusBeside`), port 9090; its log is
-`prometheus.log` in the testnet's directory, its data under `prometheus/data`. Only the local
-backend can have one for now: the docker and swarm backends raise `CapabilityMissing`.
+How the server runs is the backend's (`PrometheusBeside`): on the local backend a child process
+on a loopback address of its own (`backends.prometheus_process`), on docker and swarm a
+container of an image built offline from Debian's package, on the testnet's network
+(`backends.prometheus_container`); either way teardown, `harness down` and the sweep of dead
+runs stop it like anything else of the testnet. Its log (`prometheus.log`), config, targets'
+files and data (`data/`) are in `<testnet dir>/prometheus/`.
 
-The binary is `prometheus` on PATH (Debian's package `prometheus`: `scripts/install-test-tools`
-installs it as root), or what `HARNESS_PROMETHEUS` names.
+For a test's report, `samples()` asks it (`/api/v1/query_range`) for the series the harness's
+own sampler keeps (`sampler.SERIES`), so a report plots what Prometheus scraped when it ran.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,12 +36,11 @@ from pathlib import Path
 import httpx
 
 from harness.driver.backends.base import Backend
-from harness.driver.backends.capabilities import PrometheusBeside
+from harness.driver.backends.capabilities import PrometheusBeside, PrometheusServer
+from harness.driver.backends.prometheus_process import LOG_FILE
 from harness.driver.errors import CapabilityMissing, HarnessError
-from harness.driver.run import TESTNET_ID_ENV, Run
+from harness.driver.sampler import SERIES, UP_SERIES, Sample
 
-BINARY_ENV = "HARNESS_PROMETHEUS"
-PORT = 9090
 JOBS = ("replica", "orchestrator", "ic-gateway", "ic-boundary")
 """The scrape jobs, one per node program that serves metrics (`testnet.METRICS_FILES`)."""
 SCRAPE_INTERVAL = "1s"
@@ -52,9 +48,9 @@ REFRESH_INTERVAL = "1s"  # file_sd's fallback re-read; inotify normally sees a c
 RETENTION = "1d"
 READY_TIMEOUT = 30.0
 STOP_GRACE = 5.0
-LOG_FILE = "prometheus.log"
 DIRECTORY = "prometheus"
 LOG_TAIL_LINES = 20
+QUERY_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -79,45 +75,30 @@ def require_support(backend: type[Backend]) -> None:
     """`CapabilityMissing` unless a Prometheus can run beside testnets of `backend`."""
     if not issubclass(backend, PrometheusBeside):
         raise CapabilityMissing(
-            "a Prometheus beside a testnet (with_prometheus(), harness up --prometheus) is only "
-            f"on the local backend for now, not on the {backend.name} backend"
+            "a Prometheus beside a testnet (with_prometheus(), harness up --prometheus) cannot "
+            f"run on the {backend.name} backend"
         )
 
 
 class Prometheus:
-    """The testnet's Prometheus: `start()`, `update(targets)` as they change, `stop()`."""
+    """The testnet's Prometheus: `start(targets)`, `update(targets)` as they change, `stop()`.
+    How the server runs is the backend's (`server`)."""
 
-    def __init__(
-        self,
-        run: Run,
-        testnet_id: str,
-        directory: Path,
-        host: str,
-        port: int = PORT,
-        binary: str | None = None,
-    ) -> None:
-        """`directory` is the testnet's: `prometheus.log` goes there, the config, the targets'
-        files and the data under `prometheus/`. `binary`: default `$HARNESS_PROMETHEUS` or
-        `prometheus` on PATH."""
-        self.run = run
+    def __init__(self, testnet_id: str, directory: Path, server: PrometheusServer) -> None:
+        """`directory` holds the config, the targets' files, the data and `prometheus.log`."""
         self.testnet_id = testnet_id
-        self.host = host
-        self.port = port
-        self.binary = binary or os.environ.get(BINARY_ENV) or "prometheus"
+        self.directory = directory
+        self.server = server
         self.log_path = directory / LOG_FILE
-        self.directory = directory / DIRECTORY
-        self.config_path = self.directory / "prometheus.yml"
+        self.config_path = directory / "prometheus.yml"
         self._written: dict[str, str] = {}
-        self._process: subprocess.Popen[bytes] | None = None
+        self._url: str | None = None
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        if self._url is None:
+            raise HarnessError("Prometheus has not been started")
+        return self._url
 
     def targets_file(self, job: str) -> Path:
         return self.directory / f"targets-{job}.json"
@@ -136,7 +117,7 @@ class Prometheus:
                     "job_name": job,
                     "file_sd_configs": [
                         {
-                            "files": [str(self.targets_file(job))],
+                            "files": [self.server.path(self.targets_file(job))],
                             "refresh_interval": REFRESH_INTERVAL,
                         }
                     ],
@@ -145,61 +126,43 @@ class Prometheus:
             ],
         }
 
-    def start(self, timeout: float = READY_TIMEOUT) -> Prometheus:
-        """Write the config and empty targets, start the server and wait until it is ready.
-        `HarnessError` naming the problem (no binary, or not ready in time, with its log's
-        tail); nothing is left running then."""
-        path = shutil.which(self.binary)
-        if path is None:
-            raise HarnessError(
-                f"Prometheus: no {self.binary!r} binary found (Debian's package prometheus; as "
-                f"root, scripts/install-test-tools installs it, or point ${BINARY_ENV} at one)"
-            )
+    def start(self, targets: Iterable[ScrapeTarget], timeout: float = READY_TIMEOUT) -> Prometheus:
+        """Write the config and `targets` (there from its first read: discovery updates come
+        only every 5 s), start the server and wait until it is ready. `HarnessError` naming
+        the problem (no binary, or not ready in time, with its log's tail); nothing is left
+        running then."""
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         _write_atomically(self.config_path, json.dumps(self.config(), indent=2))
-        self.update([])
-        argv = [
-            path,
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.directory / 'data'}",
+        self.update(targets)
+        arguments = [
+            f"--config.file={self.server.path(self.config_path)}",
+            f"--storage.tsdb.path={self.server.path(self.directory / 'data')}",
             f"--storage.tsdb.retention.time={RETENTION}",
-            f"--web.listen-address={self.host}:{self.port}",
+            f"--web.listen-address={self.server.listen}",
             "--web.enable-lifecycle",
         ]
-        env = {**os.environ, **self.run.run_tags(), TESTNET_ID_ENV: self.testnet_id}
-        with self.log_path.open("ab") as log:
-            try:
-                self._process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise HarnessError(f"Prometheus: cannot start {path}: {exc}") from exc
         try:
-            self._await_ready(timeout)
+            url = self.server.start(arguments)
+            self._await_ready(url, timeout)
         except BaseException:
             self.stop()
             raise
+        self._url = url
         return self
 
-    def _await_ready(self, timeout: float) -> None:
-        assert self._process is not None
+    def _await_ready(self, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         with httpx.Client(trust_env=False, timeout=1.0) as client:
             while True:
-                code = self._process.poll()
+                code = self.server.exit_status()
                 if code is not None:
                     raise HarnessError(
                         f"Prometheus exited with status {code} before it was ready at "
-                        f"{self.url}; the end of {self.log_path}:\n{self.log_tail()}"
+                        f"{url}; the end of {self.log_path}:\n{self.log_tail()}"
                     )
                 try:
-                    response = client.get(f"{self.url}/-/ready")
+                    response = client.get(f"{url}/-/ready")
                     if response.status_code == 200:
                         return
                     last = f"/-/ready answered {response.status_code}"
@@ -207,7 +170,7 @@ class Prometheus:
                     last = repr(exc)
                 if time.monotonic() > deadline:
                     raise HarnessError(
-                        f"Prometheus was not ready at {self.url} within {timeout:.0f} s "
+                        f"Prometheus was not ready at {url} within {timeout:.0f} s "
                         f"({last}); the end of {self.log_path}:\n{self.log_tail()}"
                     )
                 time.sleep(0.05)
@@ -243,26 +206,45 @@ class Prometheus:
                 self._written[job] = text
 
     def stop(self, grace: float = STOP_GRACE) -> None:
-        """SIGTERM, then SIGKILL to its process group after `grace`; safe to call twice."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-        self._process = None
+        """Stop the server (SIGTERM, SIGKILL after `grace`); safe to call twice."""
+        self.server.stop(grace)
 
     def collect(self, destination: Path) -> None:
         """Copy its log, config and targets' files into `destination`."""
         destination.mkdir(parents=True, exist_ok=True)
         for path in self.files():
             shutil.copyfile(path, destination / path.name)
+
+    def samples(self, since: float, until: float, step: float = 1.0) -> list[Sample]:
+        """The sampler's series (`sampler.SERIES`, and how many endpoints of each node were
+        up) per node over [since, until] (Unix times), one point every `step` seconds, as
+        Prometheus scraped them. `HarnessError` when it cannot answer."""
+        queries = {UP_SERIES: f"sum by (node) (up{{{self._selector}}})"}
+        for _program, metric, series, aggregation in SERIES:
+            queries[series] = f"{aggregation} by (node) ({metric}{{{self._selector}}})"
+        found: list[Sample] = []
+        with httpx.Client(trust_env=False, timeout=QUERY_TIMEOUT) as client:
+            for series, query in queries.items():
+                params: dict[str, str | float] = {
+                    "query": query,
+                    "start": since,
+                    "end": until,
+                    "step": step,
+                }
+                try:
+                    response = client.get(f"{self.url}/api/v1/query_range", params=params)
+                    response.raise_for_status()
+                    result = response.json()["data"]["result"]
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    raise HarnessError(f"Prometheus at {self.url}: {query}: {exc!r}") from exc
+                for line in result:
+                    node = line["metric"].get("node", "")
+                    found += [Sample(float(t), node, series, float(v)) for t, v in line["values"]]
+        return found
+
+    @property
+    def _selector(self) -> str:
+        return f'testnet="{self.testnet_id}"'
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -5,8 +5,10 @@ browser opens from disk.
 A report shows the test's outcome and failure, a timeline of what happened during the test
 (`harness.driver.timeline`: the driver's events and every orchestrator's) drawn as one lane
 per node and listed as a table, and plots of the sampled series (`harness.driver.sampler`):
-metrics endpoints answering, program starts, restart backoff, request rates. Plots are SVG
-drawn by matplotlib (its object API, so no global backend is chosen for the caller), inlined.
+metrics endpoints answering, program starts, restart backoff, request rates, taken from the
+Prometheus beside the testnet when it ran, else from the harness's sampler (the page says
+which: `Testnet.metric_samples`). Plots are SVG drawn by matplotlib (its object API, so no
+global backend is chosen for the caller), inlined.
 """
 
 from __future__ import annotations
@@ -211,9 +213,10 @@ def render_report(
     samples: Sequence[Sample],
     failure: str = "",
     links: Sequence[tuple[str, str]] = (),
+    sampled_by: Sequence[str] = (),
 ) -> str:
     """The report page of one test (see the module's docstring); `links` are (label, relative
-    path) of its artifacts."""
+    path) of its artifacts, `sampled_by` says where the samples come from."""
     events = sorted((e for e in events if start <= e.t <= end), key=lambda e: e.t)
     samples = [s for s in samples if start <= s.t <= end]
     parts = [
@@ -244,6 +247,10 @@ def render_report(
             f"<th>what happened</th></tr>{rows}</table>"
         )
     parts.append("<h2 id='plots'>Metrics over the test</h2>")
+    if sampled_by:
+        parts.append(
+            f"<p class='muted' id='sampled-by'>Sampled by {html.escape('; '.join(sampled_by))}</p>"
+        )
     plotted = 0
     for series, title, unit, rate in PLOTS:
         svg = series_svg(samples, series, title, unit, rate, start)
@@ -289,32 +296,51 @@ def render_index(records: Sequence[TestRecord], root: Path) -> str:
     return _page("Test session", body)
 
 
+@dataclass(frozen=True)
+class Collected:
+    """What a test's report needs of one testnet, taken while it was up: its artifact directory
+    (as `Testnet.collect_artifacts` wrote it, with the orchestrators' journals) and its
+    samples over the test, with what sampled them (`Testnet.metric_samples`)."""
+
+    testnet: Testnet
+    artifacts: Path
+    samples: list[Sample]
+    sampled_by: str
+
+
 def testnet_report(
     nodeid: str,
     outcome: str,
     duration: float,
     start: float,
     end: float,
-    testnets: Sequence[tuple[Testnet, Path]],
+    testnets: Sequence[Collected],
     failure: str = "",
 ) -> str:
-    """The report page of a test that used `testnets`, each with its artifact directory (as
-    `Testnet.collect_artifacts` wrote it, which holds the orchestrators' journals); links in
-    the page are relative to the directory that holds the artifact directories."""
+    """The report page of a test that used `testnets`; links in the page are relative to the
+    directory that holds the artifact directories."""
     events: list[Event] = []
     samples: list[Sample] = []
     links: list[tuple[str, str]] = []
-    for testnet, artifacts in testnets:
+    sampled_by: list[str] = []
+    for collected in testnets:
+        testnet, artifacts = collected.testnet, collected.artifacts
         events += testnet.journal.events(start, end)
         events += orchestrator_events(artifacts)
-        if testnet.sampler is not None:
-            samples += testnet.sampler.samples(start, end)
+        samples += collected.samples
+        sampled_by.append(
+            collected.sampled_by
+            if len(testnets) == 1
+            else f"{testnet.testnet_id}: {collected.sampled_by}"
+        )
         links += [
             (f"{testnet.testnet_id}: summary", f"{artifacts.name}/summary.txt"),
             (f"{testnet.testnet_id}: every node's logs and metrics", f"{artifacts.name}/nodes/"),
             (f"{testnet.testnet_id}: registry versions", f"{artifacts.name}/registry/"),
         ]
-    return render_report(nodeid, outcome, duration, start, end, events, samples, failure, links)
+    return render_report(
+        nodeid, outcome, duration, start, end, events, samples, failure, links, sampled_by
+    )
 
 
 class ReportWriter:

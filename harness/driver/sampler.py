@@ -52,16 +52,17 @@ class Sample:
     value: float
 
 
-# Which series a metric feeds, per program: (metric name, series, how samples combine).
-_SERIES: dict[str, tuple[tuple[str, str, Callable[[Iterable[float]], float]], ...]] = {
-    "orchestrator": (
-        ("orchestrator_processes_start_attempts_total", "program_starts", sum),
-        ("orchestrator_process_restart_backoff_seconds", "restart_backoff", max),
-    ),
-    "ic-gateway": (("ic_gateway_http_total", "gateway_requests", sum),),
-    "replica": (("replica_http_requests_total", "replica_requests", sum),),
-    "ic-boundary": (("ic_boundary_requests_total", "boundary_requests", sum),),
-}
+UP_SERIES = "up"
+SERIES: tuple[tuple[str, str, str, str], ...] = (
+    ("orchestrator", "orchestrator_processes_start_attempts_total", "program_starts", "sum"),
+    ("orchestrator", "orchestrator_process_restart_backoff_seconds", "restart_backoff", "max"),
+    ("ic-gateway", "ic_gateway_http_total", "gateway_requests", "sum"),
+    ("replica", "replica_http_requests_total", "replica_requests", "sum"),
+    ("ic-boundary", "ic_boundary_requests_total", "boundary_requests", "sum"),
+)
+"""Which series a metric feeds: (program, metric, series, how a node's samples of it combine,
+named as the PromQL aggregation that does the same, for `Prometheus.samples`)."""
+_COMBINE: dict[str, Callable[[Iterable[float]], float]] = {"sum": sum, "max": max}
 
 
 def interval_for(endpoints: int) -> float:
@@ -126,12 +127,12 @@ class Sampler:
                 continue
             self._health(key, True, "")
             up[target.node] += 1
-            for name, series, combine in _SERIES.get(target.program, ()):
-                found = _values(samples, name)
+            for program, name, series, combine in SERIES:
+                found = _values(samples, name) if program == target.program else []
                 if found:
-                    values[(target.node, series)] = combine(found)
+                    values[(target.node, series)] = _COMBINE[combine](found)
         with self._lock:
-            self._samples += [Sample(t, node, "up", count) for node, count in up.items()]
+            self._samples += [Sample(t, node, UP_SERIES, count) for node, count in up.items()]
             self._samples += [
                 Sample(t, node, series, value) for (node, series), value in values.items()
             ]

@@ -28,10 +28,11 @@ from harness.driver.errors import HarnessError, MetricCheckFailed, MetricsScrape
 from harness.driver.faults import Fault, FaultTarget
 from harness.driver.metrics_check import MetricThresholds, offenders
 from harness.driver.node import Node
+from harness.driver.prometheus import DIRECTORY as PROMETHEUS_DIRECTORY
 from harness.driver.prometheus import Prometheus, ScrapeTarget, require_support
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
-from harness.driver.sampler import SCRAPE_TIMEOUT, Sampler, Target
+from harness.driver.sampler import SCRAPE_TIMEOUT, Sample, Sampler, Target
 from harness.driver.timeline import Journal
 from harness.driver.topology import InternetComputer, Plan
 from harness.driver.waits import wait_until
@@ -301,11 +302,11 @@ class Testnet:
     def _start_prometheus(self) -> None:
         backend = self.backend
         assert isinstance(backend, PrometheusBeside)  # `require_support` said so
-        prometheus = Prometheus(
-            self.run, self.testnet_id, self.directory, backend.prometheus_address()
-        )
-        self._prometheus = prometheus.start()
-        self._update_prometheus()
+        directory = self.directory / PROMETHEUS_DIRECTORY
+        directory.mkdir(parents=True, exist_ok=True)
+        prometheus = Prometheus(self.testnet_id, directory, backend.prometheus_server(directory))
+        with self._prometheus_lock:
+            self._prometheus = prometheus.start(self._scrape_targets())
         self.journal.record("prometheus", f"Prometheus up at {prometheus.url}")
 
     def _update_prometheus(self) -> None:
@@ -315,19 +316,31 @@ class Testnet:
                 self._prometheus.update(self._scrape_targets())
 
     def _scrape_targets(self) -> list[ScrapeTarget]:
+        backend = self.backend
+        assert isinstance(backend, PrometheusBeside)
         snapshot = self.registry.latest()
         targets = []
         for node_id, job, port in self.metrics_endpoints():
-            subnet = snapshot.subnet_of(node_id)
-            if subnet is not None:
-                role = "replica"
-            elif node_id in snapshot.api_boundary_nodes:
-                role = "api_boundary"
-            else:
-                role = "unassigned"
-            host, reached = self.endpoint(node_id, port)
-            targets.append(ScrapeTarget(job, host, reached, node_id, subnet or "", role))
+            host, reached = backend.scrape_address(node_id, port)
+            subnet = snapshot.subnet_of(node_id) or ""
+            targets.append(ScrapeTarget(job, host, reached, node_id, subnet, self.role(node_id)))
         return targets
+
+    def metric_samples(self, since: float, until: float) -> tuple[list[Sample], str]:
+        """The key metrics over [since, until] (Unix times) for a report, and what sampled
+        them: the Prometheus beside the testnet when it runs (what it cannot answer is said
+        instead), else the harness's sampler (`Testnet(sample=True)`), else nothing."""
+        if self._prometheus is not None:
+            try:
+                return self._prometheus.samples(since, until), f"Prometheus ({self.prometheus})"
+            except HarnessError as exc:
+                log.warning("the report's metrics fall back to the harness's sampler: %s", exc)
+                fallback = f"the harness's sampler (Prometheus could not answer: {exc})"
+                if self.sampler is not None:
+                    return self.sampler.samples(since, until), fallback
+        if self.sampler is not None:
+            return self.sampler.samples(since, until), "the harness's sampler"
+        return [], "nothing (no sampler, no Prometheus)"
 
     @property
     def aio(self) -> AsyncTestnet:
@@ -545,16 +558,26 @@ class Testnet:
             for node_id, program, port in self.metrics_endpoints()
         ]
 
+    def role(self, node_id: str) -> str:
+        """The node's role in the latest registry version: `replica` (in a subnet),
+        `api_boundary` or `unassigned`, as `describe()` says."""
+        snapshot = self.registry.latest()
+        if snapshot.subnet_of(node_id) is not None:
+            return "replica"
+        if node_id in snapshot.api_boundary_nodes:
+            return "api_boundary"
+        return "unassigned"
+
     def served(self, node_id: str) -> list[tuple[str, int]]:
         """What the node serves now, by its role in the latest registry version: (name, port)
         of every endpoint, as `describe()` lists them."""
-        snapshot = self.registry.latest()
         services: list[tuple[str, int]] = list(ORCHESTRATOR_SERVICES)
-        if snapshot.subnet_of(node_id) is not None:
+        role = self.role(node_id)
+        if role == "replica":
             services[:0] = REPLICA_SERVICES
             if self.expects_gateway(node_id):
                 services[:0] = GATEWAY_SERVICES
-        elif node_id in snapshot.api_boundary_nodes:
+        elif role == "api_boundary":
             services[:0] = BOUNDARY_SERVICES
         return services
 

@@ -11,6 +11,7 @@ message).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
@@ -64,14 +65,41 @@ class NodeFiles(Protocol):
         node's programs see it."""
 
 
+class PrometheusServer(Protocol):
+    """A Prometheus server as a backend runs it (`prometheus_servers`): not started yet."""
+
+    listen: str
+    """The address it is to listen on (`--web.listen-address`), as the server sees it."""
+
+    def path(self, local: Path) -> str:
+        """A path under the server's directory as the server sees it."""
+        ...
+
+    def start(self, arguments: list[str]) -> str:
+        """Start `prometheus` with `arguments`, its output appended to `prometheus.log` in its
+        directory; return the URL the harness reaches it at. `HarnessError` when it cannot."""
+        ...
+
+    def exit_status(self) -> int | None:
+        """Its exit status once it has ended, else None."""
+        ...
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM, SIGKILL after `grace` seconds; nothing of it is left; safe to call twice."""
+        ...
+
+
 @runtime_checkable
 class PrometheusBeside(Protocol):
     """run a Prometheus beside the testnet, on this machine, that scrapes every node"""
 
-    def prometheus_address(self) -> str:
-        """An address of this machine, its port 9090 free, for the testnet's Prometheus
-        (`harness.driver.prometheus`), from which every `endpoint()` is reachable; it is the
-        testnet's until teardown."""
+    def prometheus_server(self, directory: Path) -> PrometheusServer:
+        """The testnet's Prometheus server, its files in `directory` (which exists); what it
+        leaves is removed at teardown at the latest."""
+        ...
+
+    def scrape_address(self, node_id: str, port: int) -> tuple[str, int]:
+        """Where that server reaches the node's `port` (a port as `endpoint()` takes it)."""
         ...
 
 

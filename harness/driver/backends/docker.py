@@ -30,6 +30,9 @@ How a node maps onto Docker:
   container's, from the pid files there); `stop_node` is `docker stop`;
   `pause_node`/`resume_node` freeze the container;
   `partition_node`/`heal_node` take it off its network and back (same IP and alias).
+- Prometheus (`with_prometheus()`): a container of the Prometheus image on the testnet's
+  network at its last address (.254; nodes count up from .2), scraping every node at its fixed
+  address and ports (`prometheus_container`), its port 9090 published on 127.0.0.1.
 - Restart policy `unless-stopped`: an orchestrator that dies (killed -9, say) takes its
   container down, and Docker starts it again, as systemd's `Restart=always` would; the new
   orchestrator finds the old one's pid files in the data dir and cleans up.
@@ -64,6 +67,7 @@ from harness.driver.backends.capabilities import (
     NodeFiles,
     Partitionable,
     Pausable,
+    PrometheusBeside,
     Signallable,
     Stoppable,
 )
@@ -78,6 +82,7 @@ from harness.driver.backends.engine import (
     ready_path,
 )
 from harness.driver.backends.images import build_node_image
+from harness.driver.backends.prometheus_container import ContainerServer
 from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
@@ -162,7 +167,9 @@ class _DockerNode:
     partitioned: bool = False
 
 
-class DockerBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles):
+class DockerBackend(
+    Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles, PrometheusBeside
+):
     """Nodes as containers on a per-testnet docker network."""
 
     name = "docker"
@@ -373,6 +380,22 @@ class DockerBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, No
             raise HarnessError(f"node {node_id} has not been started")
         self._refresh_ports(local)
         return PUBLISH_HOST, local.ports[port]
+
+    def prometheus_server(self, directory: Path) -> ContainerServer:
+        """A container on the testnet's network, at its last address (nodes take .2 up)."""
+        if self.subnet is None:
+            raise HarnessError("allocate() must run before prometheus_server()")
+        return ContainerServer(
+            self._client,
+            directory,
+            f"{self.network_name}-prometheus",
+            self.network_name,
+            {**self.labels, NODE_LABEL: "prometheus"},
+            ip=str(self.subnet.broadcast_address - 1),
+        )
+
+    def scrape_address(self, node_id: str, port: int) -> tuple[str, int]:
+        return self._node(node_id).ip, port
 
     def _refresh_ports(self, local: _DockerNode) -> None:
         """Docker gives a restarted container (restart policy) new random host ports: read

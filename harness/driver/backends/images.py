@@ -65,7 +65,18 @@ TARGET_PYTHON = "3.11"  # the python3 of SUITE: the wheelhouse and the .pyc are 
 SITE_PACKAGES = f"/opt/harness/lib/python{TARGET_PYTHON}/site-packages"  # as in Dockerfile.node
 # microsocks: the swarm backend's access proxy (a SOCKS5 server) runs from this image too.
 BASE_PACKAGES = ("python3", "python3-venv", "tini", "ca-certificates", "microsocks")
-MMDEBSTRAP_ARGS = ("--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "--format=tar")
+PROMETHEUS_REPOSITORY = "harness-prometheus"
+# The Prometheus server beside a docker or swarm testnet (`prometheus_container.py`): Debian's
+# package alone, its own image so that no node carries it.
+PROMETHEUS_PACKAGES = ("prometheus",)
+# Left out of the Prometheus image (dpkg's path-exclude): the time zone data of moment-timezone
+# (214 MB; its web UI loads moment-timezone-with-data.min.js, which stays), manuals, locales.
+PROMETHEUS_EXCLUDES = (
+    "/usr/share/javascript/moment-timezone/data/*",
+    "/usr/share/man/*",
+    "/usr/share/locale/*",
+    "/usr/share/doc/*",
+)
 HOST_APT_SOURCES = (
     Path("/etc/apt/sources.list.d/debian.sources"),
     Path("/etc/apt/sources.list"),
@@ -183,9 +194,25 @@ def host_apt_sources() -> Path:
     )
 
 
+def mmdebstrap_args(packages: tuple[str, ...], excludes: tuple[str, ...] = ()) -> list[str]:
+    return [
+        "--variant=minbase",
+        f"--include={','.join(packages)}",
+        *(f"--dpkgopt=path-exclude={pattern}" for pattern in excludes),
+        "--format=tar",
+    ]
+
+
+def rootfs_image_tag(
+    repository: str, packages: tuple[str, ...], sources: Path, excludes: tuple[str, ...] = ()
+) -> str:
+    """The tag of a Debian rootfs image with `packages`: a hash of everything that makes it."""
+    recipe = [SUITE, platform.machine(), mmdebstrap_args(packages, excludes), sources.read_text()]
+    return f"{repository}:{_digest(recipe)}"
+
+
 def base_image_tag(sources: Path) -> str:
-    recipe = [SUITE, platform.machine(), list(MMDEBSTRAP_ARGS), sources.read_text()]
-    return f"{BASE_REPOSITORY}:{_digest(recipe)}"
+    return rootfs_image_tag(BASE_REPOSITORY, BASE_PACKAGES, sources)
 
 
 def _image_exists(client: docker.DockerClient, tag: str) -> bool:
@@ -198,14 +225,27 @@ def _image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 def ensure_base_image(client: docker.DockerClient, status: Status) -> tuple[str, bool]:
     """The base image's tag, and whether it had to be made now."""
+    return ensure_rootfs_image(client, status, BASE_REPOSITORY, BASE_PACKAGES)
+
+
+def ensure_rootfs_image(
+    client: docker.DockerClient,
+    status: Status,
+    repository: str,
+    packages: tuple[str, ...],
+    excludes: tuple[str, ...] = (),
+) -> tuple[str, bool]:
+    """The tag of a minimal Debian rootfs with `packages` (without the files `excludes`
+    matches), made by mmdebstrap from the host's apt sources and `docker import`ed as
+    `repository:<hash>`; and whether it was made now."""
     sources = host_apt_sources()
-    tag = base_image_tag(sources)
+    tag = rootfs_image_tag(repository, packages, sources, excludes)
     if _image_exists(client, tag):
         return tag, False
     mmdebstrap = ensure_mmdebstrap()
-    with tempfile.TemporaryDirectory(prefix="harness-base-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{repository}-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
-        argv = [mmdebstrap, *MMDEBSTRAP_ARGS, SUITE, str(rootfs), str(sources)]
+        argv = [mmdebstrap, *mmdebstrap_args(packages, excludes), SUITE, str(rootfs), str(sources)]
         status(f"{tag}: mmdebstrap {SUITE}")
         process = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -220,8 +260,9 @@ def ensure_base_image(client: docker.DockerClient, status: Status) -> tuple[str,
                 f"mmdebstrap failed ({process.returncode}) making {tag}: " + "\n".join(lines[-15:])
             )
         status(f"{tag}: docker import")
-        repository, _, version = tag.partition(":")
-        client.api.import_image_from_file(str(rootfs), repository=repository, tag=version)
+        client.api.import_image_from_file(
+            str(rootfs), repository=repository, tag=tag.partition(":")[2]
+        )
     if not _image_exists(client, tag):
         raise ImageBuildError(f"docker import did not produce {tag}")
     return tag, True
@@ -485,14 +526,14 @@ def _build_lock() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _status(console: Console | None) -> Iterator[Status]:
+def _status(console: Console | None, what: str = "the node image") -> Iterator[Status]:
     """A rich spinner showing the current step on a terminal, one line per step elsewhere
     (CI logs); opened only when something is built."""
     console = console or Console(stderr=True)
     if not console.is_terminal:
         yield lambda text: console.log(text, highlight=False)
         return
-    with console.status("preparing the node image") as spinner:
+    with console.status(f"preparing {what}") as spinner:
 
         def update(text: str) -> None:
             log.debug("%s", text)
@@ -547,6 +588,23 @@ def build_node_image(
     """The tag of the node image of the `harness` package at `package` (default: this one),
     built first if it does not exist."""
     return ensure_node_image(package, client, console).tag
+
+
+def build_prometheus_image(client: docker.DockerClient, console: Console | None = None) -> str:
+    """The tag of the Prometheus image (Debian's `prometheus` on a minimal rootfs), made first
+    if it does not exist (once per machine, like the node image's base)."""
+    recipe = (PROMETHEUS_REPOSITORY, PROMETHEUS_PACKAGES)
+    tag = rootfs_image_tag(*recipe, host_apt_sources(), PROMETHEUS_EXCLUDES)
+    if _image_exists(client, tag):
+        return tag
+    started = time.monotonic()
+    with _build_lock(), _status(console, "the Prometheus image") as status:
+        tag, built = ensure_rootfs_image(client, status, *recipe, PROMETHEUS_EXCLUDES)
+    if built:
+        (console or Console(stderr=True)).log(
+            f"built {tag} in {time.monotonic() - started:.1f} s", highlight=False
+        )
+    return tag
 
 
 IMAGE_REGISTRY_ENV = "HARNESS_IMAGE_REGISTRY"

@@ -55,6 +55,7 @@ from harness.driver.backends.capabilities import (
     Signallable,
     Stoppable,
 )
+from harness.driver.backends.prometheus_process import ProcessServer
 from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import (
     NODE_ID_ENV,
@@ -437,12 +438,15 @@ class LocalBackend(
     def write_node_file(self, node_id: str, relative: str, data: bytes | None) -> None:
         write_file(self.data_dir(node_id).root / relative, data)
 
-    def prometheus_address(self) -> str:
-        """A loopback block of its own (claimed like the nodes', released at teardown), whose
-        first address has every node port free."""
+    def prometheus_server(self, directory: Path) -> ProcessServer:
+        """A process on a loopback block of its own (claimed like the nodes', released at
+        teardown), whose first address has every node port free."""
         prefix = local_addresses.claim_block(self.run.run_id)
         self._blocks.append(prefix)
-        return f"{prefix}.2"
+        return ProcessServer(self.run, self.testnet_id, directory, f"{prefix}.2")
+
+    def scrape_address(self, node_id: str, port: int) -> tuple[str, int]:
+        return self.endpoint(node_id, port)
 
     def teardown(self) -> None:
         self.stop_supervising()

@@ -30,6 +30,12 @@ How a testnet maps onto Swarm:
 - Labels: services, the access container, task containers and the network carry the docker
   backend's labels (`org.harness.run-id`, `org.harness.testnet-id`, ...), so `teardown()`,
   `harness down --all` and the sweep at the start of every run remove them the same way.
+- Starts wait until the node answers through the access proxy. A running task whose name the
+  overlay's DNS does not resolve for `RESOLVE_PATIENCE` seconds (seen on a loaded machine after
+  a stop and a start: the engine dropped the new task's record) is replaced by a new task, once;
+  a start that fails anyway says what the swarm made of its tasks and what DNS answers.
+- Prometheus (`with_prometheus()`): a container of the Prometheus image on this machine, on
+  the overlay like the access proxy, scraping every node by its name (`prometheus_container`).
 - Faults: `kill_process` runs `kill` in the task's container; `stop_node`/`start_node` scale the
   service to 0 and back (a new task); `partition_node`/`heal_node` refuse, then allow again,
   every packet of the task's container but its loopback (iptables in its network namespace;
@@ -75,6 +81,7 @@ from harness.driver.backends.capabilities import (
     NodeFiles,
     Partitionable,
     Pausable,
+    PrometheusBeside,
     Signallable,
     Stoppable,
 )
@@ -91,6 +98,7 @@ from harness.driver.backends.engine import (
     ready_path,
 )
 from harness.driver.backends.images import IMAGE_REGISTRY_ENV, build_node_image, push_node_image
+from harness.driver.backends.prometheus_container import ContainerServer
 from harness.driver.errors import BackendUnavailable, HarnessError, NodeStartError
 from harness.driver.logfiles import FOLLOW_INTERVAL
 from harness.driver.run import Run
@@ -117,6 +125,7 @@ PARTITION_RULES = (
     ("OUTPUT", "!", "-o", "lo", "!", "-p", "icmp", *_PARTITION_TAG),
 )
 PLACEMENT_PATIENCE = 5.0  # seconds a task may stay pending for a reason before the start fails
+RESOLVE_PATIENCE = 15.0  # seconds a running task's name may stay unresolvable before it is replaced
 LIVE_TASK_STATES = (
     "new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
 )  # fmt: skip
@@ -148,7 +157,9 @@ class _SwarmNode:
     partitioned_pid: int | None = None  # whose network namespace has the partition rules
 
 
-class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles):
+class SwarmBackend(
+    Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles, PrometheusBeside
+):
     """Nodes as Swarm services on a per-testnet overlay network."""
 
     name = "swarm"
@@ -384,6 +395,7 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
         started = time.monotonic()
         assert self._http is not None
         since = self._started_since(started)
+        replaced = False
         while True:
             problem = self._task_problem(local, since, time.monotonic() - started)
             if problem is not None:
@@ -391,11 +403,44 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
             ready, last = probe_ready(self._http, node.node_id, port, replica)
             if ready:
                 return
-            if time.monotonic() - started > self.startup_timeout:
+            waited = time.monotonic() - started
+            if not replaced and waited > RESOLVE_PATIENCE and self._unresolvable(local, last):
+                # The engine's DNS lost the running task's name (seen on a loaded machine after
+                # a stop and start): a new task registers it anew.
+                log.warning(
+                    "node %s: its task runs, but the overlay's DNS has no %s after %.0f s; "
+                    "replacing the task",
+                    node.node_id,
+                    node.node_id,
+                    waited,
+                )
+                assert local.service is not None
+                local.service.reload()
+                local.service.force_update()  # type: ignore[no-untyped-call]
+                replaced = True
+            if waited > self.startup_timeout:
                 raise self._start_error(
                     local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
                 )
             time.sleep(0.1)
+
+    def _unresolvable(self, local: _SwarmNode, last: str) -> bool:
+        """Whether the access proxy failed to reach the node (microsocks says "general failure"
+        when a name does not resolve) while its task runs, and the name does not resolve."""
+        if "General SOCKS server failure" not in last or not self._running_anywhere(local.service):
+            return False
+        return self._resolve(local.planned.node_id) is None
+
+    def _resolve(self, name: str) -> str | None:
+        """What `name` resolves to on the overlay (asked in the access proxy's container), or
+        None when it does not."""
+        if self._access is None:
+            return None
+        try:
+            code, output = exec_in(self._access, ["getent", "hosts", name])
+        except (docker.errors.DockerException, requests.RequestException):
+            return None
+        return output.decode(errors="replace").strip() or None if code == 0 else None
 
     def _task_problem(self, local: _SwarmNode, since: str, waited: float) -> str | None:
         """Why the node's task will not come up, if the swarm says so: a task created since
@@ -422,8 +467,16 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
     def _start_error(self, local: _SwarmNode, reason: str) -> NodeStartError:
         output = b"".join(self._service_logs(local.planned.node_id))
         tail = output[-3000:].decode(errors="replace")
+        tasks = [
+            f"  {t.get('CreatedAt', '?')[:23]} {(t.get('Status') or {}).get('State')} "
+            f"(desired {t.get('DesiredState')}) {(t.get('Status') or {}).get('Err', '')}".rstrip()
+            for t in sorted(self._tasks(local), key=lambda t: t.get("CreatedAt", ""))[-5:]
+        ]
+        resolved = self._resolve(local.planned.node_id)
         return NodeStartError(
             f"node {local.planned.node_id} did not come up: {reason}\n"
+            f"--- its tasks (created, state) ---\n" + ("\n".join(tasks) or "  none") + "\n"
+            f"--- {local.planned.node_id} on the overlay's DNS: {resolved or 'no record'}\n"
             f"--- orchestrator output (docker service logs) ---\n{tail}"
         )
 
@@ -593,6 +646,19 @@ class SwarmBackend(Backend, Pausable, Partitionable, Stoppable, Signallable, Nod
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         self._node(node_id)
         return node_id, port  # resolved by the access proxy, inside the overlay
+
+    def prometheus_server(self, directory: Path) -> ContainerServer:
+        """A container on this machine, on the testnet's overlay (as the access proxy is)."""
+        return ContainerServer(
+            self._client,
+            directory,
+            f"{self.network_name}-prometheus",
+            self.network_name,
+            {**self.labels, NODE_LABEL: "prometheus"},
+        )
+
+    def scrape_address(self, node_id: str, port: int) -> tuple[str, int]:
+        return self.endpoint(node_id, port)  # the node's alias on the overlay
 
     # Logs: the orchestrator's output from the service (wherever its task runs), the programs'
     # log files from the task's container (on this machine).
