@@ -532,7 +532,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run a Prometheus (Debian's prometheus) scraping every metrics endpoint of "
         "every node, its targets following the registry; its URL is printed (JSON: "
-        '"prometheus"); local backend only',
+        '"prometheus"); on docker and swarm in a container beside the nodes',
     )
     up.add_argument("--json", action="store_true", help="print the testnet as one JSON document")
     mode = up.add_mutually_exclusive_group()

@@ -4,6 +4,7 @@ with its run label behind. The systests run on it as a whole with `--backend swa
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -132,6 +133,32 @@ def test_nodes_follow_their_machine_label_and_only_the_proxy_is_published_on_loo
         assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}
         assert testnet.backend.http_proxy == f"socks5://127.0.0.1:{bindings[0]['HostPort']}"
     assert labelled(client, run.run_id) == []
+
+
+@needs_swarm
+def test_a_starting_node_whose_name_the_overlay_lost_gets_a_new_task(
+    run: Run, client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The engine's DNS can lose a running task's name: on a loaded CI machine a node's start
+    after a stop waited 60 s for a name that never resolved. Taking the task's container off the
+    overlay loses the name the same way; the start's wait then replaces the task, and the node
+    comes up under its name."""
+    monkeypatch.setattr(swarm_backend, "UNRESOLVED_PATIENCE", 2.0)
+    monkeypatch.setattr(swarm_backend, "NO_TASK_PATIENCE", 1.0)
+    topology = InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+    with Testnet(topology, run, backend="swarm").start(timeout=90) as testnet:
+        (node,) = testnet.nodes()
+        backend = testnet.backend
+        assert isinstance(backend, SwarmBackend)
+        lost = backend._container(node.node_id)
+        client.networks.get(backend.network_name).disconnect(lost.id, force=True)
+        assert backend._resolve(node.node_id) is None
+        with caplog.at_level(logging.WARNING, logger=swarm_backend.__name__):
+            backend._await_ready(backend._node(node.node_id))
+        assert f"the overlay's DNS has no {node.node_id}" in caplog.text
+        assert backend._resolve(node.node_id) is not None
+        assert backend._container(node.node_id).id != lost.id  # and it answered, healthy
 
 
 @needs_swarm

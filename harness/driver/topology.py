@@ -147,8 +147,8 @@ class InternetComputer:
 
     def with_prometheus(self, enabled: bool = True) -> Self:
         """Run a Prometheus beside the testnet that scrapes every metrics endpoint of every
-        node (`harness.driver.prometheus`; its URL is `Testnet.prometheus`). The local backend
-        only, for now."""
+        node (`harness.driver.prometheus`; its URL is `Testnet.prometheus`), on any backend
+        that has the `PrometheusBeside` capability (local, docker and swarm do)."""
         self.prometheus = enabled
         return self
 

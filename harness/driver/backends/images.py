@@ -18,7 +18,13 @@ Three layers, each rebuilt only when its inputs change:
    to the driver costs none.
 
 The node image `harness-node:<hash>` hashes all of that and the Dockerfile; when that tag exists
-nothing is built at all. No registry is involved: the base is imported, the build never pulls,
+nothing is built at all.
+
+The Prometheus image `harness-prometheus:<hash>` (a testnet's Prometheus on docker and swarm,
+`prometheus_container.py`) is a rootfs made the same way as the base, with Debian's
+`prometheus` package, less what its server never reads (`PROMETHEUS_EXCLUDES`).
+
+No registry is involved: the base is imported, the build never pulls,
 nothing inside the build touches the network. Builds are serialised by a file lock in the cache
 directory (`HARNESS_CACHE_DIR`, default `~/.cache/harness`), which also holds the wheelhouses.
 """

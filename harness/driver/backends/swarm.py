@@ -30,10 +30,12 @@ How a testnet maps onto Swarm:
 - Labels: services, the access container, task containers and the network carry the docker
   backend's labels (`org.harness.run-id`, `org.harness.testnet-id`, ...), so `teardown()`,
   `harness down --all` and the sweep at the start of every run remove them the same way.
-- Starts wait until the node answers through the access proxy. A running task whose name the
-  overlay's DNS does not resolve for `RESOLVE_PATIENCE` seconds (seen on a loaded machine after
-  a stop and a start: the engine dropped the new task's record) is replaced by a new task, once;
-  a start that fails anyway says what the swarm made of its tasks and what DNS answers.
+- Starts wait until the node answers through the access proxy. Seen after a stop and a start
+  (once in ~20 here, more often on a loaded machine): the service scaled back to 1 gets no task,
+  or its running task's name is missing from the overlay's DNS. A start stuck either way (for
+  `NO_TASK_PATIENCE`, `UNRESOLVED_PATIENCE` seconds) asks the swarm once for a new task (a
+  forced update); a start that fails anyway says what the swarm made of its tasks and what the
+  overlay's DNS answers.
 - Prometheus (`with_prometheus()`): a container of the Prometheus image on this machine, on
   the overlay like the access proxy, scraping every node by its name (`prometheus_container`).
 - Faults: `kill_process` runs `kill` in the task's container; `stop_node`/`start_node` scale the
@@ -125,7 +127,10 @@ PARTITION_RULES = (
     ("OUTPUT", "!", "-o", "lo", "!", "-p", "icmp", *_PARTITION_TAG),
 )
 PLACEMENT_PATIENCE = 5.0  # seconds a task may stay pending for a reason before the start fails
-RESOLVE_PATIENCE = 15.0  # seconds a running task's name may stay unresolvable before it is replaced
+# Seconds a start may be stuck (`_stuck`) before the swarm is asked for a new task: with no task
+# meant to run, and with a running task whose name does not resolve.
+NO_TASK_PATIENCE = 5.0
+UNRESOLVED_PATIENCE = 10.0
 LIVE_TASK_STATES = (
     "new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
 )  # fmt: skip
@@ -404,32 +409,42 @@ class SwarmBackend(
             if ready:
                 return
             waited = time.monotonic() - started
-            if not replaced and waited > RESOLVE_PATIENCE and self._unresolvable(local, last):
-                # The engine's DNS lost the running task's name (seen on a loaded machine after
-                # a stop and start): a new task registers it anew.
-                log.warning(
-                    "node %s: its task runs, but the overlay's DNS has no %s after %.0f s; "
-                    "replacing the task",
-                    node.node_id,
-                    node.node_id,
-                    waited,
-                )
-                assert local.service is not None
-                local.service.reload()
-                local.service.force_update()  # type: ignore[no-untyped-call]
-                replaced = True
+            if not replaced and waited > NO_TASK_PATIENCE:
+                stuck = self._stuck(local, last, waited)
+                if stuck is not None:
+                    log.warning(
+                        "node %s: %s after %.0f s; asking the swarm for a new task",
+                        node.node_id,
+                        stuck,
+                        waited,
+                    )
+                    assert local.service is not None
+                    local.service.reload()
+                    local.service.force_update()  # type: ignore[no-untyped-call]
+                    replaced = True
             if waited > self.startup_timeout:
                 raise self._start_error(
                     local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
                 )
             time.sleep(0.1)
 
-    def _unresolvable(self, local: _SwarmNode, last: str) -> bool:
-        """Whether the access proxy failed to reach the node (microsocks says "general failure"
-        when a name does not resolve) while its task runs, and the name does not resolve."""
-        if "General SOCKS server failure" not in last or not self._running_anywhere(local.service):
-            return False
-        return self._resolve(local.planned.node_id) is None
+    def _stuck(self, local: _SwarmNode, last: str, waited: float) -> str | None:
+        """Why the swarm will not bring the node up by itself, if it is one of the two ways
+        seen after a stop and a start: no task meant to run (the service scaled back to 1, the
+        orchestrator made none; a task is made within a second otherwise), or a running task
+        whose name the overlay's DNS does not resolve (the access proxy, microsocks, says
+        "general failure" for that) after `UNRESOLVED_PATIENCE` seconds."""
+        if not self._running_tasks(local):
+            return "the swarm made no task for it"
+        name = local.planned.node_id
+        if (
+            waited > UNRESOLVED_PATIENCE
+            and "General SOCKS server failure" in last
+            and self._running_anywhere(local.service)
+            and self._resolve(name) is None
+        ):
+            return f"its task runs, but the overlay's DNS has no {name}"
+        return None
 
     def _resolve(self, name: str) -> str | None:
         """What `name` resolves to on the overlay (asked in the access proxy's container), or
