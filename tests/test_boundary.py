@@ -12,7 +12,6 @@ import fnmatch
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import pytest
 import uvicorn
 from conftest import Program
 from prometheus_client.parser import text_string_to_metric_families
+from raw_http import RESET, SILENCE, Answer, RawServer
 
 from harness.node.boundary.app import host_allowed
 from harness.node.boundary.config import StaticUpstream, load_config, parse_upstreams
@@ -656,62 +656,24 @@ def test_unreachable_replica_is_skipped_and_slow_one_times_out(
 
 
 # `forward` and `probe` on their own, against raw TCP stand-ins for a replica.
-class RawReplica:
-    """A replica stand-in on 127.0.0.1 speaking raw TCP: it reads a request's head (and the
-    body its Content-Length announces), keeps it in `requests`, then sends `answer` and closes
-    the connection (by a reset when `answer` is None), or never answers when `silent`."""
-
-    def __init__(self, answer: bytes | None, silent: bool = False) -> None:
-        self.answer = answer
-        self.silent = silent
-        self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        self.requests.append(head + await reader.readexactly(length))
-        if self.silent:
-            await asyncio.sleep(30)
-        if self.answer is None:
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        else:
-            writer.write(self.answer)
-            await writer.drain()
-        writer.close()
-
-
 def send(
-    replica: RawReplica,
+    replica: RawServer,
     method: str = "POST",
     target: str = "/api/v2/subnet/s/read_state",
     headers: Sequence[tuple[bytes, bytes]] = (),
     body: bytes = b"x",
     timeout: float = 5.0,
 ) -> UpstreamResponse:
-    """Forward one request to `replica` through a fresh client."""
+    """Forward one request to `replica` through a fresh client; `replica` is closed after."""
 
     async def run() -> UpstreamResponse:
-        url = await replica.start()
-        try:
-            async with make_client(timeout) as client:
-                return await forward(client, url, method, target, headers, body)
-        finally:
-            assert replica.server is not None
-            replica.server.close()
+        async with make_client(timeout) as client:
+            return await forward(client, replica.url, method, target, headers, body)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    finally:
+        replica.close()
 
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\ncontent-length: 2\r\n\r\nok"
@@ -722,7 +684,7 @@ def test_forward_sends_the_request_as_given_and_returns_the_answer_as_received()
         b"HTTP/1.1 202 Accepted\r\nContent-Encoding: gzip\r\nX-Twice: 1\r\nx-twice: 2\r\n"
         b"Connection: x-hop\r\nX-Hop: 1\r\nDate: then\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x00\x00"
     )
-    replica = RawReplica(answer)
+    replica = RawServer([answer])
     response = send(
         replica,
         "POST",
@@ -756,7 +718,7 @@ def test_forward_sends_the_request_as_given_and_returns_the_answer_as_received()
 
 def test_forward_sends_a_zero_length_with_an_empty_post_and_none_with_a_get() -> None:
     for method, length in [("POST", [b"Content-Length: 0"]), ("GET", [])]:
-        replica = RawReplica(OK)
+        replica = RawServer([OK])
         send(replica, method, body=b"")
         (request,) = replica.requests
         host = f"Host: 127.0.0.1:{replica.port}".encode()
@@ -775,12 +737,12 @@ def test_forward_sends_a_zero_length_with_an_empty_post_and_none_with_a_get() ->
             "broken answer: Not enough data * content length header",
         ),
         (b"NOT HTTP AT ALL\r\n\r\n", "broken answer: * HTTP/*NOT HTTP AT ALL"),
-        (None, "connection lost: Connection reset by peer"),
+        (RESET, "connection lost: Connection reset by peer"),
     ],
     ids=["closed-unanswered", "head-cut-short", "body-cut-short", "garbage", "reset"],
 )
-def test_forward_a_broken_exchange_is_502_other(answer: bytes | None, reason: str) -> None:
-    replica = RawReplica(answer)
+def test_forward_a_broken_exchange_is_502_other(answer: Answer, reason: str) -> None:
+    replica = RawServer([answer])
     with pytest.raises(UpstreamError) as raised:
         send(replica)
     error = raised.value
@@ -792,7 +754,7 @@ def test_forward_a_broken_exchange_is_502_other(answer: bytes | None, reason: st
 
 
 def test_forward_a_replica_that_does_not_answer_in_time_is_504() -> None:
-    replica = RawReplica(OK, silent=True)
+    replica = RawServer([SILENCE], silence=1.0)
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout) as raised:
         send(replica, timeout=0.3)
@@ -872,16 +834,20 @@ def test_forward_a_replica_that_stops_reading_the_body_times_out_in_all() -> Non
     ],
 )
 def test_probe_says_why_a_replica_is_unhealthy(answer: bytes | None, problem: str) -> None:
+    # Every connection gets the answer: aiohttp sends a GET again on a new connection when the
+    # first was closed unanswered.
+    replica = RawServer([answer] * 3) if answer is not None else None
+    url = replica.url if replica is not None else "http://127.0.0.1:1"  # nothing on port 1
+
     async def run() -> str | None:
-        if answer is None:
-            url = "http://127.0.0.1:1"  # nothing listens on port 1
-        else:
-            replica = RawReplica(answer)
-            url = await replica.start()
         async with make_client(5) as client:
             return await probe(client, Replica(url, url))
 
-    assert asyncio.run(run()) == problem
+    try:
+        assert asyncio.run(run()) == problem
+    finally:
+        if replica is not None:
+            replica.close()
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(

@@ -9,7 +9,6 @@ can be told to wait before answering or to answer with a given status.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -28,6 +27,7 @@ import pytest
 import uvicorn
 from conftest import Program
 from prometheus_client.parser import text_string_to_metric_families
+from raw_http import HANG_UP, RawServer
 
 from harness.node.status import (
     CONTENT_TYPE_CBOR,
@@ -528,55 +528,11 @@ def test_retry_moves_on_to_the_next_ic_url(
     )
 
 
-class RawReplica:
-    """A replica stand-in speaking raw TCP on `ip:8080`: it reads one request per connection,
-    then answers with the next of `scripts` (bytes to send before closing; b"" closes at once,
-    unanswered) and closes. Counts the requests it read."""
-
-    def __init__(self, ip: str, scripts: list[bytes]) -> None:
-        self.scripts = scripts
-        self.requests = 0
-        self.listener = socket.create_server((ip, REPLICA_PORT))
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.scripts:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests += 1
-                conn.sendall(self.scripts.pop(0))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept()
-        self.listener.close()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
-
-
 def test_upstream_that_hangs_up_unanswered_is_retried(
     run_gateway: Callable[..., Gateway], loopback_ip: str
 ) -> None:
     ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\ncontent-length: 2\r\n\r\nok"
-    upstream = RawReplica(loopback_ip, [b"", ok])
+    upstream = RawServer([HANG_UP, ok], loopback_ip, REPLICA_PORT)
     try:
         gateway = run_gateway(IC_REQUEST_RETRIES="2")
         response = gateway.post(CALL, content=b"x")
@@ -584,7 +540,7 @@ def test_upstream_that_hangs_up_unanswered_is_retried(
         upstream.close()
     assert response.status_code == 200, response.text
     assert response.content == b"ok"
-    assert upstream.requests == 2
+    assert len(upstream.requests) == 2
     metrics = gateway.metrics()
     # Hanging up unanswered counts as a connect error, like a refused connection.
     assert (
@@ -606,7 +562,7 @@ def test_upstream_that_hangs_up_unanswered_is_retried(
 def test_upstream_that_breaks_off_its_answer_is_502_and_not_retried(
     run_gateway: Callable[..., Gateway], loopback_ip: str, answer: bytes, said: str
 ) -> None:
-    upstream = RawReplica(loopback_ip, [answer, answer])
+    upstream = RawServer([answer, answer], loopback_ip, REPLICA_PORT)
     try:
         gateway = run_gateway(IC_REQUEST_RETRIES="2")
         response = gateway.post(CALL, content=b"x")
@@ -616,7 +572,7 @@ def test_upstream_that_breaks_off_its_answer_is_502_and_not_retried(
         response, 502, f"upstream http://{loopback_ip}:{REPLICA_PORT} sent a broken answer: ", said
     )
     # The request may have been processed: it is not sent again.
-    assert upstream.requests == 1
+    assert len(upstream.requests) == 1
     metrics = gateway.metrics()
     assert metric(metrics, "ic_gateway_http_total", status="502", error="backend_error_other") == 1
 

@@ -4,7 +4,6 @@ orchestrator that reads its registry over HTTP only."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import httpx
 import psutil
 import pytest
 from conftest import Program, wait_for_http
+from raw_http import RawServer
 from test_registry import snapshot as make_snapshot
 
 from harness.node.registry import (
@@ -182,64 +182,17 @@ def test_an_orchestrator_runs_its_node_from_a_registry_service_alone(
 
 
 # `HttpSource` against raw TCP stand-ins for the service.
-class RawService:
-    """A registry service stand-in on 127.0.0.1 speaking raw TCP in a thread: on each
-    connection it answers each request it reads with the next of `answers` (None: it never
-    answers), closing the connection after each answer when `close_after`. Counts connections."""
-
-    def __init__(self, answers: list[bytes | None], close_after: bool = True) -> None:
-        self.answers = answers
-        self.close_after = close_after
-        self.connections = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.answers:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                while self.answers:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    if not data:
-                        break
-                    answer = self.answers.pop(0)
-                    if answer is None:
-                        time.sleep(1)  # past the source's timeout
-                        break
-                    conn.sendall(answer)
-                    if self.close_after:
-                        break
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread in accept()
-        self.listener.close()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
-
-
 def _latest(n: int) -> bytes:
     body = json.dumps({"latest": n}).encode()
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
 
 @pytest.fixture
-def raw_service() -> Iterator[Callable[..., RawService]]:
-    services: list[RawService] = []
+def raw_service() -> Iterator[Callable[..., RawServer]]:
+    services: list[RawServer] = []
 
-    def start(answers: list[bytes | None], close_after: bool = True) -> RawService:
-        services.append(RawService(answers, close_after))
+    def start(answers: list[bytes | None], keep_alive: bool = False) -> RawServer:
+        services.append(RawServer(answers, keep_alive=keep_alive))
         return services[-1]
 
     yield start
@@ -248,7 +201,7 @@ def raw_service() -> Iterator[Callable[..., RawService]]:
 
 
 def test_a_connection_the_service_closed_between_polls_is_replaced(
-    raw_service: Callable[..., RawService],
+    raw_service: Callable[..., RawServer],
 ) -> None:
     # Each answer keeps the connection alive (HTTP/1.1, no "Connection: close"), then the
     # service closes it anyway, as one does after its keep-alive timeout.
@@ -261,8 +214,8 @@ def test_a_connection_the_service_closed_between_polls_is_replaced(
     source.close()
 
 
-def test_polls_share_one_kept_alive_connection(raw_service: Callable[..., RawService]) -> None:
-    service = raw_service([_latest(1), _latest(2), _latest(3)], close_after=False)
+def test_polls_share_one_kept_alive_connection(raw_service: Callable[..., RawServer]) -> None:
+    service = raw_service([_latest(1), _latest(2), _latest(3)], keep_alive=True)
     source = HttpSource(service.url)
     assert [source.latest_version() for _ in range(3)] == [1, 2, 3]
     assert service.connections == 1
@@ -287,7 +240,7 @@ def test_polls_share_one_kept_alive_connection(raw_service: Callable[..., RawSer
     ids=["closed-unanswered", "garbage", "body-cut-short", "silent", "redirect-not-followed"],
 )
 def test_a_source_says_what_went_wrong(
-    raw_service: Callable[..., RawService], answer: bytes | None, reason: str
+    raw_service: Callable[..., RawServer], answer: bytes | None, reason: str
 ) -> None:
     service = raw_service([answer])
     source = HttpSource(service.url, timeout=0.3)

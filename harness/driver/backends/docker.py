@@ -388,9 +388,8 @@ class DockerBackend(
         return ContainerServer(
             self._client,
             directory,
-            f"{self.network_name}-prometheus",
             self.network_name,
-            {**self.labels, NODE_LABEL: "prometheus"},
+            self.labels,
             ip=str(self.subnet.broadcast_address - 1),
         )
 

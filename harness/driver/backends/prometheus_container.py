@@ -24,7 +24,12 @@ import docker.types
 import requests
 from docker.models.containers import Container
 
-from harness.driver.backends.engine import PUBLISH_HOST, HarnessContainer, published_port
+from harness.driver.backends.engine import (
+    NODE_LABEL,
+    PUBLISH_HOST,
+    HarnessContainer,
+    published_port,
+)
 from harness.driver.backends.images import build_prometheus_image
 from harness.driver.backends.prometheus_process import LOG_FILE, PORT
 from harness.driver.errors import HarnessError
@@ -36,23 +41,23 @@ PORT_MAPPING_TIMEOUT = 10.0
 
 
 class ContainerServer:
-    """Prometheus as a container on the docker network `network` (at `ip` when given: on a
-    network whose nodes have static addresses, one no node uses)."""
+    """Prometheus as the container `<network>-prometheus` on the testnet's docker network
+    `network` (at `ip` when given: on a network whose nodes have static addresses, one no node
+    uses), with the testnet's `labels`."""
 
     def __init__(
         self,
         client: docker.DockerClient,
         directory: Path,
-        name: str,
         network: str,
         labels: dict[str, str],
         ip: str | None = None,
     ) -> None:
         self.client = client
         self.directory = directory
-        self.name = name
+        self.name = f"{network}-prometheus"
         self.network = network
-        self.labels = labels
+        self.labels = {**labels, NODE_LABEL: "prometheus"}
         self.ip = ip
         self.listen = f"0.0.0.0:{PORT}"
         self._container: Container | None = None

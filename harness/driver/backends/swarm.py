@@ -667,9 +667,8 @@ class SwarmBackend(
         return ContainerServer(
             self._client,
             directory,
-            f"{self.network_name}-prometheus",
             self.network_name,
-            {**self.labels, NODE_LABEL: "prometheus"},
+            self.labels,
         )
 
     def scrape_address(self, node_id: str, port: int) -> tuple[str, int]:
