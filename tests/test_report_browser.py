@@ -213,6 +213,21 @@ def check_report(browser: webdriver.Chrome, page: Path, nodeid: str, outcome: st
     return rows
 
 
+def inner_session(
+    pytester: pytest.Pytester, name: str, source: str, *options: str, **outcomes: int
+) -> Path:
+    """Run the tests of `source` (module `name`) in an inner session (the local backend) with
+    `options`, check its `outcomes`; return its artifacts directory."""
+    pytester.makeini(INI)
+    pytester.makepyfile(**{name: source})
+    artifacts = pytester.path / "artifacts"
+    result = pytester.runpytest_subprocess(
+        *options, "--artifacts-dir", str(artifacts), "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(**outcomes)
+    return artifacts
+
+
 def sampled_by(browser: webdriver.Chrome) -> str:
     shown = browser.find_element(By.ID, "sampled-by")
     assert_rendered(shown, "what sampled the metrics")
@@ -261,13 +276,9 @@ def test_scraped_by_prometheus(testnet: Testnet) -> None:
 def test_a_report_with_prometheus_plots_what_it_scraped(
     pytester: pytest.Pytester, browser: webdriver.Chrome
 ) -> None:
-    pytester.makeini(INI)
-    pytester.makepyfile(test_scraped=INNER_PROMETHEUS_TEST)
-    artifacts = pytester.path / "artifacts"
-    result = pytester.runpytest_subprocess(
-        "--prometheus", "--artifacts-dir", artifacts, "-p", "no:cacheprovider"
+    artifacts = inner_session(
+        pytester, "test_scraped", INNER_PROMETHEUS_TEST, "--prometheus", passed=1
     )
-    result.assert_outcomes(passed=1)
     nodeid = "test_scraped.py::test_scraped_by_prometheus"
     rows = check_report(
         browser, artifacts / nodeid.replace("::", "_") / "report.html", nodeid, "passed"
@@ -281,11 +292,7 @@ def test_a_report_with_prometheus_plots_what_it_scraped(
 def test_reports_and_index_in_chromium(
     pytester: pytest.Pytester, browser: webdriver.Chrome
 ) -> None:
-    pytester.makeini(INI)
-    pytester.makepyfile(test_reports=INNER_TESTS)
-    artifacts = pytester.path / "artifacts"
-    result = pytester.runpytest_subprocess("--artifacts-dir", artifacts, "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1)
+    artifacts = inner_session(pytester, "test_reports", INNER_TESTS, passed=1, failed=1)
     # Each test's directory is named after its id (`artifacts_dir`: "::" becomes "_").
     report = {
         nodeid: artifacts / nodeid.replace("::", "_") / "report.html" for nodeid in (PASSED, FAILED)
