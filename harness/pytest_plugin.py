@@ -12,13 +12,12 @@ In a test module::
 
 Options (each also an ini key `harness_<name>`): `--backend local|docker|swarm`,
 `--spawn fork|exec`, `--keep-testnet`, `--prometheus`, `--artifacts-dir DIR`, `--run-manual`.
-Each test's
-artifact directory (also of a testnet whose start failed) is in its report and, as the property
-`harness_artifacts`, in JUnit XML. A test that used a testnet gets `report.html` there (its
-timeline and plots, `harness.driver.report`, drawn from what the testnet's Prometheus scraped
-when one ran, else from the harness's sampler); `index.html` in the artifacts root lists every
-test of the session with its outcome, duration and report. Async tests (pytest-asyncio, strict
-or auto mode) use the same fixtures.
+Each test's artifact directory (also of a testnet whose start failed) is in its report and, as
+the property `harness_artifacts`, in JUnit XML. A test that used a testnet gets `report.html`
+there (its timeline and plots, `harness.driver.report`, drawn from what the testnet's
+Prometheus scraped when one ran, else from the harness's sampler); `index.html` in the
+artifacts root lists every test of the session with its outcome, duration and report. Async
+tests (pytest-asyncio, strict or auto mode) use the same fixtures.
 """
 
 from __future__ import annotations

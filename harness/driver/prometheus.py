@@ -51,6 +51,7 @@ STOP_GRACE = 5.0
 DIRECTORY = "prometheus"
 LOG_TAIL_LINES = 20
 QUERY_TIMEOUT = 10.0
+MAX_POINTS = 2000  # per series in a report's plot (Prometheus answers at most 11000)
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,11 @@ class Prometheus:
         for path in self.files():
             shutil.copyfile(path, destination / path.name)
 
-    def samples(self, since: float, until: float, step: float = 1.0) -> list[Sample]:
+    def samples(self, since: float, until: float) -> list[Sample]:
         """The sampler's series (`sampler.SERIES`, and how many endpoints of each node were
-        up) per node over [since, until] (Unix times), one point every `step` seconds, as
-        Prometheus scraped them. `HarnessError` when it cannot answer."""
+        up) per node over [since, until] (Unix times), as Prometheus scraped them: a point a
+        second, or `MAX_POINTS` over a longer test. `HarnessError` when it cannot answer."""
+        step = max(1.0, (until - since) / MAX_POINTS)
         queries = {UP_SERIES: f"sum by (node) (up{{{self._selector}}})"}
         for _program, metric, series, aggregation in SERIES:
             queries[series] = f"{aggregation} by (node) ({metric}{{{self._selector}}})"

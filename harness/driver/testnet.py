@@ -334,10 +334,11 @@ class Testnet:
             try:
                 return self._prometheus.samples(since, until), f"Prometheus ({self.prometheus})"
             except HarnessError as exc:
-                log.warning("the report's metrics fall back to the harness's sampler: %s", exc)
+                log.warning("the report's metrics cannot come from Prometheus: %s", exc)
+                if self.sampler is None:
+                    return [], f"nothing (Prometheus could not answer: {exc})"
                 fallback = f"the harness's sampler (Prometheus could not answer: {exc})"
-                if self.sampler is not None:
-                    return self.sampler.samples(since, until), fallback
+                return self.sampler.samples(since, until), fallback
         if self.sampler is not None:
             return self.sampler.samples(since, until), "the harness's sampler"
         return [], "nothing (no sampler, no Prometheus)"

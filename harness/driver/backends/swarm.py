@@ -31,11 +31,11 @@ How a testnet maps onto Swarm:
   backend's labels (`org.harness.run-id`, `org.harness.testnet-id`, ...), so `teardown()`,
   `harness down --all` and the sweep at the start of every run remove them the same way.
 - Starts wait until the node answers through the access proxy. Seen after a stop and a start
-  (once in ~20 here, more often on a loaded machine): the service scaled back to 1 gets no task,
-  or its running task's name is missing from the overlay's DNS. A start stuck either way (for
-  `NO_TASK_PATIENCE`, `UNRESOLVED_PATIENCE` seconds) asks the swarm once for a new task (a
-  forced update); a start that fails anyway says what the swarm made of its tasks and what the
-  overlay's DNS answers.
+  (twice in ~130 such starts here, once in CI): the service scaled back to 1 gets no task for a
+  minute, or its running task's name is missing from the overlay's DNS. A start stuck either
+  way (for `NO_TASK_PATIENCE`, `UNRESOLVED_PATIENCE` seconds) asks the swarm once for a new task
+  (a forced update); a start that fails anyway says what the swarm made of its tasks and what
+  the overlay's DNS answers.
 - Prometheus (`with_prometheus()`): a container of the Prometheus image on this machine, on
   the overlay like the access proxy, scraping every node by its name (`prometheus_container`).
 - Faults: `kill_process` runs `kill` in the task's container; `stop_node`/`start_node` scale the
@@ -664,12 +664,7 @@ class SwarmBackend(
 
     def prometheus_server(self, directory: Path) -> ContainerServer:
         """A container on this machine, on the testnet's overlay (as the access proxy is)."""
-        return ContainerServer(
-            self._client,
-            directory,
-            self.network_name,
-            self.labels,
-        )
+        return ContainerServer(self._client, directory, self.network_name, self.labels)
 
     def scrape_address(self, node_id: str, port: int) -> tuple[str, int]:
         return self.endpoint(node_id, port)  # the node's alias on the overlay
