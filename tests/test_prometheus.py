@@ -315,9 +315,10 @@ def test_harness_up_prometheus_prints_its_url(small_topology: Path) -> None:
 
 @engines.needs_docker("harness up --prometheus on the docker backend")
 def test_harness_up_prometheus_on_docker_prints_its_url(small_topology: Path) -> None:
+    # On a new machine this builds the node image and the Prometheus image first.
     result = harness(
         "up", "--once", "--json", "--prometheus", "--backend", "docker",
-        "--topology", str(small_topology),
+        "--topology", str(small_topology), timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["prometheus"].startswith("http://127.0.0.1:")
