@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,8 +191,23 @@ def test_prometheus_scrapes_every_endpoint_follows_the_registry_and_leaves_nothi
         "targets-orchestrator.json",
         "targets-ic-gateway.json",
         "targets-ic-boundary.json",
+        "data",
     }
+    assert_a_tsdb_with_samples(kept / "data")
     assert json.loads((artifacts / "topology.json").read_text())["prometheus"] == url
+
+
+def assert_a_tsdb_with_samples(data: Path) -> None:
+    """`data` is a Prometheus TSDB (its snapshot in the artifacts) holding samples, as
+    promtool reads it."""
+    listed = subprocess.run(
+        ["promtool", "tsdb", "list", str(data)], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    header, *blocks = listed.stdout.splitlines()
+    # Columns: BLOCK ULID, MIN TIME, MAX TIME, DURATION, NUM SAMPLES, ... (space-aligned).
+    assert header.split()[:2] == ["BLOCK", "ULID"] and "NUM SAMPLES" in header, listed.stdout
+    assert blocks and sum(int(block.split()[4]) for block in blocks) > 0, listed.stdout
 
 
 def assert_scraped_the_nodes(testnet: Testnet, since: float) -> None:
@@ -239,6 +255,7 @@ def test_prometheus_in_a_container_scrapes_every_node_across_a_restart(
             artifacts = testnet.collect_artifacts(tmp_path / "artifacts")
         log = (artifacts / "prometheus" / "prometheus.log").read_text()
         assert "Server is ready to receive web requests" in log
+        assert_a_tsdb_with_samples(artifacts / "prometheus" / "data")
         client = engine()
         try:
             left = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run.run_id}"})

@@ -19,6 +19,9 @@ container of an image built offline from Debian's package, on the testnet's netw
 runs stop it like anything else of the testnet. Its log (`prometheus.log`), config, targets'
 files and data (`data/`) are in `<testnet dir>/prometheus/`.
 
+Artifacts (`collect`) keep its log, config and targets, and a snapshot of its TSDB (the admin
+API's, head included) as `data/`.
+
 For a test's report, `samples()` asks it (`/api/v1/query_range`) for the series the harness's
 own sampler keeps (`sampler.SERIES`), so a report plots what Prometheus scraped when it ran.
 """
@@ -94,6 +97,7 @@ class Prometheus:
         self.config_path = directory / "prometheus.yml"
         self._written: dict[str, str] = {}
         self._url: str | None = None
+        self._running = False
 
     @property
     def url(self) -> str:
@@ -141,6 +145,7 @@ class Prometheus:
             f"--storage.tsdb.retention.time={RETENTION}",
             f"--web.listen-address={self.server.listen}",
             "--web.enable-lifecycle",
+            "--web.enable-admin-api",  # for the TSDB snapshots of `collect`
         ]
         try:
             url = self.server.start(arguments)
@@ -149,6 +154,7 @@ class Prometheus:
             self.stop()
             raise
         self._url = url
+        self._running = True
         return self
 
     def _await_ready(self, url: str, timeout: float) -> None:
@@ -208,13 +214,43 @@ class Prometheus:
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop the server (SIGTERM, SIGKILL after `grace`); safe to call twice."""
+        self._running = False
         self.server.stop(grace)
 
     def collect(self, destination: Path) -> None:
-        """Copy its log, config and targets' files into `destination`."""
+        """Copy its log, config and targets' files into `destination`, and, while it runs, a
+        snapshot of its TSDB as `data/` (what it scraped so far: `prometheus
+        --storage.tsdb.path=<destination>/data` serves it again); when the snapshot cannot be
+        taken, `data-unavailable.txt` says why."""
         destination.mkdir(parents=True, exist_ok=True)
         for path in self.files():
             shutil.copyfile(path, destination / path.name)
+        if not self._running:
+            return
+        try:
+            snapshot = self._snapshot()
+        except HarnessError as exc:
+            (destination / "data-unavailable.txt").write_text(f"{exc}\n")
+            return
+        try:
+            shutil.copytree(snapshot, destination / "data", dirs_exist_ok=True)
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
+
+    def _snapshot(self) -> Path:
+        """A snapshot of its TSDB, head included (the admin API), in its data directory."""
+        try:
+            response = httpx.post(
+                f"{self.url}/api/v1/admin/tsdb/snapshot", trust_env=False, timeout=QUERY_TIMEOUT
+            )
+            response.raise_for_status()
+            name = response.json()["data"]["name"]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise HarnessError(f"Prometheus at {self.url}: no TSDB snapshot: {exc!r}") from exc
+        path = self.directory / "data" / "snapshots" / str(name)
+        if not path.is_dir():
+            raise HarnessError(f"Prometheus made snapshot {name!r}, but {path} is no directory")
+        return path
 
     def samples(self, since: float, until: float) -> list[Sample]:
         """The sampler's series (`sampler.SERIES`, and how many endpoints of each node were
