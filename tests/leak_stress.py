@@ -9,6 +9,8 @@ Each cycle picks, from a seeded random generator:
 - a run: `harness up --timeout 60 --topology <tmp>/topology.py` (a 1-node system subnet, a
   1-node cloud-engine subnet with ic-gateway, one API boundary node) or a pytest run of a tiny
   systest file written to the same temp dir (`define_testnet` with that topology);
+- whether the testnet has a Prometheus beside it (`--prometheus`, half the cycles, when it can:
+  on local, Debian's `prometheus` on PATH; on docker, its image is built before any cycle);
 - a signal: SIGINT (to the run's process group, as a terminal's Ctrl-C), SIGTERM or SIGKILL
   (to the run's process only);
 - a delay from the run's start (0 to `--max-delay` s, default 8 on local and 22 on docker: the
@@ -414,6 +416,7 @@ class Cycle:
     mode: str
     signal: str
     delay: float
+    prometheus: bool = False  # the run starts a Prometheus beside its testnet
     phase: str = ""  # what the run was doing when the signal went out
     run_id: str | None = None
     alive_total: int | None = None  # node processes of the state root just before the kill
@@ -458,23 +461,33 @@ class Stress:
 
             stderr.print("building (or finding) the node image before any cycle")
             build_node_image(console=stderr)
+            if self.args.prometheus:
+                from harness.driver.backends.engine import engine
+                from harness.driver.backends.images import build_prometheus_image
+
+                stderr.print("building (or finding) the Prometheus image before any cycle")
+                with contextlib.closing(engine()) as client:
+                    build_prometheus_image(client, console=stderr)
         self.observer = Observer(self.state)
         if self.args.backend == "docker" and self.observer.docker is None:
             raise StressError("--backend docker: no Docker engine answers here")
 
-    def argv(self, mode: str) -> list[str]:
+    def argv(self, mode: str, prometheus: bool) -> list[str]:
+        extra = ["--prometheus"] if prometheus else []
         if mode == "up":
             return [
                 PYTHON, "-m", "harness.cli", "up",
                 "--timeout", "60",
                 "--topology", str(self.topology),
                 "--backend", self.args.backend,
+                *extra,
             ]  # fmt: skip
         return [
             PYTHON, "-m", "pytest", str(self.systest),
             "-q", "-p", "no:cacheprovider",
             "--backend", self.args.backend,
             "--artifacts-dir", str(self.workdir / "artifacts"),
+            *extra,
         ]  # fmt: skip
 
     def harness(self, *args: str) -> dict[str, Any]:
@@ -537,7 +550,7 @@ class Stress:
         env = {**self.env, MARKERS_ENV: str(markers)}
         with log.open("wb") as out:
             self.child = child = subprocess.Popen(
-                self.argv(cycle.mode),
+                self.argv(cycle.mode, cycle.prometheus),
                 cwd=self.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -627,6 +640,7 @@ def cycles_table(cycles: list[Cycle]) -> Table:
     for column in (
         "#",
         "mode",
+        "prom",
         "signal",
         "delay s",
         "phase",
@@ -646,6 +660,7 @@ def cycles_table(cycles: list[Cycle]) -> Table:
         table.add_row(
             str(c.index),
             c.mode,
+            "yes" if c.prometheus else "",
             c.signal,
             f"{c.delay:.2f}",
             c.phase,
@@ -697,6 +712,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-delay must be within 0..30 s")
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
+    # A Prometheus beside half the testnets, where one can run.
+    args.prometheus = args.backend == "docker" or shutil.which("prometheus") is not None
+    if not args.prometheus:
+        stderr.print("no prometheus on PATH: no cycle runs one (scripts/install-test-tools)")
     return args
 
 
@@ -709,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
             mode=rng.choice(MODES),
             signal=rng.choice(tuple(SIGNALS)),
             delay=round(rng.uniform(0.0, args.max_delay), 2),
+            prometheus=args.prometheus and rng.random() < 0.5,
         )
         for i in range(args.cycles)
     ]

@@ -71,17 +71,20 @@ class ProcessServer:
         return self._process.poll() if self._process is not None else None
 
     def stop(self, grace: float) -> None:
-        """SIGTERM, then SIGKILL to its process group after `grace`; safe to call twice."""
+        """SIGTERM, then SIGKILL to its process group after `grace`, and reaped, even when the
+        wait is interrupted (Ctrl-C); safe to call twice."""
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
+        try:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(grace)
+        finally:
+            if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-        self._process = None
+            self._process = None
