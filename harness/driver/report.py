@@ -338,6 +338,13 @@ def testnet_report(
             (f"{testnet.testnet_id}: every node's logs and metrics", f"{artifacts.name}/nodes/"),
             (f"{testnet.testnet_id}: registry versions", f"{artifacts.name}/registry/"),
         ]
+        if (artifacts / "prometheus").is_dir():
+            links.append(
+                (
+                    f"{testnet.testnet_id}: Prometheus (its log, config, targets, TSDB snapshot)",
+                    f"{artifacts.name}/prometheus/",
+                )
+            )
     return render_report(
         nodeid, outcome, duration, start, end, events, samples, failure, links, sampled_by
     )
