@@ -97,6 +97,8 @@ class ContainerServer:
         try:
             container.start()
         except (docker.errors.DockerException, requests.RequestException) as exc:
+            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+                self.client.containers.get(self.name).remove(force=True)  # created, not started
             raise HarnessError(f"Prometheus: cannot start its container: {exc}") from exc
         self._container = container.get_wrapped_container()
 
