@@ -144,6 +144,10 @@ def test_prometheus_scrapes_every_endpoint_follows_the_registry_and_leaves_nothi
         assert url is not None and url.startswith("http://127.") and url.endswith(":9090")
         assert testnet.describe()["prometheus"] == url
         (pid,) = prometheus_processes(run)
+        # Up means scraped: what it records covers a test from the testnet's first second.
+        samples, _ = testnet.metric_samples(time.time() - 3, time.time())
+        scraped = {s.node for s in samples if s.series == "up"}
+        assert scraped == {"subnet-0-node-0", "subnet-1-node-0"}, samples
         with_gateway = expected_targets(testnet, gateway=True)
         await_targets(url, with_gateway)
         query = httpx.get(

@@ -50,6 +50,7 @@ SCRAPE_INTERVAL = "1s"
 REFRESH_INTERVAL = "1s"  # file_sd's fallback re-read; inotify normally sees a change at once
 RETENTION = "1d"
 READY_TIMEOUT = 30.0
+SCRAPED_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 DIRECTORY = "prometheus"
 LOG_TAIL_LINES = 20
@@ -181,6 +182,32 @@ class Prometheus:
                         f"({last}); the end of {self.log_path}:\n{self.log_tail()}"
                     )
                 time.sleep(0.05)
+
+    def await_scraped(self, expected: int, timeout: float = SCRAPED_TIMEOUT) -> None:
+        """Wait until it has `expected` active targets, each scraped at least once (up or
+        down): Prometheus hands targets to its scrapers on a fixed 5 s ticker, its first
+        scrapes come ~5-6 s after it started, and a testnet's record should cover its tests
+        from their first second. `HarnessError` saying how far it got when it does not."""
+        deadline = time.monotonic() + timeout
+        seen = "no answer yet"
+        with httpx.Client(trust_env=False, timeout=1.0) as client:
+            while True:
+                try:
+                    response = client.get(f"{self.url}/api/v1/targets", params={"state": "active"})
+                    active = response.json()["data"]["activeTargets"]
+                    scraped = [t for t in active if t.get("health") != "unknown"]
+                    if len(active) >= expected and len(scraped) == len(active):
+                        return
+                    seen = f"{len(active)} active targets, {len(scraped)} of them scraped"
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    seen = repr(exc)
+                if time.monotonic() > deadline:
+                    raise HarnessError(
+                        f"Prometheus at {self.url} did not scrape its {expected} targets within "
+                        f"{timeout:.0f} s ({seen}); the end of {self.log_path}:\n"
+                        f"{self.log_tail()}"
+                    )
+                time.sleep(0.1)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

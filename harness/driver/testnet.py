@@ -179,7 +179,8 @@ class Testnet:
         failure_artifacts: Path | None = None,
     ) -> Self:
         """Allocate addresses, write the initial registry, start every node, and wait until every
-        node is healthy (cloud-engine nodes with ic-gateway also on port 80).
+        node is healthy (cloud-engine nodes with ic-gateway also on port 80) and, with a
+        Prometheus, until it has scraped every endpoint.
 
         When the start fails, everything is torn down; with `failure_artifacts`, every node's
         logs, the registry, the metrics and the error (what the wait last saw) are written there
@@ -200,6 +201,9 @@ class Testnet:
                 self.sampler.start()
             self._start_nodes(progress)
             self.await_all_healthy(timeout, progress)
+            if self._prometheus is not None:  # its record covers the tests from their start
+                self._prometheus.await_scraped(len(self._scrape_targets()))
+                self.journal.record("prometheus", "Prometheus has scraped every endpoint")
             self._state = "up"
             self.save()
         except BaseException as failure:
