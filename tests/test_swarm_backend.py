@@ -140,10 +140,11 @@ def test_a_starting_node_whose_name_the_overlay_lost_gets_a_new_task(
     run: Run, client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    """The engine's DNS can lose a running task's name: on a loaded CI machine a node's start
-    after a stop waited 60 s for a name that never resolved. Taking the task's container off the
-    overlay loses the name the same way; the start's wait then replaces the task, and the node
-    comes up under its name."""
+    """A start after a stop can hang two ways, each seen here: the swarm makes no task for the
+    service scaled back to 1, or the overlay's DNS has no record of the running task's name.
+    The second is made here by taking the task's container off the overlay; the start's wait
+    then asks for a new task, and the node comes up under its name. (The first cannot be made
+    at will; `_stuck` answers it with the same forced update.)"""
     monkeypatch.setattr(swarm_backend, "UNRESOLVED_PATIENCE", 2.0)
     monkeypatch.setattr(swarm_backend, "NO_TASK_PATIENCE", 1.0)
     topology = InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
