@@ -116,7 +116,8 @@ def remove_labelled(
 
 def _remove_network(network: Any, timeout: float = 20.0) -> None:
     """Remove a network; an overlay keeps "active endpoints" for a moment after the containers
-    of removed services are gone, so that is waited out."""
+    of removed services are gone, and stays "in use by task" while the swarm has not yet
+    deleted the tasks of removed services (a task never placed, say), so those are waited out."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -127,7 +128,8 @@ def _remove_network(network: Any, timeout: float = 20.0) -> None:
         except docker.errors.APIError as exc:
             if "not found" in str(exc):  # a swarm network removed meanwhile, still listed
                 return
-            if "active endpoints" not in str(exc) or time.monotonic() > deadline:
+            busy = "active endpoints" in str(exc) or "in use by task" in str(exc)
+            if not busy or time.monotonic() > deadline:
                 log.warning("cannot remove docker network %s: %s", network.name, exc)
                 return
             time.sleep(0.2)
