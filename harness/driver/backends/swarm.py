@@ -384,10 +384,14 @@ class SwarmBackend(
             return []
 
     def _running_tasks(self, local: _SwarmNode) -> list[dict[str, Any]]:
+        return self._live(self._tasks(local))
+
+    @staticmethod
+    def _live(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Tasks meant to run and not yet ended (from `new` to `running`)."""
         return [
             t
-            for t in self._tasks(local)
+            for t in tasks
             if t.get("DesiredState") == "running"
             and (t.get("Status") or {}).get("State") in LIVE_TASK_STATES
         ]
@@ -402,7 +406,8 @@ class SwarmBackend(
         since = self._started_since(started)
         replaced = False
         while True:
-            problem = self._task_problem(local, since, time.monotonic() - started)
+            tasks = self._tasks(local)  # one listing a round, for both checks below
+            problem = self._task_problem(tasks, since, time.monotonic() - started)
             if problem is not None:
                 raise self._start_error(local, problem)
             ready, last = probe_ready(self._http, node.node_id, port, replica)
@@ -410,7 +415,7 @@ class SwarmBackend(
                 return
             waited = time.monotonic() - started
             if not replaced and waited > NO_TASK_PATIENCE:
-                stuck = self._stuck(local, last, waited)
+                stuck = self._stuck(node.node_id, tasks, last, waited)
                 if stuck is not None:
                     log.warning(
                         "node %s: %s after %.0f s; asking the swarm for a new task",
@@ -428,19 +433,21 @@ class SwarmBackend(
                 )
             time.sleep(0.1)
 
-    def _stuck(self, local: _SwarmNode, last: str, waited: float) -> str | None:
-        """Why the swarm will not bring the node up by itself, if it is one of the two ways
+    def _stuck(
+        self, name: str, tasks: list[dict[str, Any]], last: str, waited: float
+    ) -> str | None:
+        """Why the swarm will not bring node `name` up by itself, if it is one of the two ways
         seen after a stop and a start: no task meant to run (the service scaled back to 1, the
         orchestrator made none; a task is made within a second otherwise), or a running task
         whose name the overlay's DNS does not resolve (the access proxy, microsocks, says
         "general failure" for that) after `UNRESOLVED_PATIENCE` seconds."""
-        if not self._running_tasks(local):
+        live = self._live(tasks)
+        if not live:
             return "the swarm made no task for it"
-        name = local.planned.node_id
         if (
             waited > UNRESOLVED_PATIENCE
             and "General SOCKS server failure" in last
-            and self._running_anywhere(local.service)
+            and any((t.get("Status") or {}).get("State") == "running" for t in live)
             and self._resolve(name) is None
         ):
             return f"its task runs, but the overlay's DNS has no {name}"
@@ -457,11 +464,12 @@ class SwarmBackend(
             return None
         return output.decode(errors="replace").strip() or None if code == 0 else None
 
-    def _task_problem(self, local: _SwarmNode, since: str, waited: float) -> str | None:
-        """Why the node's task will not come up, if the swarm says so: a task created since
-        `since` that failed, or one still pending with a reason (no machine satisfies its
+    @staticmethod
+    def _task_problem(tasks: list[dict[str, Any]], since: str, waited: float) -> str | None:
+        """Why the node's task will not come up, if the swarm says so (`tasks`): a task created
+        since `since` that failed, or one still pending with a reason (no machine satisfies its
         placement) after `PLACEMENT_PATIENCE` seconds."""
-        for task in reversed(self._tasks(local)):
+        for task in reversed(tasks):
             status = task.get("Status") or {}
             if task.get("CreatedAt", "") < since:
                 continue
