@@ -368,9 +368,12 @@ class Testnet:
             for earlier in reversed(self.active_faults(fault.node_id)):
                 if not earlier.survives_restart:
                     self._undo(earlier, timeout)
+        # Journaled at the moment it is applied: what it causes (a program's exit, seen by its
+        # orchestrator) can be journaled before `apply` returns.
+        applied_at = self.journal.clock()
         result = fault.apply(target)
         level = "warning" if fault.lasting else "info"
-        self.journal.record("fault", f"{fault} injected", fault.node_id, level=level)
+        self.journal.record("fault", f"{fault} injected", fault.node_id, level=level, at=applied_at)
         if fault.lasting:
             self._active.append(fault)
         return result

@@ -58,8 +58,10 @@ class Journal:
         node: str | None = None,
         program: str | None = None,
         level: str = "info",
+        at: float | None = None,
     ) -> Event:
-        event = Event(self.clock(), kind, text, node, program, level)
+        """Journal an event, at `at` (a time of `clock`) when given, else now."""
+        event = Event(self.clock() if at is None else at, kind, text, node, program, level)
         with self._lock:
             self._events.append(event)
             if self.path is not None:
