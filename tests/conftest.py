@@ -25,9 +25,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpcore  # noqa: F401  (see below)
 import httpx
 import pytest
 
+# httpx imports httpcore only when its first client is made, and keeps httpcore's exception
+# classes to map them onto its own. pytester's in-process runs (tests/test_pytest_plugin.py)
+# take every module they imported out of sys.modules afterwards: had httpcore been first
+# imported inside one, the clients made later would raise a new httpcore's errors that httpx no
+# longer maps (a raw httpcore.ConnectError instead of httpx.ConnectError). Imported here, it is
+# there before any such run.
 # pytest-xdist (`--dist loadfile`, as scripts/check runs the suite) hands files to its workers in
 # collection order; these take longest (the first over a minute), so they start first instead of
 # running on alone after everything else. Slowest first; the rest keep their order.
