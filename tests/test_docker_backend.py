@@ -143,19 +143,31 @@ def test_faults_pause_disconnect_stop_and_orchestrator_signal(
 
         # The orchestrator killed -9: its container goes down and the restart policy brings
         # it back (Restart=always); the new orchestrator runs one replica again.
-        old_replica = node.process_pid("replica")
         pid = backend.kill_process(node.node_id, "orchestrator", signal.SIGKILL)
         assert pid != 1  # the orchestrator, not tini
         node.await_status_is_unavailable(timeout=20)
         assert node.await_status_is_healthy(timeout=60).is_healthy
-        container = client.containers.list(
-            filters={"label": f"{docker_backend.NODE_LABEL}={node.node_id}"}
-        )[0]
-        assert container.attrs["RestartCount"] == 1
+        # This testnet's container of the node, by its testnet label too: under xdist other
+        # tests' testnets have a `subnet-0-node-0` of their own, listed first when newer (the
+        # flake of issue 23: their RestartCount, 0, read as this one's).
+        (container,) = client.containers.list(
+            filters={
+                "label": [
+                    f"{engine_module.TESTNET_LABEL}={testnet.testnet_id}",
+                    f"{engine_module.NODE_LABEL}={node.node_id}",
+                ]
+            }
+        )
+
+        def restarts() -> int | None:
+            container.reload()
+            count = int(container.attrs["RestartCount"])
+            return count or None
+
+        assert wait_until(restarts, "the engine counting the container's restart", 10) == 1
         top = container.top()["Processes"]
         assert sum(1 for row in top if "bin/replica" in " ".join(row)) == 1
         assert node.process_pid("replica") is not None
-        del old_replica
     assert labelled(client, run.run_id) == ([], [])
 
 

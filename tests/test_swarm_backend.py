@@ -115,7 +115,12 @@ def test_nodes_follow_their_machine_label_and_only_the_proxy_is_published_on_loo
         assert node.await_status_is_healthy(port=80, timeout=30).is_healthy
         key, _, value = machine_label.partition("=")
         (service,) = client.services.list(
-            filters={"label": f"{engine_module.NODE_LABEL}={node.node_id}"}
+            filters={
+                "label": [
+                    f"{engine_module.TESTNET_LABEL}={testnet.testnet_id}",
+                    f"{engine_module.NODE_LABEL}={node.node_id}",
+                ]
+            }
         )
         placement = service.attrs["Spec"]["TaskTemplate"]["Placement"]
         assert placement["Constraints"] == [f"node.labels.{key}=={value}"]
