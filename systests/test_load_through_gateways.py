@@ -68,3 +68,27 @@ async def test_a_frozen_node_shows_in_the_health_of_all(testnet: Testnet) -> Non
     assert [h for h in health.values() if not h.healthy] == [health[frozen.node_id]]
     with pytest.raises(NodeNotReady, match=rf"1 of 5 node\(s\) .* {frozen.node_id}: "):
         await testnet.aio.await_all_healthy(timeout=2.0)
+
+
+@pytest.mark.systest
+@pytest.mark.asyncio
+async def test_a_load_report_names_each_kind_of_failure_with_an_example(testnet: Testnet) -> None:
+    gateways = [n for n in testnet.nodes() if testnet.expects_gateway(n.node_id)]
+    frozen = gateways[0]
+    frozen.pause()  # healed after the test by the plugin, as any fault
+
+    report = await testnet.aio.load(path="/api/v2/nowhere", requests=4, concurrency=2, timeout=1)
+
+    by_node = {g.node_id: g for g in report.gateways}
+    assert by_node[frozen.node_id].failures == {"no answer in 1 s": 4}
+    for node in gateways[1:]:
+        assert by_node[node.node_id].failures == {"status 404": 4}, report.summary()
+    lines = report.summary().splitlines()
+    assert "0 ok, 16 failed" in lines[0]
+    assert lines[1].startswith(
+        f"  {frozen.node_id} ({frozen.url(80)}): 4 failed: 4 x no answer in 1 s, "
+        "e.g. GET /api/v2/nowhere timed out (asyncio.timeout) (after 1"
+    ), lines
+    example = by_node[gateways[1].node_id].examples["status 404"]
+    assert example.startswith("404 Not Found: '"), example
+    assert len(lines) == 1 + len(gateways), lines

@@ -8,10 +8,17 @@ or auto mode) and from `asyncio.run`::
         report = await testnet.aio.load(requests=200, concurrency=8)
         assert report.failed == 0
 
-Each call opens its own `httpx.AsyncClient` (through the backend's SOCKS5 proxy where it has
-one), so nothing is bound to one event loop. Every request is bounded by a timeout of its own
-(`asyncio.timeout`), the SOCKS handshake included. `probe_nodes` also serves `harness ls`,
-which has a testnet's record (`testnet.json`) instead of a `Testnet`.
+Each call opens its own aiohttp session (through the backend's SOCKS5 proxy where it has one,
+by aiohttp-socks), so nothing is bound to one event loop. Every request is bounded by a timeout
+of its own (`asyncio.timeout`), the SOCKS handshake included. `probe_nodes` also serves
+`harness ls`, which has a testnet's record (`testnet.json`) instead of a `Testnet`.
+
+Why aiohttp and not httpx, which the driver's sync face uses: a load generator must not be what
+a load test measures. Measured on 2 cores (4 gateways of a docker testnet, 32 requests at once;
+tests/README.md, "The flake hunt"): httpx's AsyncClient managed 730 requests/s, with a p99 of
+210 ms from requests queued in its pool, and 190-450/s with a p99 of 1.2-1.4 s beside four busy
+processes (a CI worker's lot); aiohttp 2800/s (p99 25 ms), and 900-1000/s (p99 50-80 ms) beside
+the same four. `client()` stays an `httpx.AsyncClient` for a test's own requests.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from harness.driver.node import IC_GATEWAY_DOMAIN
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from harness.driver.testnet import Testnet
 
 PROBE_TIMEOUT = 5.0
@@ -46,6 +55,48 @@ def async_client(proxy: str | None, connections: int = 100) -> httpx.AsyncClient
     )
 
 
+def _session(proxy: str | None, connections: int = 100) -> aiohttp.ClientSession:
+    """The session of the probes and the load: direct, or through `proxy`
+    (`socks5://HOST:PORT`, names resolved by the proxy); no timeout of its own (every request
+    has one), no cookies, no proxy from the environment. Call it in the loop that uses it.
+    aiohttp is imported here, not with the driver, which every pytest start imports."""
+    import aiohttp
+    from aiohttp_socks import ProxyConnector
+
+    connector = (
+        ProxyConnector.from_url(proxy, rdns=True, limit=connections)
+        if proxy
+        else aiohttp.TCPConnector(limit=connections)
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+    )
+
+
+def _request_errors() -> tuple[type[Exception], ...]:
+    """What a request to a node can fail with besides a timeout: aiohttp's errors, the SOCKS
+    proxy's, the socket's."""
+    import aiohttp
+    from aiohttp_socks import ProxyError
+
+    return (aiohttp.ClientError, ProxyError, OSError)
+
+
+async def _get(session: aiohttp.ClientSession, url: str, host: str | None = None) -> httpx.Response:
+    """GET `url` (with `host` as its Host header), its whole answer as an `httpx.Response`, the
+    type the driver's checks take."""
+    async with session.get(url, headers={"Host": host} if host else None) as answer:
+        body = await answer.read()
+        return httpx.Response(answer.status, headers=answer.raw_headers, content=body)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class NodeHealth:
     """What one probe of a node saw: healthy as its role says, or why not."""
@@ -57,14 +108,15 @@ class NodeHealth:
 
 
 async def _status(
-    client: httpx.AsyncClient, url: str, host: str | None, timeout: float
+    session: aiohttp.ClientSession, url: str, host: str | None, timeout: float
 ) -> tuple[bool, str]:
-    headers = {"host": host} if host else {}
     try:
         async with asyncio.timeout(timeout):
-            response = await client.get(url + STATUS_PATH, headers=headers)
-    except (httpx.HTTPError, TimeoutError) as exc:
-        return False, f"{url}: {type(exc).__name__}: {exc}".rstrip(": ")
+            response = await _get(session, url + STATUS_PATH, host)
+    except TimeoutError:
+        return False, f"{url}: Timeout: no answer in {timeout:.1f} s"
+    except _request_errors() as exc:
+        return False, f"{url}: {_error(exc)}"
     try:
         status = decode_status(response.content)
     except StatusDecodeError as exc:
@@ -73,7 +125,7 @@ async def _status(
 
 
 async def probe_node(
-    client: httpx.AsyncClient, node: Mapping[str, Any], timeout: float = PROBE_TIMEOUT
+    session: aiohttp.ClientSession, node: Mapping[str, Any], timeout: float = PROBE_TIMEOUT
 ) -> NodeHealth:
     """Probe one node described as in `Testnet.describe()`: a replica node's status on 8080
     (and through ic-gateway on 80, if it runs one), an API boundary node's status through
@@ -91,12 +143,14 @@ async def probe_node(
         url = urls["dashboard"]
         try:
             async with asyncio.timeout(timeout):
-                response = await client.get(url + "/")
-        except (httpx.HTTPError, TimeoutError) as exc:
+                response = await _get(session, url + "/")
+        except TimeoutError:
+            return NodeHealth(node["id"], role, False, f"{url}: Timeout")
+        except _request_errors() as exc:
             return NodeHealth(node["id"], role, False, f"{url}: {type(exc).__name__}")
         ok = response.status_code == 200
         return NodeHealth(node["id"], role, ok, f"{url}: dashboard {response.status_code}")
-    results = await asyncio.gather(*(_status(client, u, h, timeout) for u, h in checks))
+    results = await asyncio.gather(*(_status(session, u, h, timeout) for u, h in checks))
     healthy = all(ok for ok, _ in results)
     detail = "; ".join(text for ok, text in results if not ok) or "healthy"
     return NodeHealth(node["id"], role, healthy, detail)
@@ -106,20 +160,34 @@ async def probe_nodes(
     nodes: Sequence[Mapping[str, Any]], proxy: str | None, timeout: float = PROBE_TIMEOUT
 ) -> list[NodeHealth]:
     """Probe every node at once (see `probe_node`), in the order given."""
-    async with async_client(proxy) as client:
-        return list(await asyncio.gather(*(probe_node(client, n, timeout) for n in nodes)))
+    async with _session(proxy) as session:
+        return list(await asyncio.gather(*(probe_node(session, n, timeout) for n in nodes)))
 
 
 @dataclass
 class GatewayLoad:
-    """The requests one gateway answered during `AsyncTestnet.load`."""
+    """The requests one gateway answered during `AsyncTestnet.load`. A failed request is
+    counted by its kind in `failures` ("status 502", "ReadTimeout", "no answer in 5.0 s",
+    "rejected by check"), with the first one of each kind in `examples`: the exception's
+    text, or the answer's status line and the start of its body."""
 
     node_id: str
     url: str
     ok: int = 0
     failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+
+    def fail(self, kind: str, example: str, seconds: float) -> None:
+        self.failed += 1
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        self.examples.setdefault(kind, f"{example} (after {seconds * 1000:.0f} ms)")
+
+    def failure_summary(self) -> str:
+        """Each kind of failure with its count and first example, most frequent first."""
+        kinds = sorted(self.failures.items(), key=lambda item: (-item[1], item[0]))
+        return "; ".join(f"{count} x {kind}, e.g. {self.examples[kind]}" for kind, count in kinds)
 
 
 @dataclass
@@ -150,12 +218,28 @@ class LoadReport:
         return latencies[min(len(latencies) - 1, int(quantile * len(latencies)))]
 
     def summary(self) -> str:
-        return (
+        """One line of totals, then a line for each gateway with a failed request: each kind
+        of failure with its count and an example."""
+        lines = [
             f"{self.ok + self.failed} requests to {self.path} through {len(self.gateways)} "
             f"gateway(s) in {self.seconds:.2f} s ({self.requests_per_second:.0f}/s): "
             f"{self.ok} ok, {self.failed} failed; p50 {self.latency(0.5) * 1000:.1f} ms, "
             f"p99 {self.latency(0.99) * 1000:.1f} ms"
-        )
+        ]
+        lines += [
+            f"  {g.node_id} ({g.url}): {g.failed} failed: {g.failure_summary()}"
+            for g in self.gateways
+            if g.failed
+        ]
+        return "\n".join(lines)
+
+
+def _answer(response: httpx.Response, limit: int = 200) -> str:
+    """An answer's status line and the start of its body, for a failure's example."""
+    body = response.content[:limit]
+    text = body.decode("utf-8", "replace") if body.isascii() else body.hex()
+    more = "..." if len(response.content) > limit else ""
+    return f"{response.status_code} {response.reason_phrase}: {text!r}{more}"
 
 
 def healthy_status(response: httpx.Response) -> bool:
@@ -193,17 +277,17 @@ class AsyncTestnet:
         deadline = time.monotonic() + timeout
         last: dict[str, NodeHealth] = {}
 
-        async def until_healthy(client: httpx.AsyncClient, node: dict[str, Any]) -> None:
+        async def until_healthy(session: aiohttp.ClientSession, node: dict[str, Any]) -> None:
             while True:
                 left = deadline - time.monotonic()
-                health = await probe_node(client, node, max(0.1, min(PROBE_TIMEOUT, left)))
+                health = await probe_node(session, node, max(0.1, min(PROBE_TIMEOUT, left)))
                 last[health.node_id] = health
                 if health.healthy or time.monotonic() >= deadline:
                     return
                 await asyncio.sleep(POLL_INTERVAL)
 
-        async with self.client() as client:
-            await asyncio.gather(*(until_healthy(client, node) for node in nodes))
+        async with _session(self.testnet.backend.http_proxy) as session:
+            await asyncio.gather(*(until_healthy(session, node) for node in nodes))
         unhealthy = [h for h in last.values() if not h.healthy]
         if unhealthy:
             raise NodeNotReady(
@@ -234,30 +318,36 @@ class AsyncTestnet:
         if not gateways:
             raise NodeNotReady(f"no node of {self.testnet.testnet_id} runs ic-gateway")
 
-        async def worker(client: httpx.AsyncClient, gateway: GatewayLoad, share: int) -> None:
+        async def worker(session: aiohttp.ClientSession, gateway: GatewayLoad, share: int) -> None:
+            url = gateway.url + path
             for _ in range(share):
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(timeout):
-                        response = await client.get(
-                            gateway.url + path, headers={"host": IC_GATEWAY_DOMAIN}
-                        )
-                except (httpx.HTTPError, TimeoutError) as exc:
-                    reason = type(exc).__name__
+                        response = await _get(session, url, IC_GATEWAY_DOMAIN)
+                except TimeoutError:
+                    kind = f"no answer in {timeout:g} s"
+                    example = f"GET {path} timed out (asyncio.timeout)"
+                except _request_errors() as exc:
+                    kind = type(exc).__name__
+                    example = _error(exc)
                 else:
-                    gateway.latencies.append(time.perf_counter() - started)
+                    elapsed = time.perf_counter() - started
+                    gateway.latencies.append(elapsed)
                     if check(response):
                         gateway.ok += 1
                         continue
-                    reason = f"status {response.status_code}"
-                gateway.failed += 1
-                gateway.failures[reason] = gateway.failures.get(reason, 0) + 1
+                    ok_status = response.status_code == 200
+                    kind = "rejected by check" if ok_status else f"status {response.status_code}"
+                    example = _answer(response)
+                gateway.fail(kind, example, time.perf_counter() - started)
 
         workers = max(1, min(concurrency, requests))
         shares = [requests // workers + (i < requests % workers) for i in range(workers)]
         started = time.perf_counter()
-        async with self.client(connections=workers * len(gateways)) as client:
+        proxy = self.testnet.backend.http_proxy
+        async with _session(proxy, connections=workers * len(gateways)) as session:
             await asyncio.gather(
-                *(worker(client, g, share) for g in gateways for share in shares if share)
+                *(worker(session, g, share) for g in gateways for share in shares if share)
             )
         return LoadReport(path, time.perf_counter() - started, gateways)
