@@ -38,7 +38,7 @@ def test_gate_off_by_default_no_gateway_replicas_healthy(testnet: Testnet) -> No
     for node in cloud_engine_nodes(testnet):
         assert node.status().is_healthy
         assert node.process_pid("ic-gateway") is None
-        node.await_status_is_unavailable(port=IC_GATEWAY_PORT, timeout=5)
+        node.await_status_is_unavailable(port=IC_GATEWAY_PORT)
 
 
 @pytest.mark.systest
@@ -47,12 +47,12 @@ def test_turning_the_gate_on_and_off_starts_and_stops_the_gateways(testnet: Test
     for node in nodes:
         testnet.registry.set_feature(node.node_id, "ic_gateway", True)
     for node in nodes:
-        assert node.await_status_is_healthy(port=IC_GATEWAY_PORT, timeout=10).is_healthy
+        assert node.await_status_is_healthy(port=IC_GATEWAY_PORT).is_healthy
     for node in nodes:
         testnet.registry.set_feature(node.node_id, "ic_gateway", False)
     for node in nodes:
         node.await_process("ic-gateway", running=False)
-        node.await_status_is_unavailable(port=IC_GATEWAY_PORT, timeout=10)
+        node.await_status_is_unavailable(port=IC_GATEWAY_PORT)
         assert node.status().is_healthy  # the replica is left alone
         assert node.process_start_attempts("replica") == 1
 
@@ -65,4 +65,4 @@ def test_non_cloud_engine_subnets_never_run_ic_gateway(gated_elsewhere: Testnet)
         assert node.status().is_healthy
         assert node.process_pid("ic-gateway") is None
         assert node.process_start_attempts("ic-gateway") == 0
-        node.await_status_is_unavailable(port=IC_GATEWAY_PORT, timeout=5)
+        node.await_status_is_unavailable(port=IC_GATEWAY_PORT)

@@ -513,14 +513,13 @@ def test_registry_changes_are_picked_up(
 
         # Version 2 adds subnet s-b and removes r2 from s-a.
         store.write(snapshot(2, {"s-a": [r1], "s-b": [r3]}, extra_nodes=[r2]))
-        written = time.monotonic()
+        # Two 100 ms poll intervals and one probe round when the machine is idle; under -n 4
+        # on 2 cores a wall-clock bound would measure the machine, not ic-boundary.
         wait_until(
             lambda: api.post("/api/v2/subnet/s-b/read_state").status_code == 200,
             "s-b served",
-            timeout=3,
+            timeout=15,
         )
-        # Two 100 ms poll intervals, plus one probe round and the slack of a shared machine.
-        assert time.monotonic() - written < 1.5
         assert bn.metric("ic_boundary_registry_version") == 2
         assert bn.metric("ic_boundary_replicas", subnet="s-a") == 1
         replicas.seen.clear()

@@ -21,6 +21,7 @@ from harness_cli import harness
 from harness.cli import load_topology, main
 from harness.driver import IC_GATEWAY_DOMAIN, HarnessError, TopologyError, sweep
 from harness.driver.run import tagged_processes
+from harness.driver.waits import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -188,13 +189,16 @@ def test_detached_testnet_is_listed_answers_shows_logs_and_goes_down(
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.0)
+        assert follow.stdout is not None
+        # Following once its first line is out (the log has lines already): a `down` before
+        # `logs -f` found the testnet would make it exit 1, "no testnet".
+        first = follow.stdout.readline()
         down = harness("down", testnet_id)
         assert down.returncode == 0, down.stderr
         assert f"tore testnet {testnet_id} down" in down.stdout
         out, _ = follow.communicate(timeout=30)  # following ends with the testnet
         assert follow.returncode == 0
-        assert "orchestrator stopped" in out
+        assert first and "orchestrator stopped" in first + out
         assert harness("ls").stdout.startswith("no testnets")
         assert tagged_processes() == {}
     finally:
@@ -211,7 +215,9 @@ def test_ctrl_c_and_sigterm_tear_down_and_exit_128_plus_the_signal(small_topolog
         )
         assert up.stderr is not None
         if at is None:
-            time.sleep(2.0)  # while it starts
+            # While it starts: once it has started node processes, so that its handlers are in
+            # place (a SIGINT while Python still imports the CLI kills it, status -2, not 130).
+            wait_until(lambda: tagged_processes() or None, "harness up starting nodes", 60)
         else:
             for line in up.stderr:
                 if line.startswith(at):

@@ -185,7 +185,12 @@ def test_a_node_that_cannot_start_is_a_clear_error(run: Run, client: docker.Dock
 
 
 @needs_docker
-def test_sweep_removes_leftovers_of_dead_runs_only(client: docker.DockerClient) -> None:
+def test_sweep_removes_leftovers_of_dead_runs_only(
+    client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A state root of its own: the made-up runs have no owner, so a sweep of the shared root by
+    # another xdist worker (a session's start sweeps) would count them dead and take them.
+    monkeypatch.setenv("HARNESS_STATE_DIR", str(tmp_path / "state"))
     base = next(
         tag for image in client.images.list("harness-base") for tag in image.tags
     )  # made by the node image build of the tests above

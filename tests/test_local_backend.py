@@ -191,6 +191,9 @@ def test_partition_rules_of_a_dead_run_are_swept(
 ) -> None:
     from harness.driver.backends import local_firewall
 
+    # A state root of its own: the made-up run has no owner, so a sweep of the shared root by
+    # another xdist worker would count it dead and delete its rules under this test.
+    monkeypatch.setenv("HARNESS_STATE_DIR", str(tmp_path / "state"))
     local_firewall.isolate(loopback_ip, "dead-run-for-test", "node-x")
     try:
         listing = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True)

@@ -297,11 +297,13 @@ def test_replica_follows_the_registry(node: Node) -> None:
     ]  # fmt: skip
     assert json.loads((node.data_dir / "run" / "replica.pid").read_text())["pid"] == first
 
-    started = time.monotonic()
     node.write(version="v2")
     second = node.await_pid("replica", other_than=first)
     wait_until(lambda: node.status_version() == "v2", "replica v2 answering")
-    assert time.monotonic() - started < 1.5
+    # An upgrade is a planned restart: stopped once, started at once, no backoff (a wall-clock
+    # bound here measured the machine's load, not the orchestrator).
+    assert node.metric("orchestrator_process_restart_backoff_seconds", process="replica") == 0
+    assert node.metric("orchestrator_processes_stop_attempts_total", process="replica") == 1
     assert not alive(first)
     assert node.dashboard()["replica version"] == "v2"
 
@@ -352,11 +354,13 @@ def test_crash_loop_backs_off_without_burning_cpu(node: Node) -> None:
         )
 
     wait_until(in_second_backoff, "the second crash's 1 s backoff")
+    # Mended before measuring, so that the third start succeeds however late this test sees
+    # the backoff on a loaded machine (a third crash would make the attempts 4).
+    crash.unlink()
     orchestrator = psutil.Process(program.process.pid)  # type: ignore[attr-defined]
     cpu_before = sum(orchestrator.cpu_times()[:2])
     time.sleep(0.3)  # inside the 1 s backoff: the orchestrator must be idle
     assert sum(orchestrator.cpu_times()[:2]) - cpu_before < 0.1
-    crash.unlink()
     pid = node.await_pid("replica")
     assert node.info(8080, pid)["pid"] == pid
     assert node.metric("orchestrator_processes_start_attempts_total", process="replica") == 3
