@@ -14,11 +14,11 @@ of its own (`asyncio.timeout`), the SOCKS handshake included. `probe_nodes` also
 `harness ls`, which has a testnet's record (`testnet.json`) instead of a `Testnet`.
 
 Why aiohttp and not httpx, which the driver's sync face uses: a load generator must not be what
-a load test measures. Measured on 2 cores (4 gateways of a docker testnet, 32 requests at once;
-tests/README.md, "The flake hunt"): httpx's AsyncClient managed 730 requests/s, with a p99 of
-210 ms from requests queued in its pool, and 190-450/s with a p99 of 1.2-1.4 s beside four busy
-processes (a CI worker's lot); aiohttp 2800/s (p99 25 ms), and 900-1000/s (p99 50-80 ms) beside
-the same four. `client()` stays an `httpx.AsyncClient` for a test's own requests.
+a load test measures. Through the 4 gateways of a docker testnet, 32 requests at once on 2
+cores, httpx's AsyncClient sent a third to a quarter of what aiohttp sends, and its slowest
+requests waited in its connection pool for up to seconds beside busy processes (what other
+xdist workers are to a CI test); `bench/loadgen.py` measures both, bench/RESULTS.md has the
+figures. `client()` stays an `httpx.AsyncClient` for a test's own requests.
 """
 
 from __future__ import annotations
@@ -167,9 +167,10 @@ async def probe_nodes(
 @dataclass
 class GatewayLoad:
     """The requests one gateway answered during `AsyncTestnet.load`. A failed request is
-    counted by its kind in `failures` ("status 502", "ReadTimeout", "no answer in 5.0 s",
-    "rejected by check"), with the first one of each kind in `examples`: the exception's
-    text, or the answer's status line and the start of its body."""
+    counted by its kind in `failures` ("status 502", "no answer in 5 s", the client error's
+    name such as "ServerDisconnectedError", "rejected by check"), with the first one of each
+    kind in `examples`: the error's text, or the answer's status line and the start of its
+    body, and how long it took."""
 
     node_id: str
     url: str
@@ -332,8 +333,7 @@ class AsyncTestnet:
                     kind = type(exc).__name__
                     example = _error(exc)
                 else:
-                    elapsed = time.perf_counter() - started
-                    gateway.latencies.append(elapsed)
+                    gateway.latencies.append(time.perf_counter() - started)
                     if check(response):
                         gateway.ok += 1
                         continue
