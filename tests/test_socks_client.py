@@ -1,6 +1,7 @@
 """The harness's SOCKS5 client: a proxy that never answers a CONNECT (its own connection to a
 cut-off machine hangs) makes a request fail as unreachable after the handshake timeout, instead
-of holding the harness for minutes."""
+of holding the harness for minutes; a proxy that closes during the handshake is a transport
+error too; and whether a proxy answers at all (what the swarm backend waits for)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from harness.driver.socks import socks_client
+from harness.driver.socks import socks5_answers, socks_client
 
 
 @pytest.fixture
@@ -56,3 +57,54 @@ def test_a_proxy_that_never_connects_is_reported_unreachable_in_bounded_time(
 def test_only_socks5_urls_are_taken() -> None:
     with pytest.raises(ValueError, match="is not a socks5:// URL"):
         socks_client("http://127.0.0.1:3128")
+
+
+@pytest.fixture
+def closing_proxy() -> Iterator[str]:
+    """A port that reads the SOCKS5 greeting and closes without a word, as the engine's
+    published port of a proxy that is not listening yet may."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            client.recv(16)
+            client.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"socks5://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def test_a_proxy_that_closes_during_the_handshake_is_a_transport_error(
+    closing_proxy: str,
+) -> None:
+    # socksio's own ProtocolError("Malformed reply") escaped httpx unmapped, so waits that take
+    # a TransportError for "not yet" failed at once (a swarm testnet's start, issue 23).
+    with socks_client(closing_proxy) as client, pytest.raises(httpx.ProxyError) as raised:
+        client.get("http://registry:8000/api/v1/registry/latest")
+    assert isinstance(raised.value, httpx.TransportError)
+    assert "the SOCKS5 proxy broke off the handshake: Malformed reply" in str(raised.value)
+
+
+def test_socks5_answers_only_when_the_greeting_is_accepted(
+    stalling_proxy: str, closing_proxy: str
+) -> None:
+    def address(proxy: str) -> tuple[str, int]:
+        url = httpx.URL(proxy)
+        assert url.host and url.port
+        return url.host, url.port
+
+    assert socks5_answers(*address(stalling_proxy))
+    assert not socks5_answers(*address(closing_proxy))
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        assert not socks5_answers("127.0.0.1", unused.getsockname()[1])  # nothing listens

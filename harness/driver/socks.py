@@ -7,15 +7,22 @@ cut off takes the kernel's SYN retries (about two minutes). Every read and write
 timeout of its own gets `handshake_timeout` here, so such a request fails with
 `httpx.ReadTimeout` (a `TransportError`, i.e. "unreachable") after that long. httpx has no hook
 for a network backend, so the transport's connection pool is replaced by one built with it.
+
+A proxy that closes the connection during the handshake, as a published port does while the
+proxy behind it is not listening yet, makes socksio raise its own `ProtocolError`, which
+neither httpcore nor httpx maps; here it is an `httpx.ProxyError` (a `TransportError` too).
+`socks5_answers` says whether a proxy answers the SOCKS5 greeting at all.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import typing
 
 import httpcore
 import httpx
+import socksio
 
 
 class _BoundedStream(httpcore.NetworkStream):
@@ -76,13 +83,34 @@ class _BoundedBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+class _SocksTransport(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except socksio.ProtocolError as exc:
+            raise httpx.ProxyError(
+                f"the SOCKS5 proxy broke off the handshake: {exc}", request=request
+            ) from exc
+
+
+def socks5_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether a SOCKS5 proxy at `host`:`port` answers a greeting offering no authentication
+    with its acceptance (a port that accepts and closes, or says anything else, does not)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            connection.sendall(b"\x05\x01\x00")  # version 5, one method: no authentication
+            return connection.recv(2) == b"\x05\x00"
+    except OSError:
+        return False
+
+
 def socks_client(proxy: str, handshake_timeout: float = 5.0, timeout: float = 5.0) -> httpx.Client:
     """A client whose every request goes through the SOCKS5 proxy `proxy`
     (`socks5://HOST:PORT`; host names are resolved by the proxy)."""
     url = httpx.URL(proxy)
     if url.scheme not in ("socks5", "socks5h"):
         raise ValueError(f"{proxy!r} is not a socks5:// URL")
-    transport = httpx.HTTPTransport(proxy=proxy)
+    transport = _SocksTransport(proxy=proxy)
     transport._pool = httpcore.SOCKSProxy(
         proxy_url=httpcore.URL(
             scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=b"/"

@@ -104,7 +104,7 @@ from harness.driver.backends.prometheus_container import ContainerServer
 from harness.driver.errors import BackendUnavailable, HarnessError, NodeStartError
 from harness.driver.logfiles import FOLLOW_INTERVAL
 from harness.driver.run import Run
-from harness.driver.socks import socks_client
+from harness.driver.socks import socks5_answers, socks_client
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
 from harness.node.layout import REGISTRY_SERVICE_PORT
@@ -270,6 +270,14 @@ class SwarmBackend(
             return published_port(container, PROXY_PORT)
 
         port = wait_until(mapped, "the access proxy's published port", 10.0, 0.1)
+        # Published is not listening: until microsocks listens, the engine's port accepts and
+        # closes, and a request through it fails ("Malformed reply" from socksio).
+        wait_until(
+            lambda: socks5_answers(PUBLISH_HOST, port) or None,
+            f"the access proxy answering SOCKS5 on {PUBLISH_HOST}:{port}",
+            self.startup_timeout,
+            0.05,
+        )
         self._http = socks_client(f"socks5://{PUBLISH_HOST}:{port}", timeout=2.0)
         return container
 
