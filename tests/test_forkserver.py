@@ -244,4 +244,5 @@ def test_a_server_forked_here_exits_as_soon_as_its_client_hangs_up() -> None:
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
     )
-    assert float(result.stdout) < 1.0
+    # The bug this guards against held it 5 s; 3 s leaves a loaded machine room.
+    assert float(result.stdout) < 3.0

@@ -301,7 +301,7 @@ def test_the_deadline_covers_attempts_and_pauses() -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout, match=r"upstream http://a did not answer within 0.1s"):
         _forward(forwarder)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # the upstream's 5 s delay was not waited out
     assert attempts == ["backend_timeout"]
 
 

