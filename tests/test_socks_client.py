@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -16,11 +16,10 @@ import pytest
 from harness.driver.socks import socks5_answers, socks_client
 
 
-@pytest.fixture
-def stalling_proxy() -> Iterator[str]:
-    """A SOCKS5 server that accepts the greeting and then never answers the CONNECT."""
+def _serving(handle: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A port on loopback whose every connection goes to `handle` (in one thread), as a
+    socks5:// URL; stopped, with every connection closed, when the generator ends."""
     server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
     stop = threading.Event()
 
     def serve() -> None:
@@ -30,18 +29,29 @@ def stalling_proxy() -> Iterator[str]:
                 client, _ = server.accept()
             except TimeoutError:
                 continue
-            client.recv(16)  # version 5, n methods, methods
-            client.sendall(b"\x05\x00")  # no authentication
-            held.append(client)  # the CONNECT is read by nobody, answered never
+            handle(client)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield f"socks5://127.0.0.1:{server.getsockname()[1]}"
     stop.set()
     thread.join(timeout=5)
+    server.close()
+
+
+@pytest.fixture
+def stalling_proxy() -> Iterator[str]:
+    """A SOCKS5 server that accepts the greeting and then never answers the CONNECT."""
+    held: list[socket.socket] = []
+
+    def stall(client: socket.socket) -> None:
+        client.recv(16)  # version 5, n methods, methods
+        client.sendall(b"\x05\x00")  # no authentication
+        held.append(client)  # the CONNECT is read by nobody, answered never
+
+    yield from _serving(stall)
     for client in held:
         client.close()
-    server.close()
 
 
 def test_a_proxy_that_never_connects_is_reported_unreachable_in_bounded_time(
@@ -63,25 +73,12 @@ def test_only_socks5_urls_are_taken() -> None:
 def closing_proxy() -> Iterator[str]:
     """A port that reads the SOCKS5 greeting and closes without a word, as the engine's
     published port of a proxy that is not listening yet may."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
 
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                continue
-            client.recv(16)
-            client.close()
+    def close(client: socket.socket) -> None:
+        client.recv(16)
+        client.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"socks5://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(timeout=5)
-    server.close()
+    yield from _serving(close)
 
 
 def test_a_proxy_that_closes_during_the_handshake_is_a_transport_error(
