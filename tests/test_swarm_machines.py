@@ -44,5 +44,8 @@ def test_nodes_spread_over_machines_and_a_cut_off_machine_is_unreachable_not_a_h
     placement = report["placement"]
     assert len(set(placement.values())) >= 2, f"every node on one machine: {placement}"
     assert "unreachable_error" not in report, report
-    assert report["unreachable_after_s"] < 15, report  # the SOCKS handshake bound is 5 s
+    # "Unavailable" is 3 failures in a row; each is at worst a new SOCKS handshake cut off at
+    # its 5 s bound (1 s when a kept-alive connection times out instead): 15 s and the time
+    # around them, where a hang would be the kernel's SYN retries, about two minutes.
+    assert report["unreachable_after_s"] < 3 * 5 + 10, report
     assert report["others_healthy"], report
