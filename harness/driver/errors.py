@@ -7,7 +7,8 @@ HarnessError
 ├── NodeStartError           a node's programs could not be started
 ├── NodeNotReady             a wait timed out (also a TimeoutError); says what it last saw
 ├── MetricsScrapeError       a metrics endpoint could not be read or parsed
-└── MetricCheckFailed        metric thresholds exceeded; lists every offender
+├── MetricCheckFailed        metric thresholds exceeded; lists every offender
+└── LogCheckFailed           a node program logged a forbidden line; lists every one
 """
 
 from __future__ import annotations
@@ -48,3 +49,14 @@ class MetricCheckFailed(HarnessError, AssertionError):
     def __init__(self, offenders: list[str]) -> None:
         self.offenders = offenders
         super().__init__("\n".join(offenders))
+
+
+class LogCheckFailed(HarnessError, AssertionError):
+    """Node programs logged lines a log check forbids (`harness.driver.logcheck`); the message
+    names the node, the program, the line number and the line of every one."""
+
+    def __init__(self, findings: list[str]) -> None:
+        self.findings = findings
+        super().__init__(
+            f"log checks failed: {len(findings)} forbidden line(s)\n" + "\n".join(findings)
+        )

@@ -24,8 +24,14 @@ from harness.driver.backend_registry import get_backend
 from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.backends.capabilities import PrometheusBeside
 from harness.driver.claims import Claims
-from harness.driver.errors import HarnessError, MetricCheckFailed, MetricsScrapeError
+from harness.driver.errors import (
+    HarnessError,
+    LogCheckFailed,
+    MetricCheckFailed,
+    MetricsScrapeError,
+)
 from harness.driver.faults import Fault, FaultTarget
+from harness.driver.logcheck import LogKey, LogMarks, LogPatterns, LogScan, scan
 from harness.driver.metrics_check import MetricThresholds, offenders
 from harness.driver.node import Node
 from harness.driver.prometheus import DIRECTORY as PROMETHEUS_DIRECTORY
@@ -207,13 +213,14 @@ class Testnet:
             self._state = "up"
             self.save()
         except BaseException as failure:
-            if failure_artifacts is not None and isinstance(failure, Exception):
+            # Also after a time limit or an interrupt: what the start got to is the evidence.
+            if failure_artifacts is not None and not isinstance(failure, SystemExit):
                 self._failed_start_artifacts(failure, failure_artifacts)
             self.close()
             raise
         return self
 
-    def _failed_start_artifacts(self, failure: Exception, destination: Path) -> None:
+    def _failed_start_artifacts(self, failure: BaseException, destination: Path) -> None:
         summary = [
             f"testnet: {self.testnet_id} ({self.backend.name} backend)",
             "outcome: the start failed",
@@ -507,6 +514,65 @@ class Testnet:
             )
             raise MetricCheckFailed(problems)
         self.journal.record("check", "metric checks passed")
+
+    # Log checks (`harness.driver.logcheck`).
+    def log_marks(self) -> LogMarks:
+        """Where every node program's log stands now: a test's window in them starts here."""
+        nodes = self.nodes()
+        if not nodes:
+            return {}
+        with ThreadPoolExecutor(min(16, len(nodes)), thread_name_prefix="log-marks") as pool:
+            sizes = pool.map(lambda node: self.backend.log_sizes(node.node_id), nodes)
+            return {
+                (node.node_id, program): size
+                for node, by_program in zip(nodes, sizes, strict=True)
+                for program, size in by_program.items()
+            }
+
+    def logs(self) -> dict[LogKey, bytes]:
+        """Every node program's log as it is now."""
+        logs = {}
+        for node in self.nodes():
+            for program in self.backend.log_names(node.node_id):
+                try:
+                    content = b"".join(self.backend.read_log(node.node_id, program))
+                except HarnessError:
+                    continue  # a node that never started has no orchestrator log yet
+                logs[(node.node_id, program)] = content
+        return logs
+
+    def scan_logs(
+        self,
+        patterns: LogPatterns | None = None,
+        since: LogMarks | None = None,
+        logs: dict[LogKey, bytes] | None = None,
+        tail: int = 0,
+    ) -> LogScan:
+        """Scan the node programs' log lines written since `since` (`log_marks()`; default:
+        every line) with `patterns` (default: `LogPatterns()`) and journal the verdict. `logs`
+        are the logs to scan (default: read now; the pytest plugin passes those it collected);
+        `tail` is how many last lines of each to keep."""
+        result = scan(
+            self.logs() if logs is None else logs, since or {}, patterns or LogPatterns(), tail
+        )
+        if result.findings:
+            self.journal.record(
+                "check",
+                f"log checks failed: {len(result.findings)} forbidden line(s)",
+                level="error",
+            )
+        else:
+            self.journal.record("check", "log checks passed")
+        return result
+
+    def check_logs(
+        self, patterns: LogPatterns | None = None, since: LogMarks | None = None
+    ) -> None:
+        """Raise `LogCheckFailed`, naming every line, when a node program logged a line
+        `patterns` forbid (default: the IC's and Python's, `LogPatterns()`) since `since`."""
+        findings = self.scan_logs(patterns, since).findings
+        if findings:
+            raise LogCheckFailed([str(finding) for finding in findings])
 
     # Artifacts.
     def collect_artifacts(self, destination: Path, summary: Iterable[str] = ()) -> Path:

@@ -75,6 +75,22 @@ class Journal:
             return [e for e in self._events if since <= e.t <= until]
 
 
+def journal_events(path: Path) -> list[Event]:
+    """The events a `Journal` appended to `path` (a testnet's `events.jsonl`, also in its
+    artifacts); lines that are not such an event are left out."""
+    events = []
+    try:
+        with path.open(encoding="utf-8", errors="replace") as file:
+            for raw in file:
+                try:
+                    events.append(Event(**json.loads(raw)))
+                except (ValueError, TypeError):
+                    continue
+    except FileNotFoundError:
+        return []
+    return events
+
+
 def _orchestrator_text(line: dict[str, object]) -> tuple[str, str]:
     """The text and level of an orchestrator journal line."""
     kind = line.get("event")

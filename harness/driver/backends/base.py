@@ -167,6 +167,19 @@ class Backend(abc.ABC):
             raise self.no_log(node_id, process)
         return read_file(path, follow)
 
+    def log_sizes(self, node_id: str) -> dict[str, int]:
+        """The size in bytes of each of the node's logs now (by program, as `collect_logs`
+        names them), where a test's window in them starts (`harness.driver.logcheck`)."""
+        data = self.data_dir(node_id)
+        paths = [data.orchestrator_log, *(data.logs.glob("*.log") if data.logs.is_dir() else [])]
+        sizes = {}
+        for path in paths:
+            try:
+                sizes[path.stem] = path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return sizes
+
     def no_log(self, node_id: str, process: str) -> HarnessError:
         return HarnessError(
             f"node {node_id} of testnet {self.testnet_id} has no log of {process!r}; "

@@ -736,6 +736,20 @@ class SwarmBackend(
                 return
             time.sleep(FOLLOW_INTERVAL)
 
+    def log_sizes(self, node_id: str) -> dict[str, int]:
+        sizes = {"orchestrator": sum(len(chunk) for chunk in self._service_logs(node_id))}
+        try:
+            code, output = self._exec(
+                node_id, ["find", str(NODE_DATA.logs), "-name", "*.log", "-printf", "%s %f\\n"]
+            )
+        except HarnessError:
+            return sizes
+        for line in output.decode(errors="replace").splitlines() if code == 0 else []:
+            size, _, name = line.partition(" ")
+            if size.isdigit():
+                sizes[name.removesuffix(".log")] = int(size)
+        return sizes
+
     def collect_logs(self, node_id: str, destination: Path) -> None:
         destination.mkdir(parents=True, exist_ok=True)
         (destination / "orchestrator.log").write_bytes(b"".join(self._service_logs(node_id)))

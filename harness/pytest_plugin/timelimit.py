@@ -1,0 +1,124 @@
+"""Time limits of the tests that use a testnet: over its limit, a test fails saying TIMEOUT and
+how long it ran, with its testnets still up, so that its artifacts, report and explanation are
+collected before they are torn down.
+
+The limits are pytest-timeout's settings (`--timeout`, the `timeout` ini key, the
+`@pytest.mark.timeout(N)` marker, `--session-timeout`); a test with a testnet and none of them
+gets `DEFAULT_LIMIT`. pytest-timeout's own timers stand aside for these tests (its `thread`
+method would kill the process with no teardown, its `signal` method stops only at the end of the
+whole protocol): the limit covers the setup (a testnet's start) and the test body, and a
+SIGALRM raises `TimeLimitExceeded` in the main thread. A session limit cuts the last test's
+limit short instead of waiting for it to end.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import pytest
+import pytest_timeout
+
+DEFAULT_LIMIT = 600.0
+"""A test's limit when nothing sets one: the IC's driver gives each test 10 minutes."""
+
+
+class TimeLimitExceeded(pytest.fail.Exception):  # type: ignore[name-defined, misc]
+    """A test ran over its time limit (a failure, raised where the test was)."""
+
+
+@dataclass
+class _Armed:
+    nodeid: str
+    limit: float
+    source: str
+    started: float
+
+
+def uses_testnet(item: pytest.Item) -> bool:
+    """Whether the test (or one of its fixtures) uses the harness's testnets."""
+    return "testnet_factory" in getattr(item, "fixturenames", ())
+
+
+class TimeLimits:
+    """Arms one SIGALRM timer at a time, for the test being run in the main thread."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._armed: _Armed | None = None
+        self._previous: Any = None
+
+    def session_left(self) -> float | None:
+        """The seconds the session has left under pytest-timeout's session limit, if any."""
+        if not self.config.pluginmanager.hasplugin("timeout"):
+            return None
+        expire = self.config.stash.get(pytest_timeout.SESSION_EXPIRE_KEY, 0)
+        return expire - time.time() if expire else None
+
+    def arm(self, item: pytest.Item, limit: float | None, source: str) -> None:
+        """Start the test's clock: `limit` seconds (None: the default), said to come from
+        `source`; the session's limit cuts it short."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # SIGALRM reaches the main thread only
+        if limit is None or limit <= 0:
+            limit, source = DEFAULT_LIMIT, "the harness's default; set `timeout` to change it"
+        left = self.session_left()
+        if left is not None and left < limit:
+            session = self.config.stash[pytest_timeout.SESSION_TIMEOUT_KEY]
+            limit, source = max(left, 0.001), f"what the session's limit of {session:g} s left"
+        self.disarm()
+        self._armed = _Armed(item.nodeid, limit, source, time.monotonic())
+        self._previous = signal.signal(signal.SIGALRM, self._expired)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+
+    @property
+    def armed(self) -> bool:
+        return self._armed is not None
+
+    def disarm(self) -> None:
+        if self._armed is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous or signal.SIG_DFL)
+        self._armed = None
+
+    def _expired(self, signum: int, frame: FrameType | None) -> None:
+        __tracebackhide__ = True  # the test's own frames say where it was
+        armed = self._armed
+        self.disarm()
+        if armed is None:
+            return
+        ran = time.monotonic() - armed.started
+        raise TimeLimitExceeded(
+            f"TIMEOUT: {armed.nodeid} ran {ran:.1f} s, over its limit of {armed.limit:g} s "
+            f"({armed.source}); its testnets were still up for the artifacts and the report"
+        )
+
+
+class PytestTimeoutHooks:
+    """pytest-timeout's hooks, for the tests with a testnet: their limit is armed here (from
+    the settings pytest-timeout resolved) instead of by pytest-timeout. Registered only when
+    pytest-timeout is (its hooks are unknown otherwise)."""
+
+    def __init__(self, limits: TimeLimits) -> None:
+        self.limits = limits
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> bool | None:
+        if not uses_testnet(item):
+            return None
+        marker = item.get_closest_marker("timeout")
+        source = "its timeout marker" if marker else "the session's --timeout / timeout ini key"
+        self.limits.arm(item, settings.timeout, source)
+        return True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> bool | None:
+        if not uses_testnet(item):
+            return None
+        self.limits.disarm()
+        return True
