@@ -68,13 +68,22 @@ def test_passes(testnet):
 """
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("backend", "xdist"),
+    [
+        pytest.param("local", [], id="local"),
+        pytest.param("local", ["-n", "2"], id="local-xdist"),
+        pytest.param(
+            "docker", [], id="docker", marks=engines.needs_docker("a docker test's explanation")
+        ),
+    ],
+)
 def test_a_crashed_replica_is_explained_in_the_output_and_in_junit(
-    pytester: pytest.Pytester, backend: str
+    pytester: pytest.Pytester, backend: str, xdist: list[str]
 ) -> None:
     pytester.makepyfile(CRASHING_REPLICA)
     result = pytester.runpytest_subprocess(
-        "-q", "--backend", backend, "--junitxml=junit.xml", "-p", "no:cacheprovider"
+        "-q", "--backend", backend, "--junitxml=junit.xml", "-p", "no:cacheprovider", *xdist
     )
     result.assert_outcomes(passed=1, failed=1)
     artifacts = (
@@ -87,7 +96,7 @@ def test_a_crashed_replica_is_explained_in_the_output_and_in_junit(
             "*AssertionError: the replica is down*",
             "*- harness: what happened -*",
             "test window: * s; times are seconds since the test started",
-            f"testnet ic-0 ({backend} backend): * events",
+            f"testnet ic-* ({backend} backend): * events",  # under xdist: ic-0 or ic-1
             "*registry version 1: the initial topology*",
             "*replicafaults of subnet-0-node-0 injected*",
             "*SIGKILL to the replica of subnet-0-node-0 injected*",
@@ -327,4 +336,46 @@ def test_every_rerun_attempt_has_its_own_testnet_artifacts_and_report(
     index = (root / "index.html").read_text()
     assert "test_flaky (attempt 1)" in index and "test_flaky (attempt 2)" in index
     assert "1 passed, 1 rerun" in index
+    _nothing_left()
+
+
+STUCK = """
+import signal, time
+import pytest
+from harness.driver import InternetComputer, Subnet, SubnetType
+from harness.pytest_plugin import define_testnet
+
+testnet = define_testnet(
+    lambda: InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+)
+
+@pytest.mark.timeout(2, func_only=True)
+def test_stuck(testnet):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # no handler will run
+    time.sleep(600)
+"""
+
+
+def test_a_test_stuck_past_its_limit_is_ended_by_the_watchdog_with_its_evidence(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(STUCK)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--timeout-grace", "2", timeout=120
+    )
+    assert result.ret == 1
+    result.stderr.fnmatch_lines(
+        [
+            "harness: TIMEOUT: *test_stuck ran * s, over its limit of 2 s (its timeout marker)*. "
+            "It did not stop "
+            "within 2 s of its limit (stuck where no signal handler runs): ending the session",
+            "Thread 0x* (most recent call first):",  # every thread's stack, the test's too:
+            '*File "*test_a_test_stuck_past_its_limit*.py", line * in test_stuck',
+            "harness: what happened:",
+            "*registry version 1: the initial topology*",
+        ]
+    )
+    artifacts = next((pytester.path / "artifacts").glob("*test_stuck"))
+    assert (artifacts / "report.html").is_file()
+    assert "outcome: timeout (stuck)" in (artifacts / "ic-0" / "summary.txt").read_text()
     _nothing_left()

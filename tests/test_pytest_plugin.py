@@ -213,7 +213,15 @@ def test_a_failed_start_leaves_artifacts_that_junit_links(
     pytester.makepyfile(FAILING_START)
     result = pytester.runpytest_subprocess("--junitxml=junit.xml", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*artifacts of the failed start: *nosubnets-0*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*artifacts of the failed start: *nosubnets-0*",
+            "*- harness: what happened -*",
+            "testnet nosubnets-0 (local backend): * events",
+            "*api-bn-0 ic-boundary * ic-boundary started (pid *)",
+            "artifacts: *test_never_runs",
+        ]
+    )
     where = Path(
         _junit_properties(pytester.path / "junit.xml")["test_never_runs"]["harness_artifacts"]
     )
@@ -223,6 +231,8 @@ def test_a_failed_start_leaves_artifacts_that_junit_links(
         / "artifacts"
         / "test_a_failed_start_leaves_artifacts_that_junit_links.py_test_never_runs"
     )
+    error = ElementTree.parse(pytester.path / "junit.xml").find(".//testcase/error")
+    assert error is not None and "harness: what happened" in (error.text or "")
     summary = (where / "nosubnets-0" / "summary.txt").read_text()
     assert "the start failed" in summary and "status check failed with 503" in summary
     assert (where / "nosubnets-0" / "nodes" / "api-bn-0" / "ic-boundary.log").stat().st_size > 0

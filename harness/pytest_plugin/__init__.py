@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import faulthandler
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -74,7 +76,12 @@ from harness.driver.report import (
 from harness.driver.testnet import EVENTS_FILE
 from harness.driver.timeline import journal_events
 from harness.pytest_plugin.interrupts import Interrupts
-from harness.pytest_plugin.timelimit import PytestTimeoutHooks, TimeLimits, uses_testnet
+from harness.pytest_plugin.timelimit import (
+    DEFAULT_GRACE,
+    PytestTimeoutHooks,
+    TimeLimits,
+    uses_testnet,
+)
 
 run_key = pytest.StashKey[Run]()
 artifacts_key = pytest.StashKey[Path]()
@@ -164,6 +171,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
     )
     add(
+        "--timeout-grace",
+        "harness_timeout_grace",
+        "seconds a test over its time limit has to stop before a watchdog collects its "
+        "artifacts, tears its testnets down and ends the session (default 30)",
+        default=None,
+    )
+    add(
         "--log-tail",
         "harness_log_tail",
         f"lines of each log worth reading that a failed test's explanation shows (default "
@@ -226,10 +240,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[failed_starts_key] = {}
     config.stash[reports_key] = ReportWriter()
     config.stash[interrupts_key] = Interrupts()
-    limits = config.stash[limits_key] = TimeLimits(config)
+    limits = config.stash[limits_key] = TimeLimits(config, _grace(config), _stuck)
     config.pluginmanager.register(SessionIndex(config), "harness-session-index")
     if config.pluginmanager.hasplugin("timeout"):
         config.pluginmanager.register(PytestTimeoutHooks(limits), "harness-time-limits")
+
+
+def _grace(config: pytest.Config) -> float:
+    value = _setting(config, "harness_timeout_grace", DEFAULT_GRACE)
+    try:
+        grace = float(value)
+    except ValueError:
+        grace = -1.0
+    if not grace > 0:
+        raise pytest.UsageError(f"harness_timeout_grace = {value!r}: use a number of seconds > 0")
+    return grace
 
 
 def _log_tail(config: pytest.Config) -> int:
@@ -285,7 +310,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     )
     limits = item.config.stash[limits_key]
     if uses_testnet(item) and not limits.armed:
-        limits.arm(item, None, "")
+        limits.arm(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """The test is over, whatever happened (a setup that failed too): its clock stops."""
+    try:
+        return (yield)
+    finally:
+        item.config.stash[limits_key].disarm()
 
 
 class SessionIndex:
@@ -649,27 +683,56 @@ def pytest_runtest_makereport(
         _finish(item, report.outcome, report.duration, failure)
         _link_artifacts(item, report, window.directory)
         if report.failed:
-            evidence = [
-                TestnetEvidence(
-                    c.testnet.testnet_id,
-                    c.testnet.backend.name,
-                    c.artifacts,
-                    c.testnet.journal.events(),
-                    window.scans.get(c.testnet.testnet_id, LogScan()),
-                )
-                for c in window.collected
-            ]
-            text = explain(
-                window.start,
-                time.time(),  # the checks' verdicts came after the window's end
-                evidence,
-                window.directory,
-                window.directory / REPORT_FILE,
-            )
-            if window.problems:
-                text += "\n" + "\n".join(window.problems)
+            text = _explanation(window)
             _add_explanation(report, window.directory, text)
     return report
+
+
+def _explanation(window: Window) -> str:
+    """What happened during the test's window, from what `_gather` collected."""
+    assert window.directory is not None
+    evidence = [
+        TestnetEvidence(
+            c.testnet.testnet_id,
+            c.testnet.backend.name,
+            c.artifacts,
+            c.testnet.journal.events(),
+            window.scans.get(c.testnet.testnet_id, LogScan()),
+        )
+        for c in window.collected
+    ]
+    text = explain(
+        window.start,
+        time.time(),  # the checks' verdicts came after the window's end
+        evidence,
+        window.directory,
+        window.directory / REPORT_FILE,
+    )
+    return "\n".join([text, *window.problems])
+
+
+def _stuck(item: pytest.Item, message: str) -> None:
+    """The watchdog's last word, in its thread (the main thread is stuck): the stacks of every
+    thread, the test's artifacts, report and explanation, then its testnets torn down."""
+    capture = item.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with contextlib.suppress(Exception):
+            capture.suspend_global_capture(in_=False)
+    print(f"\nharness: {message}", file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    factory = item.config.stash.get(factory_key, None)
+    live = list(factory.live) if factory is not None else []
+    if live:
+        _gather(item, live)
+        window = _window(item)
+        _finish(item, "timeout (stuck)", time.time() - window.start, message)
+        item.config.stash[reports_key].close()  # the report is written before the exit
+        print(f"{SECTION}:\n{_explanation(window)}", file=sys.stderr, flush=True)
+    for testnet in live:
+        with contextlib.suppress(Exception):
+            testnet.close()
+    if factory is not None:
+        factory.run.close()
 
 
 def _explain_failed_start(item: pytest.Item, report: pytest.TestReport, where: Path) -> None:

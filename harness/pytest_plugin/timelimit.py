@@ -9,13 +9,20 @@ method would kill the process with no teardown, its `signal` method stops only a
 whole protocol): the limit covers the setup (a testnet's start) and the test body, and a
 SIGALRM raises `TimeLimitExceeded` in the main thread. A session limit cuts the last test's
 limit short instead of waiting for it to end.
+
+A test that does not stop then (stuck where no signal handler runs: in C code, or with SIGALRM
+blocked) is ended `harness_timeout_grace` seconds later by a watchdog thread: its artifacts and
+report are collected, its testnets torn down, every thread's stack printed, and the session
+exits with status 1 (`EXIT_STUCK`); JUnit XML is not written then.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -25,6 +32,9 @@ import pytest_timeout
 
 DEFAULT_LIMIT = 600.0
 """A test's limit when nothing sets one: the IC's driver gives each test 10 minutes."""
+DEFAULT_GRACE = 30.0
+"""How long a test over its limit has to stop before the watchdog ends the session."""
+EXIT_STUCK = 1
 
 
 class TimeLimitExceeded(pytest.fail.Exception):  # type: ignore[name-defined, misc]
@@ -45,12 +55,22 @@ def uses_testnet(item: pytest.Item) -> bool:
 
 
 class TimeLimits:
-    """Arms one SIGALRM timer at a time, for the test being run in the main thread."""
+    """Arms one SIGALRM timer, and its watchdog, at a time, for the test being run in the main
+    thread. `on_stuck(item, message)` is what the watchdog does before the process exits."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        grace: float = DEFAULT_GRACE,
+        on_stuck: Callable[[pytest.Item, str], None] | None = None,
+    ) -> None:
         self.config = config
+        self.grace = grace
+        self.on_stuck = on_stuck
         self._armed: _Armed | None = None
         self._previous: Any = None
+        self._watchdog: threading.Timer | None = None
+        self._settings: dict[str, tuple[float | None, str]] = {}
 
     def session_left(self) -> float | None:
         """The seconds the session has left under pytest-timeout's session limit, if any."""
@@ -59,9 +79,14 @@ class TimeLimits:
         expire = self.config.stash.get(pytest_timeout.SESSION_EXPIRE_KEY, 0)
         return expire - time.time() if expire else None
 
-    def arm(self, item: pytest.Item, limit: float | None, source: str) -> None:
-        """Start the test's clock: `limit` seconds (None: the default), said to come from
-        `source`; the session's limit cuts it short."""
+    def arm(self, item: pytest.Item, limit: float | None = None, source: str = "") -> None:
+        """Start the test's clock: `limit` seconds (None: what pytest-timeout said for it
+        before, else the default), said to come from `source`; the session's limit cuts it
+        short."""
+        if limit is None:
+            limit, source = self._settings.get(item.nodeid, (None, ""))
+        else:
+            self._settings[item.nodeid] = (limit, source)  # for its next attempt
         if threading.current_thread() is not threading.main_thread():
             return  # SIGALRM reaches the main thread only
         if limit is None or limit <= 0:
@@ -71,32 +96,61 @@ class TimeLimits:
             session = self.config.stash[pytest_timeout.SESSION_TIMEOUT_KEY]
             limit, source = max(left, 0.001), f"what the session's limit of {session:g} s left"
         self.disarm()
-        self._armed = _Armed(item.nodeid, limit, source, time.monotonic())
+        armed = self._armed = _Armed(item.nodeid, limit, source, time.monotonic())
         self._previous = signal.signal(signal.SIGALRM, self._expired)
         signal.setitimer(signal.ITIMER_REAL, limit)
+        self._watchdog = threading.Timer(limit + self.grace, self._stuck, (item, armed))
+        self._watchdog.name = f"harness time limit watchdog {item.nodeid}"
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     @property
     def armed(self) -> bool:
         return self._armed is not None
 
     def disarm(self) -> None:
-        if self._armed is None:
+        """Stop the test's clock and its watchdog."""
+        self._stop_timer()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._armed = None
+
+    def _stop_timer(self) -> None:
+        if self._previous is None:
             return
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous or signal.SIG_DFL)
-        self._armed = None
+        signal.signal(signal.SIGALRM, self._previous)
+        self._previous = None
 
     def _expired(self, signum: int, frame: FrameType | None) -> None:
         __tracebackhide__ = True  # the test's own frames say where it was
+        self._stop_timer()  # the watchdog stays until the test has stopped
         armed = self._armed
-        self.disarm()
         if armed is None:
             return
+        raise TimeLimitExceeded(self.message(armed))
+
+    @staticmethod
+    def message(armed: _Armed) -> str:
         ran = time.monotonic() - armed.started
-        raise TimeLimitExceeded(
+        return (
             f"TIMEOUT: {armed.nodeid} ran {ran:.1f} s, over its limit of {armed.limit:g} s "
             f"({armed.source}); its testnets were still up for the artifacts and the report"
         )
+
+    def _stuck(self, item: pytest.Item, armed: _Armed) -> None:
+        if self._armed is not armed:
+            return  # disarmed in the meantime
+        message = (
+            f"{self.message(armed)}. It did not stop within {self.grace:g} s of its limit "
+            f"(stuck where no signal handler runs): ending the session"
+        )
+        try:
+            if self.on_stuck is not None:
+                self.on_stuck(item, message)
+        finally:
+            os._exit(EXIT_STUCK)
 
 
 class PytestTimeoutHooks:
