@@ -379,3 +379,26 @@ def test_a_test_stuck_past_its_limit_is_ended_by_the_watchdog_with_its_evidence(
     assert (artifacts / "report.html").is_file()
     assert "outcome: timeout (stuck)" in (artifacts / "ic-0" / "summary.txt").read_text()
     _nothing_left()
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('log_patterns(forbid=["("])', "*test_x: log_patterns: forbidden log pattern '(' is not*"),
+        (
+            'log_patterns(forbid=["x"], al=["y"])',
+            "*test_x: log_patterns takes forbid=*; got ?'al'?",
+        ),
+        ("timeout(5)", None),
+    ],
+)
+def test_a_bad_log_patterns_marker_is_a_usage_error_before_anything_runs(
+    pytester: pytest.Pytester, marker: str, message: str | None
+) -> None:
+    pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\ndef test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    if message is None:
+        result.assert_outcomes(passed=1)  # a test without a testnet: pytest-timeout's own
+        return
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

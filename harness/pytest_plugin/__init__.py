@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import faulthandler
+import logging
 import re
 import shutil
 import sys
@@ -82,6 +83,8 @@ from harness.pytest_plugin.timelimit import (
     TimeLimits,
     uses_testnet,
 )
+
+log = logging.getLogger(__name__)
 
 run_key = pytest.StashKey[Run]()
 artifacts_key = pytest.StashKey[Path]()
@@ -306,11 +309,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     factory = item.config.stash.get(factory_key, None)
     live = factory.live if factory is not None else []
     item.stash[window_key] = Window(
-        time.time(), {testnet.testnet_id: testnet.log_marks() for testnet in live}
+        time.time(), {testnet.testnet_id: _marks(testnet) for testnet in live}
     )
     limits = item.config.stash[limits_key]
     if uses_testnet(item) and not limits.armed:
         limits.arm(item)
+
+
+def _marks(testnet: Testnet) -> LogMarks:
+    """Where the testnet's logs stand; where that cannot be read, their starts (the log checks
+    then see more lines than the test's, never fewer)."""
+    try:
+        return testnet.log_marks()
+    except Exception as exc:
+        log.warning("the log marks of %s could not be read: %r", testnet.testnet_id, exc)
+        return {}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -373,6 +386,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check the markers of the checks before anything runs; skip manual tests unless asked."""
+    for item in items:
+        if item.get_closest_marker("log_patterns"):
+            log_patterns_for(item)
+        if item.get_closest_marker("metric_thresholds"):
+            thresholds_for(item)
     if _setting(config, "harness_run_manual", False):
         return
     skip = pytest.mark.skip(reason="manual test: run it with --run-manual")
