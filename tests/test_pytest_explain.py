@@ -98,7 +98,8 @@ def test_a_crashed_replica_is_explained_in_the_output_and_in_junit(
             "test window: * s; times are seconds since the test started",
             f"testnet ic-* ({backend} backend): * events",  # under xdist: ic-0 or ic-1
             "*registry version 1: the initial topology*",
-            "*replicafaults of subnet-0-node-0 injected*",
+            "*subnet-0-node-0 replica * replica fault knobs (fail_at_start=3) of subnet-0-node-0 "
+            "injected",
             "*SIGKILL to the replica of subnet-0-node-0 injected*",
             "*! subnet-0-node-0 replica * replica exited on its own (exit code 3)*",
             "*replica backs off*",
@@ -159,9 +160,12 @@ def test_defaults_only(testnet):
 """
 
 
-def test_a_forbidden_line_fails_a_test_that_passed_naming_it(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_forbidden_line_fails_a_test_that_passed_naming_it(
+    pytester: pytest.Pytester, backend: str
+) -> None:
     pytester.makepyfile(FORBIDDEN_LINE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rf")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--backend", backend)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [

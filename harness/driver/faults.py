@@ -78,6 +78,11 @@ class Fault(abc.ABC):
         """Undo what `apply` did (nothing, for a fault that does not last)."""
         return None
 
+    @property
+    def program(self) -> str | None:
+        """The node program it acts on, if it acts on one (for the test's events)."""
+        return None
+
     def __str__(self) -> str:
         return f"{type(self).__name__.lower()} of {self.node_id}"
 
@@ -128,6 +133,14 @@ class ReplicaFaults(Fault):
 
     survives_restart: ClassVar[bool] = True
 
+    @property
+    def program(self) -> str:
+        return "replica"
+
+    def __str__(self) -> str:
+        knobs = ", ".join(f"{name}={value!r}" for name, value in dict(self.knobs).items())
+        return f"replica fault knobs ({knobs or 'none'}) of {self.node_id}"
+
     def apply(self, target: FaultTarget) -> None:
         data = json.dumps(dict(self.knobs)).encode()
         target.capable(NodeFiles).write_node_file(self.node_id, REPLICA_FAULTS_FILE, data)
@@ -148,6 +161,10 @@ class Signal(Fault):
 
     def apply(self, target: FaultTarget) -> int:
         return target.capable(Signallable).kill_process(self.node_id, self.process, self.sig)
+
+    @property
+    def program(self) -> str:
+        return self.process
 
     def __str__(self) -> str:
         name = signal.Signals(self.sig).name

@@ -380,7 +380,9 @@ class Testnet:
         applied_at = self.journal.clock()
         result = fault.apply(target)
         level = "warning" if fault.lasting else "info"
-        self.journal.record("fault", f"{fault} injected", fault.node_id, level=level, at=applied_at)
+        self.journal.record(
+            "fault", f"{fault} injected", fault.node_id, fault.program, level, at=applied_at
+        )
         if fault.lasting:
             self._active.append(fault)
         return result
@@ -409,7 +411,7 @@ class Testnet:
     def _undo(self, fault: Fault, timeout: float) -> None:
         fault.undo(self._fault_target(fault))
         self._active.remove(fault)
-        self.journal.record("heal", f"{fault} healed", fault.node_id)
+        self.journal.record("heal", f"{fault} healed", fault.node_id, fault.program)
         if fault.stops_node:  # undone: the node was started anew
             self.await_node_healthy(fault.node_id, timeout)
 

@@ -386,12 +386,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Check the markers of the checks before anything runs; skip manual tests unless asked."""
+    """Check the log checks' markers before anything runs; skip manual tests unless asked."""
     for item in items:
         if item.get_closest_marker("log_patterns"):
             log_patterns_for(item)
-        if item.get_closest_marker("metric_thresholds"):
-            thresholds_for(item)
     if _setting(config, "harness_run_manual", False):
         return
     skip = pytest.mark.skip(reason="manual test: run it with --run-manual")
