@@ -406,3 +406,21 @@ def test_a_bad_log_patterns_marker_is_a_usage_error_before_anything_runs(
         return
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--log-tail", "-1"], "harness_log_tail = '-1': use a number of lines >= 0"),
+        (["--log-tail", "2.5"], "harness_log_tail = '2.5': use a number of lines >= 0"),
+        (["--timeout-grace", "0"], "harness_timeout_grace = '0': use a number of seconds > 0"),
+        (["--timeout-grace", "inf"], "harness_timeout_grace = 'inf': use a number of seconds > 0"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(
+    pytester: pytest.Pytester, option: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])

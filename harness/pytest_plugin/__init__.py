@@ -37,6 +37,7 @@ import contextlib
 import copy
 import faulthandler
 import logging
+import math
 import re
 import shutil
 import sys
@@ -249,26 +250,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(PytestTimeoutHooks(limits), "harness-time-limits")
 
 
-def _grace(config: pytest.Config) -> float:
-    value = _setting(config, "harness_timeout_grace", DEFAULT_GRACE)
+def _number(config: pytest.Config, name: str, default: float, what: str, valid: Any) -> float:
+    """A numeric setting (`_setting`), or a usage error saying what it must be."""
+    value = _setting(config, name, default)
     try:
-        grace = float(value)
+        number = float(value)
     except ValueError:
-        grace = -1.0
-    if not grace > 0:
-        raise pytest.UsageError(f"harness_timeout_grace = {value!r}: use a number of seconds > 0")
-    return grace
+        number = math.nan
+    if not math.isfinite(number) or not valid(number):
+        raise pytest.UsageError(f"{name} = {value!r}: use {what}")
+    return number
+
+
+def _grace(config: pytest.Config) -> float:
+    return _number(
+        config, "harness_timeout_grace", DEFAULT_GRACE, "a number of seconds > 0", lambda n: n > 0
+    )
 
 
 def _log_tail(config: pytest.Config) -> int:
-    value = _setting(config, "harness_log_tail", DEFAULT_LOG_TAIL)
-    try:
-        tail = int(value)
-    except ValueError:
-        tail = -1
-    if tail < 0:
-        raise pytest.UsageError(f"harness_log_tail = {value!r}: use a number of lines >= 0")
-    return tail
+    return int(
+        _number(
+            config,
+            "harness_log_tail",
+            DEFAULT_LOG_TAIL,
+            "a number of lines >= 0",
+            lambda n: n >= 0 and n == int(n),
+        )
+    )
 
 
 def _session_log_patterns(config: pytest.Config) -> LogPatterns:
