@@ -19,6 +19,7 @@ from harness.driver.errors import (
     BackendUnavailable,
     CapabilityMissing,
     HarnessError,
+    LogCheckFailed,
     MetricCheckFailed,
     MetricsScrapeError,
     NodeNotReady,
@@ -26,6 +27,7 @@ from harness.driver.errors import (
     TopologyError,
 )
 from harness.driver.faults import Fault, Partition, Pause, ReplicaFaults, Signal, Stop
+from harness.driver.logcheck import DEFAULT_FORBIDDEN, LogMarks, LogPatterns
 from harness.driver.metrics_check import (
     DEFAULT_ORCHESTRATOR_METRICS,
     DEFAULT_REPLICA_METRICS,
@@ -40,6 +42,7 @@ from harness.node.registry import SubnetType
 from harness.node.status import ReplicaHealthStatus, StatusResponse
 
 __all__ = [
+    "DEFAULT_FORBIDDEN",
     "DEFAULT_ORCHESTRATOR_METRICS",
     "DEFAULT_REPLICA_METRICS",
     "IC_GATEWAY_DOMAIN",
@@ -52,6 +55,9 @@ __all__ = [
     "HarnessError",
     "InternetComputer",
     "LoadReport",
+    "LogCheckFailed",
+    "LogMarks",
+    "LogPatterns",
     "MetricCheckFailed",
     "MetricThresholds",
     "MetricsScrapeError",

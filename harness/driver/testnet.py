@@ -533,15 +533,11 @@ class Testnet:
 
     def logs(self) -> dict[LogKey, bytes]:
         """Every node program's log as it is now."""
-        logs = {}
-        for node in self.nodes():
-            for program in self.backend.log_names(node.node_id):
-                try:
-                    content = b"".join(self.backend.read_log(node.node_id, program))
-                except HarnessError:
-                    continue  # a node that never started has no orchestrator log yet
-                logs[(node.node_id, program)] = content
-        return logs
+        return {
+            (node.node_id, program): content
+            for node in self.nodes()
+            for program, content in self.backend.read_logs(node.node_id).items()
+        }
 
     def scan_logs(
         self,

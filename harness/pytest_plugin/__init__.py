@@ -55,6 +55,7 @@ from harness.driver import (
     CapabilityMissing,
     HarnessError,
     InternetComputer,
+    LogCheckFailed,
     MetricCheckFailed,
     MetricThresholds,
     Run,
@@ -62,7 +63,6 @@ from harness.driver import (
     backend_names,
     sweep,
 )
-from harness.driver.errors import LogCheckFailed
 from harness.driver.explain import TestnetEvidence, explain
 from harness.driver.listing import testnet_lines
 from harness.driver.logcheck import LogMarks, LogPatterns, LogScan, logs_in, scan

@@ -167,6 +167,16 @@ class Backend(abc.ABC):
             raise self.no_log(node_id, process)
         return read_file(path, follow)
 
+    def read_logs(self, node_id: str) -> dict[str, bytes]:
+        """Every log of the node's programs as it is now, by program (`log_names`)."""
+        logs = {}
+        for process in self.log_names(node_id):
+            try:
+                logs[process] = b"".join(self.read_log(node_id, process))
+            except HarnessError:
+                continue  # a node that never started has no orchestrator log yet
+        return logs
+
     def log_sizes(self, node_id: str) -> dict[str, int]:
         """The size in bytes of each of the node's logs now (by program, as `collect_logs`
         names them), where a test's window in them starts (`harness.driver.logcheck`)."""
@@ -190,11 +200,7 @@ class Backend(abc.ABC):
         """Copy every log of the node's programs into `destination` (`<program>.log`), and the
         orchestrator's event journal (`events.jsonl`) if it wrote one."""
         destination.mkdir(parents=True, exist_ok=True)
-        for process in self.log_names(node_id):
-            try:
-                content = b"".join(self.read_log(node_id, process))
-            except HarnessError:
-                continue  # a node that never started has no orchestrator log yet
+        for process, content in self.read_logs(node_id).items():
             (destination / f"{process}.log").write_bytes(content)
         events = self.data_dir(node_id).events
         if events.is_file():
