@@ -38,7 +38,13 @@ import pytest
 # pytest-xdist (`--dist loadfile`, as scripts/check runs the suite) hands files to its workers in
 # collection order; these take longest (the first over a minute), so they start first instead of
 # running on alone after everything else. Slowest first; the rest keep their order.
-SLOWEST_FILES = ("test_swarm_machines.py", "test_pytest_plugin.py", "test_cli.py")
+SLOWEST_FILES = (
+    "test_swarm_machines.py",
+    "test_pytest_plugin.py",
+    "test_pytest_limits.py",
+    "test_pytest_explain.py",
+    "test_cli.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

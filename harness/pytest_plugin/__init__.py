@@ -681,7 +681,8 @@ def _finish(item: pytest.Item, outcome: str, duration: float, failure: str) -> N
         journal = collected.testnet.directory / EVENTS_FILE  # with the checks' verdicts now
         if journal.is_file():
             shutil.copyfile(journal, collected.artifacts / EVENTS_FILE)
-    start, end, collected_list = window.start, window.end, list(window.collected)
+    # The report's window runs to now: the checks' verdicts came after the collection.
+    start, end, collected_list = window.start, time.time(), list(window.collected)
     item.config.stash[reports_key].submit(
         window.directory,
         lambda: testnet_report(
