@@ -145,7 +145,8 @@ def test_every_rerun_attempt_has_its_own_testnet_artifacts_and_report(
 ) -> None:
     pytester.makepyfile(FLAKY)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--reruns", "1")
-    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    outcomes = result.parseoutcomes()  # with the lowest versions, also a count of warnings
+    assert (outcomes.get("passed"), outcomes.get("rerun"), outcomes.get("failed")) == (1, 1, None)
     first, second = (pytester.path / "testnets").read_text().split()
     assert first != second  # a fresh testnet for the second attempt
     root = pytester.path / "artifacts"

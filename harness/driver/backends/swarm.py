@@ -435,6 +435,9 @@ class SwarmBackend(
                     local.service.reload()
                     local.service.force_update()  # type: ignore[no-untyped-call]
                     replaced = True
+                    # The task replaced may end rejected ("error while removing network"):
+                    # its end is the harness's doing, only the new task's state counts now.
+                    since = self._started_since(time.monotonic())
             if waited > self.startup_timeout:
                 raise self._start_error(
                     local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
