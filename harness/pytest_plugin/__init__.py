@@ -10,14 +10,15 @@ In a test module::
 
     @pytest.mark.metric_thresholds(
         update_orchestrator={"orchestrator_processes_start_attempts_total": 2})
-    @pytest.mark.log_patterns(allow=[r"replica .* exited on its own"])
+    @pytest.mark.log_patterns(forbid=[r"upstream timed out"], allow=[r"ValueError: on purpose"])
     @pytest.mark.timeout(120)
     def test_crash_recovery(testnet): ...
 
 Options (each also an ini key `harness_<name>`): `--backend local|docker|swarm`,
 `--spawn fork|exec`, `--keep-testnet`, `--prometheus`, `--artifacts-dir DIR`, `--run-manual`,
-`--log-tail N`, `--log-forbid REGEX` and `--log-allow REGEX` (repeatable; ini: one per line).
-Time limits are pytest-timeout's settings (`harness.pytest_plugin.timelimit`).
+`--log-tail N`, `--log-forbid REGEX` and `--log-allow REGEX` (repeatable; ini: one per line),
+`--timeout-grace SECONDS`. Time limits are pytest-timeout's settings
+(`harness.pytest_plugin.timelimit`); Ctrl-C and SIGTERM: `harness.pytest_plugin.interrupts`.
 
 After a test with a testnet: its faults are healed; its artifacts are collected while its
 testnets are up (every node's logs and metrics, the registry, the events); if it passed, the
@@ -87,7 +88,6 @@ from harness.pytest_plugin.timelimit import (
 
 log = logging.getLogger(__name__)
 
-run_key = pytest.StashKey[Run]()
 artifacts_key = pytest.StashKey[Path]()
 kept_key = pytest.StashKey[list[dict[str, object]]]()
 # Where the start of a testnet that failed left its artifacts, by id() of the error raised.
