@@ -466,20 +466,34 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
         bool(_setting(config, "harness_prometheus", False)),
     )
     config.stash[factory_key] = factory
+    config.stash[interrupts_key].install()
+    yield factory
+    _end_testnets(config)
+
+
+def _end_testnets(config: pytest.Config) -> None:
+    """Keep the session's testnets (--keep-testnet) or remove them and its run, once: when the
+    factory's fixture is torn down, or at the very end where that teardown never ran (an older
+    pytest-rerunfailures, 14.0, leaves the session's fixtures without it after a rerun)."""
+    factory = config.stash.get(factory_key, None)
+    if factory is None:
+        return
+    del config.stash[factory_key]
     interrupts = config.stash[interrupts_key]
-    interrupts.install()
     try:
-        yield factory
         if factory.kept and interrupts.received is None:
-            harness_run.keep("kept by --keep-testnet")
+            factory.run.keep("kept by --keep-testnet")
             config.stash[kept_key] = [testnet.describe() for testnet in factory.kept]
         else:
-            for testnet in factory.kept:
+            for testnet in [*factory.live, *factory.kept]:
                 testnet.close()
-            harness_run.close()
+            factory.run.close()
     finally:
         interrupts.restore()
-        del config.stash[factory_key]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _end_testnets(config)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
