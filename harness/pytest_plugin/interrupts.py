@@ -38,6 +38,7 @@ class Interrupts:
         self._previous = {}
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        __tracebackhide__ = True  # pytest names where the test was instead
         if self.received is not None:
             print(
                 f"harness: {signal.Signals(signum).name} ignored: tearing the testnets down",
