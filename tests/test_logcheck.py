@@ -125,7 +125,7 @@ def test_the_explanation_orders_events_shows_tails_and_says_what_it_left_out(
     assert any("replica exited on its own (exit code 3) after 0.1 s" in line for line in events)
     times = [float(line.split()[0].rstrip("s")) for line in events]
     assert times == sorted(times)
-    assert f"  ... {62 - MAX_EVENTS} more (info) left out" in text
+    assert f"  ... {62 - MAX_EVENTS} more ({62 - MAX_EVENTS} info) left out" in text
     assert "log checks: 4 forbidden line(s)" in text
     header = next(line for line in lines if line.startswith("last "))
     assert header.startswith(

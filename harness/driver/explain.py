@@ -10,6 +10,7 @@ readable size: what it leaves out, it counts, and says where the rest is.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +46,12 @@ def _cut(line: str) -> str:
     return line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
 
 
-def _chosen(events: list[Event], limit: int) -> tuple[list[Event], int]:
-    """At most `limit` events, warnings and errors first, in time order; and how many were
-    left out."""
+def _chosen(events: list[Event], limit: int) -> tuple[list[Event], list[Event]]:
+    """At most `limit` events, warnings and errors first, in time order; and those left out."""
     if len(events) <= limit:
-        return events, 0
+        return events, []
     ranked = sorted(range(len(events)), key=lambda i: (events[i].level == "info", i))
-    kept = sorted(ranked[:limit])
-    return [events[i] for i in kept], len(events) - limit
+    return [events[i] for i in sorted(ranked[:limit])], [events[i] for i in ranked[limit:]]
 
 
 def _events_lines(events: list[Event], start: float) -> list[str]:
@@ -89,9 +88,12 @@ def _testnet_section(evidence: TestnetEvidence, start: float, end: float) -> lis
     shown, left_out = _chosen(events, MAX_EVENTS)
     lines += _events_lines(shown, start)
     if left_out:
+        levels = Counter(e.level for e in left_out)
+        counted = ", ".join(f"{n} {level}" for level, n in sorted(levels.items()))
+        journal = (evidence.artifacts / "events.jsonl").resolve()
         lines.append(
-            f"  ... {left_out} more (info) left out: every event is in report.html and in "
-            f"{(evidence.artifacts / 'events.jsonl').resolve()} and nodes/*/events.jsonl"
+            f"  ... {len(left_out)} more ({counted}) left out: every event is in report.html, "
+            f"{journal} and nodes/*/events.jsonl"
         )
     scan = evidence.logs
     if scan.findings:
