@@ -201,3 +201,35 @@ def test_a_test_stuck_past_its_limit_is_ended_by_the_watchdog_with_its_evidence(
     assert (artifacts / "report.html").is_file()
     assert "outcome: timeout (stuck)" in (artifacts / "ic-0" / "summary.txt").read_text()
     nothing_left()
+
+
+ARMED = """
+import pytest
+from harness.driver import InternetComputer, Subnet, SubnetType
+from harness.pytest_plugin import define_testnet, limits_key
+
+testnet = define_testnet(
+    lambda: InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
+)
+
+MARKER
+def test_armed(testnet, request):
+    assert request.config.stash[limits_key].armed is ARMED
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "marker", "armed"),
+    [
+        ([], "", True),  # the harness's default limit
+        (["--timeout", "0"], "", False),  # pytest-timeout's "no limit" holds
+        ([], "@pytest.mark.timeout(0)", False),
+        (["--timeout", "0"], "@pytest.mark.timeout(30)", True),
+    ],
+)
+def test_a_limit_of_0_means_none_as_in_pytest_timeout(
+    pytester: pytest.Pytester, options: list[str], marker: str, armed: bool
+) -> None:
+    pytester.makepyfile(ARMED.replace("MARKER", marker).replace("is ARMED", f"is {armed}"))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", *options).assert_outcomes(passed=1)
+    nothing_left()

@@ -69,6 +69,7 @@ class TimeLimits:
         self.on_stuck = on_stuck
         self._armed: _Armed | None = None
         self._previous: Any = None
+        self._timing = False
         self._watchdog: threading.Timer | None = None
         self._settings: dict[str, tuple[float | None, str]] = {}
 
@@ -89,6 +90,8 @@ class TimeLimits:
             self._settings[item.nodeid] = (limit, source)  # for its next attempt
         if threading.current_thread() is not threading.main_thread():
             return  # SIGALRM reaches the main thread only
+        if limit is None and self._turned_off(item):
+            return
         if limit is None or limit <= 0:
             limit, source = DEFAULT_LIMIT, "the harness's default; set `timeout` to change it"
         left = self.session_left()
@@ -98,11 +101,23 @@ class TimeLimits:
         self.disarm()
         armed = self._armed = _Armed(item.nodeid, limit, source, time.monotonic())
         self._previous = signal.signal(signal.SIGALRM, self._expired)
+        self._timing = True
         signal.setitimer(signal.ITIMER_REAL, limit)
         self._watchdog = threading.Timer(limit + self.grace, self._stuck, (item, armed))
         self._watchdog.name = f"harness time limit watchdog {item.nodeid}"
         self._watchdog.daemon = True
         self._watchdog.start()
+
+    def _turned_off(self, item: pytest.Item) -> bool:
+        """Whether the test's limit is explicitly 0, pytest-timeout's "no limit" (a marker,
+        `--timeout 0`, the ini key or PYTEST_TIMEOUT): then the default does not apply."""
+        marker = item.get_closest_marker("timeout")
+        if marker is not None:
+            value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+            return value in (0, "0")
+        if not self.config.pluginmanager.hasplugin("timeout"):
+            return False
+        return bool(pytest_timeout.get_env_settings(self.config).timeout == 0)
 
     @property
     def armed(self) -> bool:
@@ -117,18 +132,18 @@ class TimeLimits:
         self._armed = None
 
     def _stop_timer(self) -> None:
-        if self._previous is None:
+        if not self._timing:
             return
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self._previous)
-        self._previous = None
+        self._timing = False
 
     def _expired(self, signum: int, frame: FrameType | None) -> None:
         __tracebackhide__ = True  # the test's own frames say where it was
         self._stop_timer()  # the watchdog stays until the test has stopped
         armed = self._armed
-        if armed is None:
-            return
+        if armed is None or pytest_timeout.is_debugging():
+            return  # nor does pytest-timeout interrupt a debugger
         raise TimeLimitExceeded(self.message(armed))
 
     @staticmethod
@@ -140,8 +155,8 @@ class TimeLimits:
         )
 
     def _stuck(self, item: pytest.Item, armed: _Armed) -> None:
-        if self._armed is not armed:
-            return  # disarmed in the meantime
+        if self._armed is not armed or pytest_timeout.is_debugging():
+            return  # disarmed in the meantime, or someone is debugging it
         message = (
             f"{self.message(armed)}. It did not stop within {self.grace:g} s of its limit "
             f"(stuck where no signal handler runs): ending the session"
