@@ -783,13 +783,10 @@ def _explain_failed_start(item: pytest.Item, report: pytest.TestReport, where: P
     for testnet_dir in sorted(p for p in where.iterdir() if p.is_dir()):
         logs = dict(logs_in(testnet_dir))
         scanned = scan(logs, {}, log_patterns_for(item), _log_tail(item.config))
-        backend = "?"
-        for line in (testnet_dir / "summary.txt").read_text().splitlines()[:1]:
-            backend = line.partition("(")[2].partition(" backend")[0] or "?"
         evidence.append(
             TestnetEvidence(
                 testnet_dir.name,
-                backend,
+                _setting(item.config, "harness_backend", "local"),  # every testnet's
                 testnet_dir,
                 journal_events(testnet_dir / EVENTS_FILE),
                 scanned,
