@@ -716,7 +716,8 @@ def pytest_runtest_makereport(
         failed_start = item.config.stash[failed_starts_key].get(id(call.excinfo.value))
         if failed_start is not None:
             _link_artifacts(item, report, failed_start)
-            _explain_failed_start(item, report, failed_start)
+            with _never_hiding(report):
+                _explain_failed_start(item, report, failed_start)
         return report
     window = item.stash.get(window_key, None)
     if report.when == "call" and window is not None and window.directory is not None:
@@ -724,9 +725,19 @@ def pytest_runtest_makereport(
         _finish(item, report.outcome, report.duration, failure)
         _link_artifacts(item, report, window.directory)
         if report.failed:
-            text = _explanation(window)
-            _add_explanation(report, window.directory, text)
+            with _never_hiding(report):
+                _add_explanation(report, window.directory, _explanation(window))
     return report
+
+
+@contextlib.contextmanager
+def _never_hiding(report: pytest.TestReport) -> Iterator[None]:
+    """An explanation that cannot be made says why in the report, and never hides the test's
+    own outcome."""
+    try:
+        yield
+    except Exception as exc:
+        report.sections.append((SECTION, f"the explanation could not be made: {exc!r}"))
 
 
 def _explanation(window: Window) -> str:
