@@ -13,7 +13,7 @@ import pytest
 
 from harness.driver import HarnessError
 from harness.driver.explain import MAX_EVENTS, TestnetEvidence, explain
-from harness.driver.logcheck import LogPatterns, scan, window
+from harness.driver.logcheck import LogPatterns, last_lines, scan, window
 from harness.driver.timeline import Event
 
 BEFORE = b"2026-12-07 10:00:00,000 replica INFO x: Traceback (most recent call last): old\n"
@@ -58,6 +58,10 @@ def test_a_log_that_shrank_or_is_new_is_read_from_its_start() -> None:
     assert window(b"a\nb\n", 0) == (1, ["a", "b"])
     # A mark inside a line being written takes the whole line.
     assert window(b"a\nbc\nd\n", 3) == (2, ["bc", "d"])
+    assert last_lines(b"a\nb\nc\n", 2) == ["b", "c"]
+    assert last_lines(b"a\nb\nc", 2) == ["b", "c"]  # a last line still being written
+    assert last_lines(b"a\nb\n", 5) == ["a", "b"]
+    assert last_lines(b"", 3) == []
     result = scan({("n0", "ic-gateway"): DURING}, {}, LogPatterns(), 0)
     assert len(result.findings) == 4
     assert result.tails == {}

@@ -144,8 +144,18 @@ def scan(
             if ERROR_LINE.search(text):
                 result.errors.append(LogLine(node, program, number, text))
         if tail > 0:
-            result.tails[key] = content.decode("utf-8", errors="replace").splitlines()[-tail:]
+            result.tails[key] = last_lines(content, tail)
     return result
+
+
+def last_lines(content: bytes, count: int) -> list[str]:
+    """The last `count` lines of a log, decoding only them (a log can be long)."""
+    start = len(content)
+    for _ in range(count + 1):  # one more: the log's own last newline
+        start = content.rfind(b"\n", 0, start)
+        if start < 0:
+            break
+    return content[start + 1 :].decode("utf-8", errors="replace").splitlines()[-count:]
 
 
 def logs_in(testnet_artifacts: Path) -> Iterator[tuple[LogKey, bytes]]:

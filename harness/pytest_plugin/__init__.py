@@ -316,7 +316,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """The test's window starts here: a testnet its fixtures start is part of it, and the logs
     of those already up are checked from where they stand now. Its time limit starts too."""
     factory = item.config.stash.get(factory_key, None)
-    live = factory.live if factory is not None else []
+    # Only a test that uses testnets has log checks, and a time limit of the harness's.
+    live = factory.live if factory is not None and uses_testnet(item) else []
     item.stash[window_key] = Window(
         time.time(), {testnet.testnet_id: _marks(testnet) for testnet in live}
     )
