@@ -9,11 +9,16 @@ import pytest
 from harness.driver import InternetComputer, Partition, Pause, Subnet, SubnetType, Testnet
 from harness.pytest_plugin import define_testnet
 
-testnet = define_testnet(
-    lambda: InternetComputer().add_subnet(
+
+def topology() -> InternetComputer:
+    """Two cloud-engine nodes with ic-gateway (also what `harness up --topology
+    systests/test_faults.py` brings up, for `pytest --testnet`)."""
+    return InternetComputer().add_subnet(
         Subnet(SubnetType.CLOUD_ENGINE).add_nodes(2).with_ic_gateway()
     )
-)
+
+
+testnet = define_testnet(topology)
 
 
 @pytest.mark.systest

@@ -367,6 +367,49 @@ def test_crash_loop_backs_off_without_burning_cpu(node: Node) -> None:
     assert "restarting it in 1.0 s (crash-loop backoff)" in program.log_text()  # type: ignore[attr-defined]
 
 
+def test_reset_forgets_the_backoff_and_starts_a_backed_off_program_at_once(node: Node) -> None:
+    """The harness's `POST /reset` (ours, not the IC's) on the dashboard."""
+    backoff = "orchestrator_process_restart_backoff_seconds"
+    program = node.start()
+    node.write()
+    first = node.await_pid("replica")
+    os.kill(first, signal.SIGKILL)  # dies quickly: restarted after 0.5 s
+    second = node.await_pid("replica", other_than=first)
+    os.kill(second, signal.SIGKILL)  # again: 1 s now
+    wait_until(lambda: node.metric(backoff, process="replica") == 1.0, "the second backoff")
+
+    answer = node.http.post(f"http://{node.ip}:7070/reset", timeout=15.0)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    lines = dict(line.split(": ", 1) for line in answer.text.splitlines())
+    # Answered after the pass that started it: the lines show it running, as GET / does.
+    assert lines["replica state"] == "running"
+    third = int(lines["replica process id"])
+    assert third not in (first, second) and alive(third)
+    assert node.info(8080, third)["pid"] == third
+    # Started after a backoff, a program keeps its delay until it stayed up 10 s; a reset
+    # forgets it at once.
+    assert node.metric(backoff, process="replica") == 0
+    assert node.metric("orchestrator_resets_total") == 1
+    assert node.metric("orchestrator_processes_start_attempts_total", process="replica") == 3
+    journal = [
+        json.loads(line)
+        for line in (node.data_dir / "logs" / "events.jsonl").read_text().splitlines()
+    ]
+    assert [e["backoffs"] for e in journal if e["event"] == "reset"] == [{"replica": 1.0}]
+    assert "reset: crash-loop backoffs forgotten (replica 1 s)" in program.log_text()  # type: ignore[attr-defined]
+
+    # A running program is left alone by another reset.
+    again = node.http.post(f"http://{node.ip}:7070/reset", timeout=15.0)
+    assert again.status_code == 200 and "replica process id: " + str(third) in again.text
+    assert node.pid("replica") == third
+    # The next quick exit backs off by the first delay, as on a fresh orchestrator (not 2 s).
+    os.kill(third, signal.SIGKILL)
+    node.await_pid("replica", other_than=third)
+    assert node.metric(backoff, process="replica") == 0.5
+    assert node.http.get(f"http://{node.ip}:7070/reset").status_code == 404
+
+
 @pytest.mark.parametrize("gate", ["flag", "registry feature"])
 def test_gateway_runs_on_cloud_engines_only_while_the_gate_is_on(node: Node, gate: str) -> None:
     node.start(*(["--enable-ic-gateway"] if gate == "flag" else []))

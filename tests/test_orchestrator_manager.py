@@ -484,6 +484,75 @@ def test_stop_during_backoff_cancels_the_restart(metrics, clock) -> None:
     assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0
 
 
+def test_forgetting_the_backoff_starts_a_backed_off_program_at_once(metrics, clock) -> None:
+    """The harness's reset: a program in BACKOFF is due at once, with no delay left, and its
+    next quick exit backs off by the first delay again, as on a fresh orchestrator."""
+    replica = replica_manager(metrics, clock)
+    runner = runner_of(replica)
+    args = ReplicaArgs("v1", "subnet-a", "127.1.0.2")
+    run(replica.ensure_running(args))
+    runner.exit(1, runtime=0.2)  # a quick exit: 0.5 s
+    replica.transition()
+    clock.advance(0.5)
+    run(replica.ensure_running(args))
+    runner.exit(1, runtime=0.2)  # another: 1 s
+    replica.transition()
+    assert replica.state is ProcessState.BACKOFF
+    assert replica.next_wakeup() == clock.now + 1.0
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 1.0
+
+    assert replica.forget_backoff() == 1.0
+    assert replica.state is ProcessState.BACKOFF  # until the pass's checks start it
+    assert replica.next_wakeup() is None  # no retry pending: nothing for the loop to wait for
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0
+    run(replica.ensure_running(args))  # no time passed: started at once
+    assert replica.state is ProcessState.RUNNING
+    assert len(runner.starts) == 3
+
+    runner.exit(1, runtime=0.2)
+    replica.transition()
+    assert replica.next_wakeup() == clock.now + 0.5  # the first delay again, not 2 s
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0.5
+
+
+def test_forgetting_the_backoff_leaves_a_running_program_alone(metrics, clock) -> None:
+    replica = replica_manager(metrics, clock)
+    runner = runner_of(replica)
+    args = ReplicaArgs("v1", "subnet-a", "127.1.0.2")
+    run(replica.ensure_running(args))
+    runner.exit(1, runtime=0.2)
+    replica.transition()
+    clock.advance(0.5)
+    run(replica.ensure_running(args))  # restarted after the backoff; its delay is kept
+    pid = replica.pid()
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0.5
+
+    assert replica.forget_backoff() == 0.5
+    assert replica.state is ProcessState.RUNNING and replica.pid() == pid
+    assert sample(metrics, "orchestrator_process_restart_backoff_seconds", process="replica") == 0
+    run(replica.ensure_running(args))
+    assert replica.pid() == pid and len(runner.starts) == 2 and runner.stops == 0
+    runner.exit(1, runtime=0.2)
+    replica.transition()
+    assert replica.next_wakeup() == clock.now + 0.5  # not 1 s: the delay was forgotten
+    # Nothing to forget: a no-op that says so.
+    stopped = replica_manager(metrics, clock, FakeRunner("replica"))
+    assert stopped.forget_backoff() == 0.0
+    assert stopped.state is ProcessState.STOPPED
+
+
+def test_a_backed_off_program_no_longer_wanted_stays_stopped_after_a_reset(metrics, clock) -> None:
+    replica = replica_manager(metrics, clock)
+    runner = runner_of(replica)
+    run(replica.ensure_running(ReplicaArgs("v1", "subnet-a", "127.1.0.2")))
+    runner.exit(1, runtime=0.2)
+    replica.transition()
+    replica.forget_backoff()
+    replica.stop()  # what the policy does with a program it does not want
+    assert replica.state is ProcessState.STOPPED
+    assert len(runner.starts) == 1
+
+
 def test_backoff_delays() -> None:
     backoff = Backoff(initial=0.5, factor=2, maximum=3)
     delays = [0.0]

@@ -30,7 +30,7 @@ from harness.driver.backends.capabilities import (
     Signallable,
     Stoppable,
 )
-from harness.driver.errors import CapabilityMissing
+from harness.driver.errors import CapabilityMissing, HarnessError
 from harness.driver.topology import PlannedNode
 from harness.node.layout import REPLICA_FAULTS_FILE
 
@@ -169,3 +169,26 @@ class Signal(Fault):
     def __str__(self) -> str:
         name = signal.Signals(self.sig).name
         return f"{name} to the {self.process} of {self.node_id}"
+
+
+# The faults in force are kept in the testnet's directory as JSON, so that a session attached
+# to the testnet later (`Testnet.attach`) heals what an earlier one left.
+def fault_document(fault: Fault) -> dict[str, Any]:
+    """A lasting fault as a JSON-ready document (`fault_from_document` reads it back)."""
+    fields = dict(vars(fault))
+    if isinstance(fault, ReplicaFaults):
+        fields["knobs"] = dict(fault.knobs)
+    return {"kind": type(fault).__name__, **fields}
+
+
+def fault_from_document(document: Mapping[str, Any]) -> Fault:
+    """The fault of a `fault_document`; `HarnessError` naming what is wrong with it."""
+    kinds = {kind.__name__: kind for kind in (Pause, Partition, Stop, ReplicaFaults, Signal)}
+    fields = dict(document)
+    kind = kinds.get(str(fields.pop("kind", "")))
+    if kind is None:
+        raise HarnessError(f"not a fault: {json.dumps(document)}; kinds: {sorted(kinds)}")
+    try:
+        return kind(**fields)
+    except TypeError as exc:
+        raise HarnessError(f"not a {kind.__name__} fault: {json.dumps(document)}: {exc}") from None

@@ -9,8 +9,9 @@ offender, not a silent skip.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -105,6 +106,8 @@ class Sample:
     name: str
     labels: Mapping[str, str]
     value: float
+    counter: bool = False
+    """A counter's series (it only grows while its process runs)."""
 
     @property
     def key(self) -> str:
@@ -127,8 +130,63 @@ def parse_metrics(text: str, source: str = "metrics") -> list[Sample]:
             # they are recognised by name: they hold creation timestamps, never counts.
             if sample.name.endswith(_TIMESTAMP_SUFFIX):
                 continue
-            samples.append(Sample(sample.name, dict(sample.labels), float(sample.value)))
+            samples.append(
+                Sample(
+                    sample.name,
+                    dict(sample.labels),
+                    float(sample.value),
+                    family.type == "counter",
+                )
+            )
     return samples
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One metrics endpoint's counters when a reused testnet was reset (`Testnet.reset`), and
+    as they were when the testnet was fresh (just started), by series key."""
+
+    at_reset: Mapping[str, float]
+    fresh: Mapping[str, float]
+    start_time: float | None
+    """The process's `process_start_time_seconds` at the reset."""
+
+    @classmethod
+    def of(cls, at_reset: Sequence[Sample], fresh: Mapping[str, float]) -> Reference:
+        counters = {sample.key: sample.value for sample in at_reset if sample.counter}
+        return cls(counters, fresh, _start_time(at_reset))
+
+
+Baseline = Mapping[tuple[str, int], Reference]
+"""The `Reference` of every node's metrics endpoints at a reset, by (node id, port)."""
+
+START_TIME = "process_start_time_seconds"
+
+
+def counters(samples: Iterable[Sample]) -> dict[str, float]:
+    """The counters' values of a scrape, by series key."""
+    return {sample.key: sample.value for sample in samples if sample.counter}
+
+
+def since_reset(samples: Sequence[Sample], reference: Reference) -> list[Sample]:
+    """`samples` with every counter's value what it would be on a fresh testnet: its value when
+    fresh plus its increase since the reset, so that a reused testnet reads, and passes the
+    thresholds, exactly as a fresh one. Where the process started again since (its
+    `process_start_time_seconds` changed, or a counter went down), its counters count from
+    its start, as they would on a fresh testnet, and are left as they are."""
+    restarted = _start_time(samples) != reference.start_time
+    result = []
+    for sample in samples:
+        was = reference.at_reset.get(sample.key)
+        if sample.counter and was is not None and not restarted and sample.value >= was:
+            value = sample.value - was + reference.fresh.get(sample.key, 0.0)
+            sample = dataclasses.replace(sample, value=value)
+        result.append(sample)
+    return result
+
+
+def _start_time(samples: Iterable[Sample]) -> float | None:
+    return next((sample.value for sample in samples if sample.name == START_TIME), None)
 
 
 def offenders(

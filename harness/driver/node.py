@@ -12,7 +12,7 @@ import httpx
 
 from harness.driver.errors import HarnessError, MetricsScrapeError, NodeNotReady
 from harness.driver.faults import Fault, Partition, Pause, ReplicaFaults, Signal, Stop
-from harness.driver.metrics_check import Sample, parse_metrics
+from harness.driver.metrics_check import Baseline, Sample, parse_metrics, since_reset
 from harness.driver.waits import wait_until
 from harness.node.layout import Port
 from harness.node.registry import RegistrySnapshot
@@ -48,6 +48,10 @@ class NodeHost(Protocol):
 
     def heal(self, kind: type[Fault], node_id: str, timeout: float = 60.0) -> list[Fault]:
         """Undo the faults of `kind` in force on the node (see `Testnet.heal`)."""
+
+    @property
+    def baseline(self) -> Baseline:
+        """The nodes' metrics at the testnet's last reset (see `Testnet.reset`)."""
 
 
 class Node:
@@ -179,8 +183,13 @@ class Node:
         return response.text
 
     def metrics(self, port: int = Port.REPLICA_METRICS) -> list[Sample]:
-        """Scrape and parse the node's metrics on `port` (9090 replica, 9091 orchestrator)."""
-        return parse_metrics(self.metrics_text(port), f"{self.node_id}:{port}")
+        """Scrape and parse the node's metrics on `port` (9090 replica, 9091 orchestrator).
+        On a testnet reset for reuse (`Testnet.reset`), a counter is its value when the testnet
+        was fresh plus its increase since the reset, so a test reads what it would on a fresh
+        testnet (`metrics_text` is the scrape as it is)."""
+        samples = parse_metrics(self.metrics_text(port), f"{self.node_id}:{port}")
+        reference = self.testnet.baseline.get((self.node_id, port))
+        return samples if reference is None else since_reset(samples, reference)
 
     def metric(self, name: str, port: int = Port.REPLICA_METRICS, **labels: str) -> float:
         """The value of one series; 0 when the series does not exist (yet)."""

@@ -100,6 +100,15 @@ class Prometheus:
         self._url: str | None = None
         self._running = False
 
+    @classmethod
+    def running(cls, testnet_id: str, directory: Path, url: str) -> Prometheus:
+        """The Prometheus at `url` that another process started beside a testnet this one
+        attached to: targets, samples and artifacts work; `stop()` leaves it running."""
+        prometheus = cls(testnet_id, directory, _StartedElsewhere())
+        prometheus._url = url
+        prometheus._running = True
+        return prometheus
+
     @property
     def url(self) -> str:
         if self._url is None:
@@ -310,6 +319,24 @@ class Prometheus:
     @property
     def _selector(self) -> str:
         return f'testnet="{self.testnet_id}"'
+
+
+class _StartedElsewhere:
+    """The server of a Prometheus another process started: this one never stops it."""
+
+    listen = ""
+
+    def path(self, local: Path) -> str:
+        return str(local)
+
+    def start(self, arguments: list[str]) -> str:
+        raise HarnessError("a Prometheus started elsewhere is not started again")
+
+    def exit_status(self) -> int | None:
+        return None
+
+    def stop(self, grace: float) -> None:
+        return None
 
 
 def _write_atomically(path: Path, text: str) -> None:

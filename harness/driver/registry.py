@@ -76,6 +76,21 @@ class RegistryWriter:
             self._on_change(updated.version, what)
         return updated.version
 
+    def restore(self, version: int, what: str) -> tuple[int, bool]:
+        """Make the content of `version` the latest again, written as a new version (versions
+        only grow) unless the latest has that content already; return the latest version and
+        whether it was written."""
+        with self._lock:
+            current = self.latest()
+            content = dataclasses.replace(self.store.read(version), version=current.version)
+            if content == current:
+                return current.version, False
+            updated = dataclasses.replace(content, version=current.version + 1)
+            self.store.write(updated)
+        if self._on_change is not None:
+            self._on_change(updated.version, what)
+        return updated.version, True
+
     # The mutations tests use.
     def assign_node(self, node_id: str, subnet_id: str) -> int:
         """Move a node into `subnet_id` (out of any subnet it was in)."""

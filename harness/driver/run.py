@@ -35,6 +35,8 @@ TESTNET_ID_ENV = "HARNESS_TESTNET_ID"
 NODE_ID_ENV = "HARNESS_NODE_ID"
 STATE_ROOT_ENV = "HARNESS_STATE_ROOT"
 KEEP_FILE = "keep"
+HOLD_FILE = "holder.json"
+"""In a testnet's directory: the live session attached to it (`harness.driver.holds`)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,13 @@ def docker_engine_configured() -> bool:
 
 
 def _protected(run_dir: Path) -> bool:
-    """A run that only `harness down --all` may remove: alive, or kept by --keep-testnet."""
-    return is_kept(run_dir) or owner_of(run_dir) is not None
+    """A run that only `harness down --all` may remove: alive, kept by --keep-testnet, or with
+    a testnet that a live session is attached to (`harness.driver.holds`)."""
+    if is_kept(run_dir) or owner_of(run_dir) is not None:
+        return True
+    return run_dir.is_dir() and any(
+        live_owner(hold) is not None for hold in run_dir.glob(f"*/{HOLD_FILE}")
+    )
 
 
 def is_kept(run_dir: Path) -> bool:
@@ -103,8 +110,14 @@ class Owner:
 
 def owner_of(run_dir: Path) -> Owner | None:
     """The run's owner if it is still alive (the same process: pid and start time), else None."""
+    return live_owner(run_dir / "owner.json")
+
+
+def live_owner(path: Path) -> Owner | None:
+    """The process a file names (JSON: pid, create_time, purpose) if it is still alive (the same
+    process: pid and start time), else None."""
     try:
-        owner = json.loads((run_dir / "owner.json").read_text())
+        owner = json.loads(path.read_text())
         process = psutil.Process(int(owner["pid"]))
         if abs(process.create_time() - float(owner["create_time"])) >= 0.01:
             return None

@@ -3,6 +3,7 @@ artifacts collected, and torn down so that nothing is left."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -12,11 +13,11 @@ import shutil
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -30,9 +31,18 @@ from harness.driver.errors import (
     MetricCheckFailed,
     MetricsScrapeError,
 )
-from harness.driver.faults import Fault, FaultTarget
+from harness.driver.faults import Fault, FaultTarget, fault_document, fault_from_document
+from harness.driver.holds import release_hold, take_hold
 from harness.driver.logcheck import LogKey, LogMarks, LogPatterns, LogScan, scan
-from harness.driver.metrics_check import MetricThresholds, offenders
+from harness.driver.metrics_check import (
+    Baseline,
+    MetricThresholds,
+    Reference,
+    counters,
+    offenders,
+    parse_metrics,
+)
+from harness.driver.metrics_check import Sample as MetricSample
 from harness.driver.node import Node
 from harness.driver.prometheus import DIRECTORY as PROMETHEUS_DIRECTORY
 from harness.driver.prometheus import Prometheus, ScrapeTarget, require_support
@@ -40,7 +50,12 @@ from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
 from harness.driver.sampler import SCRAPE_TIMEOUT, Sample, Sampler, Target
 from harness.driver.timeline import Journal
-from harness.driver.topology import InternetComputer, Plan
+from harness.driver.topology import (
+    InternetComputer,
+    Plan,
+    topology_document,
+    topology_from_document,
+)
 from harness.driver.waits import wait_until
 from harness.node.layout import Port
 from harness.node.registry import RegistrySnapshot, SubnetType
@@ -56,6 +71,10 @@ Progress = Callable[[str, int, int], None]
 RECORD_FILE = "testnet.json"
 """A live testnet's record in its directory: `describe()` and its state, for `harness ls`."""
 EVENTS_FILE = "events.jsonl"
+FAULTS_FILE = "faults.json"
+FRESH_FILE = "fresh-counters.json"
+"""The counters of the testnet just started, which a reset testnet's counters count from."""
+"""The faults in force (`Testnet.inject`), for a session that attaches to the testnet later."""
 """The driver's events (`Testnet.journal`), in the testnet's directory and its artifacts."""
 TESTNET_IDS = Claims("testnets")
 _numbers: dict[str, Iterator[int]] = defaultdict(itertools.count)
@@ -143,17 +162,21 @@ class Testnet:
         backend: str | type[Backend] = "local",
         options: BackendOptions | None = None,
         sample: bool = False,
+        *,
+        testnet_id: str | None = None,
     ) -> None:
         """`backend` names a registered backend (`harness.driver.backend_names()`) or is a
         `Backend` class (a fake one, in the harness's own tests). With `sample`, the nodes'
-        key metrics are sampled while the testnet is up (`sampler`), for tests' reports."""
+        key metrics are sampled while the testnet is up (`sampler`), for tests' reports.
+        `testnet_id` is that of a running testnet of `run` to attach to (`attach()`)."""
         self.topology = topology
         self.plan: Plan = topology.plan()  # validates before anything starts
         self.run = run
-        self.testnet_id = claim_testnet_id(self.plan.name, run.run_id)
+        self.attached = testnet_id is not None
+        self.testnet_id = testnet_id or claim_testnet_id(self.plan.name, run.run_id)
         try:
             self.directory = run.directory / self.testnet_id
-            self.directory.mkdir(parents=True)
+            self.directory.mkdir(parents=True, exist_ok=self.attached)
             self.journal = Journal(self.directory / EVENTS_FILE)
             self.registry = RegistryWriter(self.directory / "registry", on_change=self._changed)
             backend_type = get_backend(backend) if isinstance(backend, str) else backend
@@ -166,7 +189,8 @@ class Testnet:
                 (options or BackendOptions()).sized_for(len(self.plan.nodes)),
             )
         except BaseException:
-            TESTNET_IDS.release(self.testnet_id)
+            if not self.attached:
+                TESTNET_IDS.release(self.testnet_id)
             raise
         self.http = httpx.Client(trust_env=False)
         self.sampler = Sampler(self._sample_targets, self.journal) if sample else None
@@ -176,6 +200,74 @@ class Testnet:
         self._closed = False
         self._prometheus: Prometheus | None = None
         self._prometheus_lock = threading.Lock()
+        self.baseline: Baseline = {}
+        """The nodes' metrics at the last `reset()`: the metric checks count from there."""
+        self._fresh: dict[tuple[str, int], dict[str, float]] = {}
+
+    @classmethod
+    def attach(
+        cls,
+        run: Run,
+        testnet_id: str,
+        record: Mapping[str, Any],
+        sample: bool = False,
+        purpose: str = "a process",
+    ) -> Testnet:
+        """The running testnet `testnet_id` of `run` (started by another process, which may be
+        gone), taken over from its `record` (`testnet.json`) and directory: its nodes, registry,
+        faults in force and Prometheus (`harness.driver.testnets.attach` finds them by id).
+        This process holds it (`harness.driver.holds`, `purpose` says who for `harness ls`)
+        until `close()`, which lets go of it and leaves it up."""
+        take_hold(run.directory / testnet_id, testnet_id, purpose)
+        try:
+            topology = topology_from_document(record["topology"])
+            options = BackendOptions(**record["options"])
+            backend = str(record["backend"])
+        except (KeyError, TypeError, HarnessError) as exc:
+            raise HarnessError(
+                f"testnet {testnet_id} cannot be attached to: its record has no usable topology "
+                f"({exc}); was it started by an older harness?"
+            ) from None
+        except BaseException:
+            release_hold(run.directory / testnet_id)
+            raise
+        try:
+            testnet = cls(topology, run, backend, options, sample, testnet_id=testnet_id)
+        except BaseException:
+            release_hold(run.directory / testnet_id)
+            raise
+        try:
+            testnet._take_over(record)
+        except BaseException:
+            testnet.close()
+            raise
+        return testnet
+
+    def _take_over(self, record: Mapping[str, Any]) -> None:
+        first = self.registry.store.read(1)
+        ips = {node_id: node.ip for node_id, node in first.nodes.items()}
+        self.backend.attach(self.plan, ips, self.registry.path, record.get("backend_state") or {})
+        self.http.close()
+        self.http = self.backend.http_client()
+        for planned in self.plan.nodes:
+            self._nodes[planned.node_id] = Node(
+                self, planned.node_id, ips[planned.node_id], planned.domain
+            )
+        if self.plan.prometheus and record.get("prometheus"):
+            directory = self.directory / PROMETHEUS_DIRECTORY
+            self._prometheus = Prometheus.running(self.testnet_id, directory, record["prometheus"])
+        try:
+            faults = json.loads((self.directory / FAULTS_FILE).read_text())
+        except FileNotFoundError:
+            faults = []
+        except ValueError as exc:
+            raise HarnessError(f"{self.directory / FAULTS_FILE}: not JSON: {exc}") from None
+        self._active = [fault_from_document(document) for document in faults]
+        self._load_fresh_counters()
+        if self.sampler is not None:
+            self.sampler.start()
+        self._state = "up"
+        self.journal.record("attach", f"attached by pid {os.getpid()}")
 
     # Life cycle.
     def start(
@@ -210,6 +302,7 @@ class Testnet:
             if self._prometheus is not None:  # its record covers the tests from their start
                 self._prometheus.await_scraped(len(self._scrape_targets()))
                 self.journal.record("prometheus", "Prometheus has scraped every endpoint")
+            self._keep_fresh_counters()
             self._state = "up"
             self.save()
         except BaseException as failure:
@@ -262,10 +355,14 @@ class Testnet:
         self.close()
 
     def close(self) -> None:
-        """Stop every node and release its addresses and its id; safe to call twice."""
+        """Stop every node and release its addresses and its id; safe to call twice. A testnet
+        this process attached to (`attach()`) is left up: only this process lets go of it."""
         if self._closed:
             return
         self._closed = True
+        if self.attached:
+            self._detach()
+            return
         try:
             if self.sampler is not None:
                 self.sampler.stop()
@@ -279,6 +376,18 @@ class Testnet:
             (self.directory / RECORD_FILE).unlink(missing_ok=True)
             TESTNET_IDS.release(self.testnet_id)
 
+    def _detach(self) -> None:
+        try:
+            if self.sampler is not None:
+                self.sampler.stop()
+            self.backend.detach()
+            if self._state == "up":
+                self.journal.record("attach", f"pid {os.getpid()} let go of it")
+                self.save()
+        finally:
+            self.http.close()
+            release_hold(self.directory)
+
     # The record `harness ls`, `logs` and `down` read.
     def save(self) -> None:
         """Write the testnet's record (`testnet.json` in its directory), atomically: `describe()`
@@ -288,6 +397,10 @@ class Testnet:
             "backend": self.backend.name,
             "state": self._state,
             "run": self.run.run_id,
+            # What a process that attaches to it (`attach()`) needs.
+            "topology": topology_document(self.topology),
+            "options": dataclasses.asdict(self.backend.options),
+            "backend_state": self.backend.state(),
         }
         if self._state == "up":
             document.update(self.describe())
@@ -385,7 +498,14 @@ class Testnet:
         )
         if fault.lasting:
             self._active.append(fault)
+            self._save_faults()
         return result
+
+    def _save_faults(self) -> None:
+        """Keep the faults in force in the testnet's directory (`attach()` reads them)."""
+        staging = self.directory / f".{FAULTS_FILE}.{os.getpid()}"
+        staging.write_text(json.dumps([fault_document(fault) for fault in self._active]))
+        staging.replace(self.directory / FAULTS_FILE)
 
     def heal(self, kind: type[Fault], node_id: str, timeout: float = 60.0) -> list[Fault]:
         """Undo the faults of `kind` in force on the node, the latest first; return them."""
@@ -411,6 +531,7 @@ class Testnet:
     def _undo(self, fault: Fault, timeout: float) -> None:
         fault.undo(self._fault_target(fault))
         self._active.remove(fault)
+        self._save_faults()
         self.journal.record("heal", f"{fault} healed", fault.node_id, fault.program)
         if fault.stops_node:  # undone: the node was started anew
             self.await_node_healthy(fault.node_id, timeout)
@@ -492,10 +613,95 @@ class Testnet:
         for node in snapshot.api_boundary_nodes:
             node.await_status_is_healthy(Port.IC_BOUNDARY, max(0.1, deadline - time.monotonic()))
 
+    # Reset: a reused testnet (attached, or of a fixture wider than a test) before each test.
+    def reset(self, timeout: float = 60.0) -> float:
+        """Put the testnet back in the state it was started in; return the seconds it took.
+
+        The faults in force are healed (stopped nodes started again); the registry's content is
+        that of its first version again, written as a new version when it differs (versions
+        only grow); every orchestrator has acted on it and forgets its programs' crash-loop
+        backoffs (`POST /reset` on its dashboard: what was backing off starts at once); every
+        node is healthy; and the metric checks count from here (`baseline`: a counter is
+        checked as its increase since the reset)."""
+        started = time.monotonic()
+        deadline = started + timeout
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        healed = self.heal_all(timeout)
+        version, rewritten = self.registry.restore(1, "reset to the content of version 1")
+        self._reset_orchestrators(version, left())
+        self.await_all_healthy(left())
+        self.baseline = self._scrape_baseline()
+        took = time.monotonic() - started
+        done = [f"{len(healed)} fault(s) healed" if healed else "no fault in force"]
+        done.append(f"registry version {version} written" if rewritten else "registry unchanged")
+        self.journal.record("reset", f"reset in {took:.2f} s: {', '.join(done)}")
+        return took
+
+    def _reset_orchestrators(self, version: int, timeout: float) -> None:
+        """`POST /reset` to every orchestrator, again until its answer (its dashboard after the
+        reset's pass) says it has read registry `version`."""
+
+        def reset(node: Node) -> None:
+            def done() -> bool | None:
+                response = self.http.post(node.url(Port.DASHBOARD, "/reset"), timeout=timeout)
+                if response.status_code != 200:
+                    raise HarnessError(f"{response.status_code}: {response.text.strip()}")
+                seen = _dashboard_field(response.text, "last registry version")
+                return True if seen is not None and int(seen) >= version else None
+
+            wait_until(done, f"the reset of {node.node_id}'s orchestrator", timeout, 0.02)
+
+        nodes = self.nodes()
+        with ThreadPoolExecutor(min(16, len(nodes)), thread_name_prefix="reset") as pool:
+            list(pool.map(reset, nodes))
+
+    def _scrape_baseline(self) -> Baseline:
+        """The `Reference` of every metrics endpoint the nodes serve, scraped now."""
+        return {
+            endpoint: Reference.of(samples, self._fresh.get(endpoint, {}))
+            for endpoint, samples in self._scrape_all().items()
+        }
+
+    def _scrape_all(self) -> dict[tuple[str, int], list[MetricSample]]:
+        """Every metrics endpoint the nodes serve, scraped now, by (node id, port)."""
+        endpoints = [(self.node(node_id), port) for node_id, _, port in self.metrics_endpoints()]
+
+        def scrape(endpoint: tuple[Node, int]) -> list[MetricSample]:
+            node, port = endpoint
+            return parse_metrics(node.metrics_text(port), f"{node.node_id}:{port}")
+
+        workers = max(1, min(16, len(endpoints)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="scrape") as pool:
+            scraped = pool.map(scrape, endpoints)
+            return {
+                (node.node_id, port): samples
+                for (node, port), samples in zip(endpoints, scraped, strict=True)
+            }
+
+    def _keep_fresh_counters(self) -> None:
+        """The counters of the testnet just started: what a reset testnet's counters count
+        from (`reset`), kept in its directory for sessions that attach to it."""
+        self._fresh = {key: counters(samples) for key, samples in self._scrape_all().items()}
+        document = {f"{node} {port}": values for (node, port), values in self._fresh.items()}
+        (self.directory / FRESH_FILE).write_text(json.dumps(document))
+
+    def _load_fresh_counters(self) -> None:
+        try:
+            document = json.loads((self.directory / FRESH_FILE).read_text())
+        except (OSError, ValueError):
+            return  # started by an older harness: counters count from 0 at a reset
+        for key, values in document.items():
+            node, _, port = key.rpartition(" ")
+            self._fresh[(node, int(port))] = values
+
     # Metric checks.
     def check_metrics(self, thresholds: MetricThresholds | None = None) -> None:
         """Check every node of every subnet against `thresholds` (default: the IC's defaults);
-        raise `MetricCheckFailed` listing every offender. A failed scrape is an offender."""
+        raise `MetricCheckFailed` listing every offender. A failed scrape is an offender. After
+        a `reset()`, counters are checked as their increase since then (`Node.metrics`)."""
         thresholds = thresholds or MetricThresholds.defaults()
         thresholds.validate()
         problems: list[str] = []
@@ -682,3 +888,12 @@ class Testnet:
             "prometheus": self.prometheus,
             "nodes": nodes,
         }
+
+
+def _dashboard_field(text: str, key: str) -> str | None:
+    """The value of one `key: value` line of an orchestrator's dashboard."""
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None

@@ -22,6 +22,7 @@ import psutil
 from harness.driver.backend_registry import get_backend
 from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.errors import HarnessError
+from harness.driver.holds import holder_of
 from harness.driver.run import (
     Owner,
     Run,
@@ -30,7 +31,7 @@ from harness.driver.run import (
     sweep,
 )
 from harness.driver.state import state_root
-from harness.driver.testnet import RECORD_FILE, TESTNET_IDS
+from harness.driver.testnet import RECORD_FILE, TESTNET_IDS, Testnet
 
 # Owners that tear their testnet down on SIGTERM, so `harness down` may ask them to.
 STOPPABLE_OWNERS = ("harness up", "harness up --detach")
@@ -48,6 +49,8 @@ class TestnetEntry:
     record: dict[str, Any]
     owner: Owner | None
     kept: bool
+    holder: Owner | None = None
+    """A live session attached to it (`harness.driver.holds`), besides its owner."""
 
     @property
     def directory(self) -> Path:
@@ -67,10 +70,15 @@ class TestnetEntry:
         return nodes
 
     def held_by(self) -> str:
-        """Who holds the testnet, for people: `harness up --detach (pid 123)`, `kept`, ..."""
+        """Who holds the testnet, for people: `harness up --detach (pid 123)`, `kept`, ...,
+        and the session attached to it, if any."""
         if self.owner is not None:
-            return f"{self.owner.purpose or 'a run'} (pid {self.owner.pid})"
-        return "kept" if self.kept else "nobody (swept by the next run)"
+            held = f"{self.owner.purpose or 'a run'} (pid {self.owner.pid})"
+        else:
+            held = "kept" if self.kept else "nobody (swept by the next run)"
+        if self.holder is not None:
+            held += f", attached by {self.holder.purpose or 'a process'} (pid {self.holder.pid})"
+        return held
 
     def backend(self) -> Backend:
         """A backend of the testnet's kind, attached to it (to read its nodes' logs)."""
@@ -92,9 +100,26 @@ def testnets() -> list[TestnetEntry]:
         except (OSError, ValueError):
             continue  # being created, or gone with its run
         found.append(
-            TestnetEntry(testnet_id, run, record, owner_of(run.directory), is_kept(run.directory))
+            TestnetEntry(
+                testnet_id,
+                run,
+                record,
+                owner_of(run.directory),
+                is_kept(run.directory),
+                holder_of(run.directory / testnet_id),
+            )
         )
     return found
+
+
+def attach(testnet_id: str, purpose: str, sample: bool = False) -> Testnet:
+    """The running testnet `testnet_id`, held by this process until its `close()`, which leaves
+    it up (`Testnet.attach`); `HarnessError` when there is no such testnet, when it is not up,
+    or when another live process holds it."""
+    entry = find_testnet(testnet_id)
+    if entry.state != "up":
+        raise HarnessError(f"testnet {testnet_id} is {entry.state}, not up: it cannot be attached")
+    return Testnet.attach(entry.run, testnet_id, entry.record, sample, purpose)
 
 
 def find_testnet(testnet_id: str) -> TestnetEntry:
@@ -111,6 +136,11 @@ def remove_testnet(entry: TestnetEntry, force: bool = False) -> str:
     """Remove one testnet; return what was done. A `harness up` that holds it is asked to tear
     it down (SIGTERM) and waited for; one held by a running pytest session is left to it
     unless `force`; any other (kept, or its owner gone) is removed here."""
+    if entry.holder is not None and not force:
+        raise HarnessError(
+            f"testnet {entry.testnet_id} is attached to by {entry.holder.purpose or 'a process'} "
+            f"(pid {entry.holder.pid}); --force removes it now"
+        )
     owner = entry.owner
     if owner is not None:
         if owner.purpose not in STOPPABLE_OWNERS and not force:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 from harness.driver.errors import TopologyError
 from harness.node.registry import SubnetType
@@ -260,3 +261,93 @@ class InternetComputer:
             self.unassigned_nodes_version,
             prometheus=self.prometheus,
         )
+
+
+# A topology as a JSON document: kept in a running testnet's record, so that another process
+# can attach to it (`harness.driver.attach`) and tell whether it is the testnet a test declares.
+def topology_document(topology: InternetComputer) -> dict[str, Any]:
+    """`topology` as a JSON-ready document (`topology_from_document` reads it back)."""
+    return {
+        "name": topology.name,
+        "subnets": [
+            {
+                "type": subnet.subnet_type.value,
+                "nodes": subnet.nodes,
+                "replica_version": subnet.replica_version,
+                "features": sorted(subnet.features),
+                "name": subnet.name,
+            }
+            for subnet in topology.subnets
+        ],
+        "unassigned_nodes": topology.unassigned_nodes,
+        "unassigned_nodes_version": topology.unassigned_nodes_version,
+        "api_boundary_nodes": topology.api_boundary_nodes,
+        "api_boundary_domains": list(topology.api_boundary_domains),
+        "machine_labels": dict(topology.machine_labels),
+        "prometheus": topology.prometheus,
+    }
+
+
+def topology_from_document(document: Mapping[str, Any]) -> InternetComputer:
+    """The topology of a `topology_document`; `TopologyError` naming what is wrong with it."""
+    try:
+        subnets = [
+            Subnet(
+                SubnetType(subnet["type"]),
+                int(subnet["nodes"]),
+                str(subnet["replica_version"]),
+                set(subnet["features"]),
+                subnet["name"],
+            )
+            for subnet in document["subnets"]
+        ]
+        topology = InternetComputer(
+            subnets=subnets,
+            unassigned_nodes=int(document["unassigned_nodes"]),
+            api_boundary_nodes=int(document["api_boundary_nodes"]),
+            api_boundary_domains=list(document["api_boundary_domains"]),
+            name=str(document["name"]),
+            unassigned_nodes_version=str(document["unassigned_nodes_version"]),
+            machine_labels=dict(document["machine_labels"]),
+            prometheus=bool(document["prometheus"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TopologyError(f"not a topology document ({type(exc).__name__}: {exc})") from None
+    topology.validate()
+    return topology
+
+
+def topology_differences(wanted: InternetComputer, running: InternetComputer) -> list[str]:
+    """How the topology `running` differs from `wanted`, one line per difference (none: they
+    are the same testnet): subnets, node counts, versions, launch gates, unassigned and API
+    boundary nodes, machine labels, Prometheus. The testnet's name is not compared."""
+    differences = []
+
+    def compare(what: str, want: object, have: object) -> None:
+        if want != have:
+            differences.append(f"{what}: the test declares {want}, the testnet has {have}")
+
+    compare("subnets", len(wanted.subnets), len(running.subnets))
+    for index, (want, have) in enumerate(zip(wanted.subnets, running.subnets, strict=False)):
+        label = f"subnet {index} ({want.name or want.subnet_type.value})"
+        compare(f"{label} type", want.subnet_type.value, have.subnet_type.value)
+        compare(f"{label} nodes", want.nodes, have.nodes)
+        compare(f"{label} replica version", want.replica_version, have.replica_version)
+        compare(f"{label} launch gates", sorted(want.features), sorted(have.features))
+        compare(f"{label} name", want.name, have.name)
+    compare("unassigned nodes", wanted.unassigned_nodes, running.unassigned_nodes)
+    compare(
+        "unassigned nodes' version",
+        wanted.unassigned_nodes_version,
+        running.unassigned_nodes_version,
+    )
+    compare("API boundary nodes", wanted.api_boundary_nodes, running.api_boundary_nodes)
+    if wanted.api_boundary_nodes == running.api_boundary_nodes:
+        compare("API boundary domains", wanted.boundary_domains(), running.boundary_domains())
+    compare("machine labels", wanted.machine_labels, running.machine_labels)
+    compare(
+        "Prometheus",
+        "one" if wanted.prometheus else "none",
+        "one" if running.prometheus else "none",
+    )
+    return differences

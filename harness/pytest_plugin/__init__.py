@@ -39,6 +39,7 @@ import copy
 import faulthandler
 import logging
 import math
+import os
 import re
 import shutil
 import sys
@@ -77,7 +78,9 @@ from harness.driver.report import (
     testnet_report,
 )
 from harness.driver.testnet import EVENTS_FILE
+from harness.driver.testnets import attach, find_testnet
 from harness.driver.timeline import journal_events
+from harness.driver.topology import topology_differences
 from harness.pytest_plugin.interrupts import Interrupts
 from harness.pytest_plugin.timelimit import (
     DEFAULT_GRACE,
@@ -90,6 +93,7 @@ log = logging.getLogger(__name__)
 
 artifacts_key = pytest.StashKey[Path]()
 kept_key = pytest.StashKey[list[dict[str, object]]]()
+attached_key = pytest.StashKey[str]()
 # Where the start of a testnet that failed left its artifacts, by id() of the error raised.
 failed_starts_key = pytest.StashKey[dict[int, Path]]()
 ARTIFACTS_PROPERTY = "harness_artifacts"
@@ -154,6 +158,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
     )
     add(
+        "--testnet",
+        "harness_testnet",
+        "run the tests on this running testnet (an id of `harness ls`: one that `harness up "
+        "--detach` or --keep-testnet left up) instead of starting testnets: every testnet "
+        "fixture whose topology matches attaches to it, and it is reset before each test; it "
+        "stays up",
+        default=None,
+    )
+    add(
         "--prometheus",
         "harness_prometheus",
         "run a Prometheus beside every testnet (as with_prometheus() does); the tests' reports "
@@ -205,6 +218,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _check_attach(config: pytest.Config) -> None:
+    """--testnet names a testnet that is up, and the session has one process to run tests."""
+    testnet_id = _setting(config, "harness_testnet", None)
+    if not testnet_id:
+        return
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        raise pytest.UsageError(
+            f"harness_testnet = {testnet_id}: one testnet runs one test at a time, so it cannot "
+            "serve several xdist workers; run without -n (or -n 0), or leave out --testnet to "
+            "give every worker testnets of its own"
+        )
+    try:
+        entry = find_testnet(testnet_id)
+    except HarnessError as exc:
+        raise pytest.UsageError(f"harness_testnet = {testnet_id}: {exc}") from None
+    if entry.state != "up":
+        raise pytest.UsageError(f"harness_testnet = {testnet_id}: it is {entry.state}, not up")
+
+
 def _setting(config: pytest.Config, name: str, default: Any) -> Any:
     """CLI value unless unset, else ini value unless unset, else `default`."""
     value = config.getoption(name)
@@ -240,6 +272,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"harness_spawn = {spawn!r}: use one of {', '.join(SPAWN_MODES)}")
     _log_tail(config)
     _session_log_patterns(config)
+    _check_attach(config)
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
     config.stash[failed_starts_key] = {}
     config.stash[reports_key] = ReportWriter()
@@ -318,12 +351,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     factory = item.config.stash.get(factory_key, None)
     # Only a test that uses testnets has log checks, and a time limit of the harness's.
     live = factory.live if factory is not None and uses_testnet(item) else []
-    item.stash[window_key] = Window(
-        time.time(), {testnet.testnet_id: _marks(testnet) for testnet in live}
-    )
+    window = item.stash[window_key] = Window(time.time(), {})
     limits = item.config.stash[limits_key]
     if uses_testnet(item) and not limits.armed:
         limits.arm(item)
+    if factory is not None:
+        factory.window = window
+        # A testnet up from an earlier test (of a wider fixture, or attached to) that this
+        # one uses is reset first, as its fixture resets one it attaches to.
+        for testnet in factory.used_by(item):
+            factory.reset(testnet)
+    for testnet in live:
+        window.marks.setdefault(testnet.testnet_id, _marks(testnet))
 
 
 def _marks(testnet: Testnet) -> LogMarks:
@@ -409,39 +448,88 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class TestnetFactory:
-    """Starts testnets for tests and tears them down (or keeps them with --keep-testnet)."""
+    """Starts testnets for tests and tears them down (or keeps them with --keep-testnet); with
+    --testnet, attaches to that running testnet instead, once, and resets it for every test."""
 
     def __init__(
-        self, run: Run, backend: str, keep: bool, spawn: str = "fork", prometheus: bool = False
+        self,
+        run: Run,
+        backend: str,
+        keep: bool,
+        spawn: str = "fork",
+        prometheus: bool = False,
+        attach: str | None = None,
     ) -> None:
         self.run = run
         self.backend = backend
         self.keep = keep
         self.options = BackendOptions(spawn=spawn)
         self.prometheus = prometheus
+        self.attach_id = attach
+        self.attached: Testnet | None = None
         self.kept: list[Testnet] = []
         self.live: list[Testnet] = []
+        self.fixtures: dict[str, str] = {}  # testnet id -> the fixture that gave it
+        self.window: Window | None = None  # the running test's
 
     def __call__(
         self,
         topology: InternetComputer,
         timeout: float = 60.0,
         failure_artifacts: Path | None = None,
+        fixture: str = "",
     ) -> Testnet:
         """A started testnet; if its start fails, the artifacts go into `failure_artifacts`
         (a folder named after the testnet in it). With --prometheus, a Prometheus runs beside
-        it (the test's own topology is left as it was)."""
+        it (the test's own topology is left as it was). With --testnet, the testnet attached
+        to, reset, if its topology is `topology`; `HarnessError` naming the differences if
+        not (a test failure without a traceback). `fixture` names the fixture that asks
+        (which tests use the testnet)."""
         if self.prometheus and not topology.prometheus:
             topology = copy.copy(topology).with_prometheus()
-        testnet = Testnet(topology, self.run, self.backend, self.options, sample=True)
-        where = failure_artifacts / testnet.testnet_id if failure_artifacts else None
-        testnet.start(timeout, failure_artifacts=where)
+        if self.attach_id is not None:
+            testnet = self._attach(topology, fixture)
+            self.reset(testnet)
+        else:
+            testnet = Testnet(topology, self.run, self.backend, self.options, sample=True)
+            where = failure_artifacts / testnet.testnet_id if failure_artifacts else None
+            testnet.start(timeout, failure_artifacts=where)
         self.live.append(testnet)
+        self.fixtures[testnet.testnet_id] = fixture
         return testnet
+
+    def _attach(self, topology: InternetComputer, fixture: str) -> Testnet:
+        assert self.attach_id is not None
+        if self.attached is None:
+            self.attached = attach(self.attach_id, f"pytest (pid {os.getpid()})", sample=True)
+        differences = topology_differences(topology, self.attached.topology)
+        if differences:  # the message says it all: no traceback through the fixtures
+            pytest.fail(
+                f"--testnet {self.attach_id}: its topology is not the one "
+                f"{f'the fixture `{fixture}`' if fixture else 'the test'} declares:\n"
+                + "\n".join(f"  - {difference}" for difference in differences)
+                + "\nrun these tests without --testnet, or on a testnet of that topology "
+                "(harness up --detach --topology ...)",
+                pytrace=False,
+            )
+        return self.attached
+
+    def used_by(self, item: pytest.Item) -> list[Testnet]:
+        """The live testnets that `item` uses (through the fixtures that gave them)."""
+        names = set(getattr(item, "fixturenames", ()))
+        return [t for t in self.live if self.fixtures.get(t.testnet_id) in names]
+
+    def reset(self, testnet: Testnet) -> None:
+        """Reset a reused testnet; the running test's log checks start after the reset."""
+        testnet.reset()
+        if self.window is not None:
+            self.window.marks[testnet.testnet_id] = _marks(testnet)
 
     def release(self, testnet: Testnet) -> None:
         if testnet in self.live:
             self.live.remove(testnet)
+        if testnet is self.attached:
+            return  # let go of at the session's end
         if self.keep:
             self.kept.append(testnet)
         else:
@@ -465,6 +553,7 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
         bool(_setting(config, "harness_keep_testnet", False)),
         _setting(config, "harness_spawn", "fork"),
         bool(_setting(config, "harness_prometheus", False)),
+        _setting(config, "harness_testnet", None),
     )
     config.stash[factory_key] = factory
     config.stash[interrupts_key].install()
@@ -482,6 +571,9 @@ def _end_testnets(config: pytest.Config) -> None:
     del config.stash[factory_key]
     interrupts = config.stash[interrupts_key]
     try:
+        if factory.attached is not None:
+            factory.attached.close()  # lets go of it: it stays up
+            config.stash[attached_key] = factory.attached.testnet_id
         if factory.kept and interrupts.received is None:
             factory.run.keep("kept by --keep-testnet")
             config.stash[kept_key] = [testnet.describe() for testnet in factory.kept]
@@ -498,7 +590,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say how to reach the testnets that --keep-testnet left up."""
+    """Say how to reach the testnets that --keep-testnet left up, and which one --testnet
+    attached to."""
+    attached = terminalreporter.config.stash.get(attached_key, None)
+    if attached is not None:
+        terminalreporter.write_line(
+            f"attached to testnet {attached}, left up: `harness down {attached}` removes it"
+        )
     for described in terminalreporter.config.stash.get(kept_key, []):
         testnet_id = described["testnet"]
         terminalreporter.write_line(
@@ -525,7 +623,9 @@ def define_testnet(
         artifacts = artifacts_dir(request.config, request.node.nodeid, _attempt(request.node))
         shutil.rmtree(artifacts, ignore_errors=True)
         try:
-            testnet = testnet_factory(declared, timeout, failure_artifacts=artifacts)
+            testnet = testnet_factory(
+                declared, timeout, failure_artifacts=artifacts, fixture=str(request.fixturename)
+            )
         except BaseException as failure:  # a time limit or an interrupt leaves them too
             if artifacts.is_dir():
                 request.config.stash[failed_starts_key][id(failure)] = artifacts

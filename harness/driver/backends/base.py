@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from rich.console import Console
@@ -209,6 +209,24 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def teardown(self) -> None:
         """Stop every node and release everything; safe to call twice."""
+
+    # Attaching: another process takes over a testnet this backend started (`Testnet.attach`).
+    def state(self) -> dict[str, Any]:
+        """What a backend in another process needs, besides the plan and the nodes' addresses,
+        to `attach()` to this testnet (JSON-ready; kept in the testnet's record)."""
+        return {}
+
+    def attach(
+        self, plan: Plan, ips: Mapping[str, str], registry_path: Path, state: Mapping[str, Any]
+    ) -> None:
+        """Take over the running nodes of `plan` (their addresses `ips`, their registry at
+        `registry_path`) that a backend of this kind started in another process, which left
+        `state()`: from now on this backend acts on them, until `detach()`."""
+        raise HarnessError(f"the {self.name} backend cannot attach to a running testnet")
+
+    def detach(self) -> None:
+        """Let go of the nodes `attach()` took over, leaving them running."""
+        return None
 
 
 def write_file(path: Path, data: bytes | None) -> None:

@@ -217,6 +217,28 @@ class DockerBackend(
     def _node(self, node_id: str) -> _DockerNode:
         return self.known(self._nodes, node_id)
 
+    # Attaching (`Testnet.attach`): the containers are found by their names.
+    def state(self) -> dict[str, Any]:
+        return {"image": self._image, "subnet": str(self.subnet) if self.subnet else None}
+
+    def attach(
+        self, plan: Plan, ips: Mapping[str, str], registry_path: Path, state: Mapping[str, Any]
+    ) -> None:
+        self._image = state.get("image")
+        self.subnet = ipaddress.IPv4Network(state["subnet"]) if state.get("subnet") else None
+        for node in plan.nodes:
+            container = self._node_container(node.node_id)
+            local = _DockerNode(node.node_id, ips[node.node_id], self.data_dir(node.node_id).root)
+            self._nodes[node.node_id] = local
+            if container is None:
+                continue  # a node whose container is gone: starting it makes a new one
+            local.container = HarnessContainer.running(container)
+            networks = container.attrs["NetworkSettings"]["Networks"] or {}
+            local.partitioned = self.network_name not in networks
+            if container.status == "running" and not local.partitioned:
+                local.ports = self._read_ports(local)
+                local.started_at = container.attrs["State"]["StartedAt"]
+
     # Life cycle.
     def start_node(self, node: PlannedNode, registry_path: Path) -> None:
         local = self._node(node.node_id)

@@ -238,6 +238,14 @@ class HarnessContainer(DockerContainer):
     have to be pulled, and the harness removes its containers itself, by label. Networks are
     passed in the docker kwargs (`with_kwargs(network=..., networking_config=...)`)."""
 
+    @classmethod
+    def running(cls, container: Container) -> HarnessContainer:
+        """A container that an instance of this class started, in another process perhaps
+        (a testnet attached to: `Backend.attach`)."""
+        adopted = cls(str(container.attrs["Config"]["Image"]))
+        adopted._container = container
+        return adopted
+
     def start(self) -> Self:
         self._configure()
         self._container = self.get_docker_client().run(

@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -57,6 +58,7 @@ from harness.driver.backends.capabilities import (
 )
 from harness.driver.backends.prometheus_process import ProcessServer
 from harness.driver.errors import HarnessError, NodeStartError
+from harness.driver.holds import held_elsewhere
 from harness.driver.run import (
     NODE_ID_ENV,
     TESTNET_ID_ENV,
@@ -256,23 +258,84 @@ class LocalBackend(
             if local.process is not None and not local.process.ended():
                 raise HarnessError(f"node {node.node_id} is already running")
             local.data_dir.root.mkdir(parents=True, exist_ok=True)
-            local.argv = self.orchestrator_arguments(
-                node.node_id,
-                str(registry_path),
-                str(local.data_dir.root),
-                local.ip,
-                "--ic-gateway-port",
-                str(self.gateway_port),
-            )
-            local.env = {
-                **self.run.process_tags(self.testnet_id, node.node_id),
-                "PYTHONUNBUFFERED": "1",
-            }
+            self._command(local, registry_path)
             self._spawn(local)
             local.wanted = True
             local.restarts.clear()
-            if not self._supervisor.is_alive() and not self._closing.is_set():
-                self._supervisor.start()
+            self._start_supervising()
+
+    def _command(self, local: _LocalNode, registry_path: Path) -> None:
+        local.argv = self.orchestrator_arguments(
+            local.node_id,
+            str(registry_path),
+            str(local.data_dir.root),
+            local.ip,
+            "--ic-gateway-port",
+            str(self.gateway_port),
+        )
+        local.env = {
+            **self.run.process_tags(self.testnet_id, local.node_id),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _start_supervising(self) -> None:
+        if not self._supervisor.is_alive() and not self._closing.is_set():
+            self._supervisor.start()
+
+    # Attaching (`Testnet.attach`): the orchestrators are found by their pid files.
+    def state(self) -> dict[str, Any]:
+        return {"gateway_port": self.gateway_port}
+
+    def attach(
+        self, plan: Plan, ips: Mapping[str, str], registry_path: Path, state: Mapping[str, Any]
+    ) -> None:
+        self.gateway_port = int(state.get("gateway_port", Port.IC_GATEWAY))
+        with self._lock:
+            for node in plan.nodes:
+                local = _LocalNode(node.node_id, ips[node.node_id], self.data_dir(node.node_id))
+                self._nodes[node.node_id] = local
+                self._command(local, registry_path)
+                self._adopt(local)
+            self._start_supervising()
+
+    def _adopt(self, local: _LocalNode) -> None:
+        """Supervise the node's orchestrator as its pid file names it (started by another
+        process, or again while this one stood aside); one that is gone is started again."""
+        record = read_pid_file(local.data_dir.pid_file("orchestrator"))
+        pid = record.pid if record is not None else None
+        if local.process is not None and local.process.pid == pid:
+            return
+        try:
+            alive = (
+                record is not None
+                and record.create_time is not None
+                and (abs(psutil.Process(record.pid).create_time() - record.create_time) < 0.01)
+            )
+        except psutil.Error:
+            alive = False
+        if local.process is not None:
+            local.process.close()
+            local.process = None
+        if alive and pid is not None:
+            try:
+                local.process = _Orchestrator(pid, os.pidfd_open(pid))
+                local.sessions.add(pid)
+            except ProcessLookupError:
+                local.process = None
+        if local.process is None:  # the supervisor starts it again at once
+            local.process = _Orchestrator(pid or 0, None)
+        local.wanted = True
+        local.restarts.clear()
+
+    def detach(self) -> None:
+        """Stop supervising (the orchestrators run on) and hang up this process's template of
+        the testnet's run, unless another attached testnet of the run still uses it."""
+        self.stop_supervising()
+        others = _supervising.get(self.run.run_id)
+        if others is not None:
+            others.discard(self)
+            if not others:
+                _close_template(self.run.run_id)
 
     def _spawn(self, local: _LocalNode) -> None:
         log_file = local.data_dir.orchestrator_log
@@ -315,7 +378,19 @@ class LocalBackend(
 
     def _supervise(self) -> None:
         """Restart=always for the orchestrators (see the module docstring)."""
+        aside = False
         while not self._closing.wait(RESTART_DELAY):
+            # A session attached to the testnet supervises it meanwhile (`holds`); after it, the
+            # orchestrators it started are taken over.
+            if held_elsewhere(self.directory.parent):
+                aside = True
+                continue
+            if aside:
+                aside = False
+                with self._lock:
+                    for local in self._nodes.values():
+                        if local.wanted:
+                            self._adopt(local)
             for local in list(self._nodes.values()):
                 with self._lock:
                     process = local.process

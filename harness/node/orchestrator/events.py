@@ -11,7 +11,10 @@ with the kind's own fields:
 - ``backoff``: ``delay`` (s before the next start), ``reason``;
 - ``restart``: ``reason`` (new arguments: the running instance is stopped, a new one follows);
 - ``stop``: the orchestrator asks the running instance to stop;
-- ``registry``: ``version``, for program ``orchestrator`` (the version it acted on).
+- ``registry``: ``version``, for program ``orchestrator`` (the version it acted on);
+- ``reset``: ``backoffs`` (program -> the delay in s forgotten; programs without a backoff are
+  left out), for program ``orchestrator``: the harness's `POST /reset` (not the IC's) made
+  every program forget its crash-loop backoff.
 
 Lines are written whole and flushed at once, so a reader sees complete lines even while the
 orchestrator runs. A journal that cannot be written logs why once and records nothing more:

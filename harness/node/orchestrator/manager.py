@@ -14,7 +14,10 @@ reads, so the dashboard and the metrics never move a program from one state to a
 Restarts follow the IC: when new arguments call for a restart, the running instance is only
 stopped; the new one is started by a later call once the old one has exited (its exit wakes
 the main loop, so "later" means milliseconds). A program that exits on its own is restarted on
-the next pass, after an exponential backoff when it keeps dying quickly.
+the next pass, after an exponential backoff when it keeps dying quickly. `forget_backoff()` (the
+harness's `POST /reset`, from the orchestrator's pass) puts a manager back where a fresh one
+starts: no delay, no retry pending; a program in BACKOFF is started by the next
+`ensure_running`, a running one is left alone.
 """
 
 from __future__ import annotations
@@ -148,6 +151,20 @@ class ProcessManager(Generic[C, A]):
             )
             self._set_state(ProcessState.EXITED)
 
+    def forget_backoff(self) -> float:
+        """Forget the crash-loop backoff, as a fresh orchestrator has none: the delay is 0 (the
+        next quick exit backs off by `Backoff.initial` again), no retry is pending (a program in
+        BACKOFF is started by the next `ensure_running`, at once), the gauge reads 0. The state
+        and a running instance are left alone. Returns the delay forgotten (0.0: there was
+        none)."""
+        forgotten = self._delay
+        self._delay = 0.0
+        self._retry_at = None
+        self._set_gauge()
+        if forgotten > 0 or self._state is ProcessState.BACKOFF:
+            log.debug("%s: backoff of %.1f s forgotten", self.name, forgotten)
+        return forgotten
+
     # ------------------------------------------------------------------ actions
     async def ensure_running(self, args: A) -> None:
         """Make sure an instance fitting `args` runs (or will, once the old one exited)."""
@@ -216,7 +233,8 @@ class ProcessManager(Generic[C, A]):
         self._set_state(ProcessState.RUNNING)
 
     def _backoff_over(self, args: A) -> bool:
-        assert self._retry_at is not None
+        if self._retry_at is None:
+            return True  # forgotten (`forget_backoff`): due at once
         if self._process is not None and isinstance(
             decision := self._process.restart_decision(args), Restart
         ):

@@ -2,7 +2,8 @@
 
 Names follow the IC's `rs/orchestrator/src/metrics.rs`. Counters with labels are created for
 every known process up front, so `orchestrator_processes_start_attempts_total{process="replica"}`
-exists at 0 before the first start.
+exists at 0 before the first start. `orchestrator_resets_total` is ours, not the IC's: the
+harness's `POST /reset` on the dashboard.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class OrchestratorMetrics:
         self.registry_errors = Counter(
             "orchestrator_registry_errors",
             "Registry versions (or store reads) that were unusable",
+            registry=r,
+        )
+        self.resets = Counter(
+            "orchestrator_resets",
+            "Harness-only: POST /reset requests carried out (crash-loop backoffs forgotten)",
             registry=r,
         )
         for name in process_names:

@@ -7,9 +7,18 @@ when
   (a) the registry poller (every `--registry-poll-interval`) sees a new version,
   (b) a child exits (its waiter wakes the loop),
   (c) `--check-interval` passed since the last pass (10 s, like the IC), or
-  (d) a crash-loop backoff expires.
+  (d) a crash-loop backoff expires, or
+  (e) the harness's `POST /reset` on the dashboard (ours, not the IC's) asks for one.
 Between passes the loop sleeps on an event: no busy loop. SIGTERM/SIGINT end the loop, stop
 every program (SIGKILL after the grace period) and return 0.
+
+A reset is carried out by the loop, never by the dashboard's handler: `reset()` queues a
+request and wakes the loop; the next pass, right after folding the exits, makes every manager
+forget its crash-loop backoff (`ProcessManager.forget_backoff`: a program in BACKOFF is then
+started by that pass's checks if the policy wants it, a running one is untouched), journals a
+`reset` event, counts it in `orchestrator_resets_total`, and hands every queued request the
+dashboard's lines as they are after the pass. No pass within `RESET_TIMEOUT`: `ResetUnavailable`
+(the dashboard's 503).
 """
 
 from __future__ import annotations
@@ -30,7 +39,12 @@ from prometheus_client import make_asgi_app
 from harness.node.layout import parse_pid_record
 from harness.node.orchestrator.args import OrchestratorConfig
 from harness.node.orchestrator.boundary_node import BoundaryNodeCheck
-from harness.node.orchestrator.dashboard import Dashboard, DashboardInfo, ProcessLine
+from harness.node.orchestrator.dashboard import (
+    Dashboard,
+    DashboardInfo,
+    ProcessLine,
+    ResetUnavailable,
+)
 from harness.node.orchestrator.errors import OrchestratorError
 from harness.node.orchestrator.events import EventJournal
 from harness.node.orchestrator.launchers import ExecLauncher, Launcher
@@ -46,6 +60,7 @@ from harness.node.orchestrator.pgroup import KILL_TIMEOUT
 from harness.node.orchestrator.policy import ic_boundary_program, subnet_programs
 from harness.node.orchestrator.processes import PROCESS_NAMES, PROCESS_SPECS, ReplicaProcess
 from harness.node.orchestrator.runner import ProcessRunner, SubprocessRunner
+from harness.node.orchestrator.states import ProcessState
 from harness.node.orchestrator.tasks import TaskTracker
 from harness.node.orchestrator.upgrade import UpgradeCheck
 from harness.node.registry import RegistryClient, RegistrySnapshot
@@ -59,6 +74,7 @@ _TIMER_SLACK = 0.01
 
 RunnerFactory = Callable[[str], ProcessRunner]
 MAIN_LOOP_TASK = "main_loop"
+RESET_TIMEOUT = 10.0  # how long `POST /reset` waits for the pass that carries it out
 
 
 class FatalError(Exception):
@@ -88,6 +104,8 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acted_version = 0
+        # `reset()` requests the next pass carries out, answered with the dashboard's lines.
+        self._resets: list[asyncio.Future[DashboardInfo]] = []
         self.journal = EventJournal(config.layout.events, config.node_id)
         make_runner = runner_factory or self._subprocess_runner
         # One manager per program, in start order; the policy picks its programs from them.
@@ -169,7 +187,7 @@ class Orchestrator:
         found = await stop_leftovers(config.layout.run, config.stop_grace_period)
         if found:
             log.info("stopped %d program(s) left by a previous orchestrator", len(found))
-        dashboard = await Dashboard(self.dashboard_info).serve(dashboard_socket)
+        dashboard = await Dashboard(self.dashboard_info, self.reset).serve(dashboard_socket)
         metrics_task = self.tasks.spawn("metrics", servers.run(handle_signals=False))
         self.tasks.spawn_forever("registry_replicator", self._watch_registry)
         try:
@@ -224,29 +242,81 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ the loop
     async def _main_loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                await self.run_pass()
-            except Exception as exc:
-                # The checks catch their own failures: this is a bug. Count it, keep going.
-                self.tasks.record_failure(MAIN_LOOP_TASK, exc)
-            if self._stopping.is_set():
-                break
-            await self._sleep()
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await self.run_pass()
+                except Exception as exc:
+                    # The checks catch their own failures: this is a bug. Count it, keep going.
+                    self.tasks.record_failure(MAIN_LOOP_TASK, exc)
+                if self._stopping.is_set():
+                    break
+                await self._sleep()
+        finally:
+            resets, self._resets = self._resets, []
+            for request in resets:
+                if not request.done():
+                    request.set_exception(_stopping_unavailable())
 
     async def run_pass(self) -> None:
-        """One pass: fold every program's exit into its state, then the upgrade check and the
-        boundary-node check on the latest good snapshot."""
+        """One pass: fold every program's exit into its state, carry out the queued resets,
+        then the upgrade check and the boundary-node check on the latest good snapshot."""
         for manager in self.managers:
             manager.transition()
-        snapshot = await self._poll_registry()
-        version = snapshot.version if snapshot else 0
-        if version != self._acted_version:
-            self.journal.record("orchestrator", "registry", version=version)
-        self._acted_version = version
-        await self.upgrade.run(snapshot)
-        await self.boundary_check.run(snapshot)
+        resets = [request for request in self._resets if not request.done()]
+        self._resets = []
+        if resets:
+            self._forget_backoffs()
+        try:
+            snapshot = await self._poll_registry()
+            version = snapshot.version if snapshot else 0
+            if version != self._acted_version:
+                self.journal.record("orchestrator", "registry", version=version)
+            self._acted_version = version
+            await self.upgrade.run(snapshot)
+            await self.boundary_check.run(snapshot)
+        finally:
+            if resets:
+                info = self.dashboard_info()
+                for request in resets:
+                    if not request.done():
+                        request.set_result(info)
+
+    # ------------------------------------------------------------------ reset (harness-only)
+    async def reset(self, timeout: float = RESET_TIMEOUT) -> DashboardInfo:
+        """The harness's `POST /reset`: have the next pass make every program forget its
+        crash-loop backoff (see the module's docstring); return the dashboard's lines as they
+        are after that pass. Raises `ResetUnavailable` when no pass finished it within `timeout`
+        seconds (a request that timed out before a pass took it is dropped), or when the
+        orchestrator is stopping."""
+        if self._stopping.is_set():
+            raise _stopping_unavailable()
+        request: asyncio.Future[DashboardInfo] = asyncio.get_running_loop().create_future()
+        self._resets.append(request)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                return await request
+        except TimeoutError:
+            raise ResetUnavailable(
+                f"Service unavailable. The orchestrator's loop did not finish a pass with the "
+                f"reset within {timeout:g} s."
+            ) from None
+
+    def _forget_backoffs(self) -> None:
+        backoffs: dict[str, float] = {}
+        for manager in self.managers:
+            in_backoff = manager.state is ProcessState.BACKOFF
+            delay = manager.forget_backoff()
+            if delay > 0 or in_backoff:
+                backoffs[manager.name] = delay
+        self.metrics.resets.inc()
+        self.journal.record("orchestrator", "reset", backoffs=backoffs)
+        log.info(
+            "reset: crash-loop backoffs forgotten (%s)",
+            ", ".join(f"{name} {delay:g} s" for name, delay in backoffs.items()) or "none had one",
+        )
 
     async def _sleep(self) -> None:
         timeout = self.config.check_interval
@@ -303,3 +373,7 @@ class Orchestrator:
             ic_gateway_enabled=self.upgrade.ic_gateway_enabled,
             orchestrator_version=self.config.version,
         )
+
+
+def _stopping_unavailable() -> ResetUnavailable:
+    return ResetUnavailable("Service unavailable. The orchestrator is stopping: nothing was reset.")
