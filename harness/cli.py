@@ -265,9 +265,10 @@ def _up(
 
 def _refresh(testnet: Testnet) -> None:
     """Rewrite the testnet's record for `harness ls` (a restarted docker node gets new host
-    ports); a failure is logged, never a reason to take the testnet down."""
+    ports), after taking back what a session attached to it changed (`Testnet.refresh`); a
+    failure is logged, never a reason to take the testnet down."""
     try:
-        testnet.save()
+        testnet.refresh()
     except Exception as exc:
         log.warning("could not refresh the record of testnet %s: %s", testnet.testnet_id, exc)
 

@@ -3,8 +3,10 @@
 A process that attaches to a running testnet (`pytest --testnet`, `Testnet.attach`) takes its
 hold: `holder.json` in the testnet's directory, made exclusively, naming the process (pid, start
 time, purpose). While a live process other than the testnet's owner holds it, the owner acts on
-nothing (the local backend's supervisor stands aside), a second attach is refused, and the sweep
-leaves the testnet's run alone. A hold whose process is gone is taken over.
+nothing (the local backend's supervisor stands aside, `harness up` leaves the record alone), a
+second attach is refused, and the sweep leaves the testnet's run alone. A hold whose process is
+gone is taken over. When a hold ends, `last-hold` says so: the owner then takes back what the
+session changed (nodes started anew, say) before it acts again.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 import psutil
 
 from harness.driver.errors import HarnessError
 from harness.driver.run import HOLD_FILE, Owner, live_owner
+
+LAST_HOLD_FILE = "last-hold"
+"""Which hold ended last (pid and time): the owner takes back what it changed (`last_hold`)."""
 
 
 def holder_of(testnet_dir: Path) -> Owner | None:
@@ -62,5 +68,17 @@ def release_hold(testnet_dir: Path) -> None:
     """Let go of the testnet, if this process holds it."""
     holder = holder_of(testnet_dir)
     if holder is not None and holder.pid == os.getpid():
+        staging = testnet_dir / f".{LAST_HOLD_FILE}.{os.getpid()}"
+        staging.write_text(f"{os.getpid()} {time.time()}\n")
+        staging.replace(testnet_dir / LAST_HOLD_FILE)
         with contextlib.suppress(FileNotFoundError):
             (testnet_dir / HOLD_FILE).unlink()
+
+
+def last_hold(testnet_dir: Path) -> str | None:
+    """Which hold of the testnet ended last (None: none yet); when it changes, the owner takes
+    back what the session changed."""
+    try:
+        return (testnet_dir / LAST_HOLD_FILE).read_text()
+    except FileNotFoundError:
+        return None

@@ -32,7 +32,7 @@ from harness.driver.errors import (
     MetricsScrapeError,
 )
 from harness.driver.faults import Fault, FaultTarget, fault_document, fault_from_document
-from harness.driver.holds import release_hold, take_hold
+from harness.driver.holds import held_elsewhere, last_hold, release_hold, take_hold
 from harness.driver.logcheck import LogKey, LogMarks, LogPatterns, LogScan, scan
 from harness.driver.metrics_check import (
     Baseline,
@@ -203,6 +203,7 @@ class Testnet:
         self.baseline: Baseline = {}
         """The nodes' metrics at the last `reset()`: the metric checks count from there."""
         self._fresh: dict[tuple[str, int], dict[str, float]] = {}
+        self._last_hold = last_hold(self.directory)
 
     @classmethod
     def attach(
@@ -256,13 +257,7 @@ class Testnet:
         if self.plan.prometheus and record.get("prometheus"):
             directory = self.directory / PROMETHEUS_DIRECTORY
             self._prometheus = Prometheus.running(self.testnet_id, directory, record["prometheus"])
-        try:
-            faults = json.loads((self.directory / FAULTS_FILE).read_text())
-        except FileNotFoundError:
-            faults = []
-        except ValueError as exc:
-            raise HarnessError(f"{self.directory / FAULTS_FILE}: not JSON: {exc}") from None
-        self._active = [fault_from_document(document) for document in faults]
+        self._active = self._load_faults()
         self._load_fresh_counters()
         if self.sampler is not None:
             self.sampler.start()
@@ -388,6 +383,19 @@ class Testnet:
             self.http.close()
             release_hold(self.directory)
 
+    def refresh(self) -> None:
+        """For the process that started the testnet, now and then (`harness up`): unless a
+        session attached to it holds it now, take back what the last one changed (if one held
+        it since) and rewrite the record (a restarted docker node has new host ports)."""
+        if held_elsewhere(self.directory):
+            return
+        seen = last_hold(self.directory)
+        if seen != self._last_hold:
+            self._last_hold = seen
+            self.backend.take_back()
+            self._active = self._load_faults()
+        self.save()
+
     # The record `harness ls`, `logs` and `down` read.
     def save(self) -> None:
         """Write the testnet's record (`testnet.json` in its directory), atomically: `describe()`
@@ -500,6 +508,15 @@ class Testnet:
             self._active.append(fault)
             self._save_faults()
         return result
+
+    def _load_faults(self) -> list[Fault]:
+        try:
+            faults = json.loads((self.directory / FAULTS_FILE).read_text())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise HarnessError(f"{self.directory / FAULTS_FILE}: not JSON: {exc}") from None
+        return [fault_from_document(document) for document in faults]
 
     def _save_faults(self) -> None:
         """Keep the faults in force in the testnet's directory (`attach()` reads them)."""

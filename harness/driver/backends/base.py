@@ -228,6 +228,11 @@ class Backend(abc.ABC):
         """Let go of the nodes `attach()` took over, leaving them running."""
         return None
 
+    def take_back(self) -> None:
+        """After a session attached to this backend's testnet let go of it: take over what it
+        changed (nodes it started anew, say) before acting on the nodes again."""
+        return None
+
 
 def write_file(path: Path, data: bytes | None) -> None:
     """Replace a file atomically with `data` or, with None, remove it: what `write_node_file`

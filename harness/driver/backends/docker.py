@@ -227,11 +227,20 @@ class DockerBackend(
         self._image = state.get("image")
         self.subnet = ipaddress.IPv4Network(state["subnet"]) if state.get("subnet") else None
         for node in plan.nodes:
-            container = self._node_container(node.node_id)
             local = _DockerNode(node.node_id, ips[node.node_id], self.data_dir(node.node_id).root)
             self._nodes[node.node_id] = local
-            if container is None:
-                continue  # a node whose container is gone: starting it makes a new one
+        self.take_back()
+
+    def take_back(self) -> None:
+        """The nodes' containers as they are now, found by their names (a node started anew
+        by another process has a new container, and new host ports)."""
+        for local in self._nodes.values():
+            try:
+                container = self._client.containers.get(f"{self.network_name}-{local.node_id}")
+            except docker.errors.NotFound:
+                local.container = None  # starting the node makes a new one
+                local.ports = {}
+                continue
             local.container = HarnessContainer.running(container)
             networks = container.attrs["NetworkSettings"]["Networks"] or {}
             local.partitioned = self.network_name not in networks

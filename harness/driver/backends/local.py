@@ -58,7 +58,7 @@ from harness.driver.backends.capabilities import (
 )
 from harness.driver.backends.prometheus_process import ProcessServer
 from harness.driver.errors import HarnessError, NodeStartError
-from harness.driver.holds import held_elsewhere
+from harness.driver.holds import held_elsewhere, last_hold
 from harness.driver.run import (
     NODE_ID_ENV,
     TESTNET_ID_ENV,
@@ -327,6 +327,12 @@ class LocalBackend(
         local.wanted = True
         local.restarts.clear()
 
+    def take_back(self) -> None:
+        with self._lock:
+            for local in self._nodes.values():
+                if local.wanted:
+                    self._adopt(local)
+
     def detach(self) -> None:
         """Stop supervising (the orchestrators run on) and hang up this process's template of
         the testnet's run, unless another attached testnet of the run still uses it."""
@@ -378,19 +384,15 @@ class LocalBackend(
 
     def _supervise(self) -> None:
         """Restart=always for the orchestrators (see the module docstring)."""
-        aside = False
+        seen = last_hold(self.directory.parent)
         while not self._closing.wait(RESTART_DELAY):
             # A session attached to the testnet supervises it meanwhile (`holds`); after it, the
             # orchestrators it started are taken over.
             if held_elsewhere(self.directory.parent):
-                aside = True
                 continue
-            if aside:
-                aside = False
-                with self._lock:
-                    for local in self._nodes.values():
-                        if local.wanted:
-                            self._adopt(local)
+            if last_hold(self.directory.parent) != seen:
+                seen = last_hold(self.directory.parent)
+                self.take_back()
             for local in list(self._nodes.values()):
                 with self._lock:
                     process = local.process
