@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ from harness.driver import (
 )
 from harness.driver.aio import NodeHealth, probe_nodes
 from harness.driver.backend_registry import get_backend
+from harness.driver.lifetime import describe_duration, parse_duration, set_lifetime
 from harness.driver.listing import testnet_lines
 from harness.driver.prometheus import require_support as require_prometheus_support
 from harness.driver.testnets import TestnetEntry, find_testnet, remove_testnet, testnets
@@ -240,6 +242,8 @@ def _up(
                     testnet.start(args.timeout, report, failure_artifacts)
             with testnet:
                 document = testnet.describe()
+                if args.ttl is not None:
+                    document["expires"] = set_lifetime(run, testnet.testnet_id, args.ttl)
                 send(up=document)
                 if not detached:
                     print_testnet(document, args.json)
@@ -321,9 +325,11 @@ def _up_detached(args: argparse.Namespace) -> int:
         raise HarnessError(error or f"the detached harness up exited with status {code}")
     print_testnet(document, args.json)
     testnet_id = document["testnet"]
+    until = document.get("expires")
+    lifetime = f", removed in {describe_duration(until - time.time())}" if until else ""
     console.print(
         f"[green]every node is healthy[/green] ({len(document['nodes'])} nodes); left up "
-        f"(pid {process.pid}): harness ls, harness logs {testnet_id} NODE, "
+        f"(pid {process.pid}{lifetime}): harness ls, harness logs {testnet_id} NODE, "
         f"harness down {testnet_id}"
     )
     return 0
@@ -353,6 +359,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "held_by": e.held_by(),
                 "owner_pid": e.owner.pid if e.owner else None,
                 "kept": e.kept,
+                "expires": e.expires,
                 "directory": str(e.directory),
                 "proxy": e.record.get("proxy"),
                 "prometheus": e.record.get("prometheus"),
@@ -368,14 +375,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not entries:
         print("no testnets (harness up --detach starts one that stays up)")
         return 0
-    rows = [("TESTNET", "BACKEND", "HEALTH", "HELD BY")]
+    rows = [("TESTNET", "BACKEND", "HEALTH", "EXPIRES", "HELD BY")]
     for e in entries:
         probes = health[e.testnet_id]
         if e.state != "up":
             state = e.state
         else:
             state = f"{sum(h.healthy for h in probes)}/{len(probes)} nodes healthy"
-        rows.append((e.testnet_id, e.backend_name, state, e.held_by()))
+        rows.append((e.testnet_id, e.backend_name, state, _expiry(e.expires), e.held_by()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]))
@@ -388,6 +395,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if unhealthy:
         print("\nnot healthy now:\n" + "\n".join(unhealthy))
     return 0
+
+
+def _expiry(until: float | None) -> str:
+    if until is None:
+        return "never"
+    left = until - time.time()
+    return f"in {describe_duration(left)}" if left > 0 else "now"
 
 
 # harness logs
@@ -479,6 +493,13 @@ class _Formatter(argparse.HelpFormatter):
         return text
 
 
+def _duration(text: str) -> float | None:
+    try:
+        return parse_duration(text, "--ttl")
+    except HarnessError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("harness")
@@ -545,6 +566,13 @@ def parser() -> argparse.ArgumentParser:
         help="return once healthy and leave the testnet up (harness down TESTNET removes it)",
     )
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
+    up.add_argument(
+        "--ttl",
+        type=_duration,
+        help="remove the testnet this long after it is up (30m, 2h, 1d; 0: never), even when "
+        "no harness command runs; a pytest session attached to it (--testnet) renews it "
+        "(default: lives until harness down)",
+    )
     up.add_argument(
         "--spawn",
         choices=SPAWN_MODES,

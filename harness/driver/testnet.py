@@ -33,6 +33,7 @@ from harness.driver.errors import (
 )
 from harness.driver.faults import Fault, FaultTarget, fault_document, fault_from_document
 from harness.driver.holds import held_elsewhere, last_hold, release_hold, take_hold
+from harness.driver.lifetime import expires, renew
 from harness.driver.logcheck import LogKey, LogMarks, LogPatterns, LogScan, scan
 from harness.driver.metrics_check import (
     Baseline,
@@ -221,18 +222,18 @@ class Testnet:
         until `close()`, which lets go of it and leaves it up."""
         take_hold(run.directory / testnet_id, testnet_id, purpose)
         try:
-            topology = topology_from_document(record["topology"])
-            options = BackendOptions(**record["options"])
-            backend = str(record["backend"])
-        except (KeyError, TypeError, HarnessError) as exc:
-            raise HarnessError(
-                f"testnet {testnet_id} cannot be attached to: its record has no usable topology "
-                f"({exc}); was it started by an older harness?"
-            ) from None
-        except BaseException:
-            release_hold(run.directory / testnet_id)
-            raise
-        try:
+            until = expires(run.directory / testnet_id)
+            if until is not None and until <= time.time():
+                raise HarnessError(f"testnet {testnet_id} has expired: its reaper removes it")
+            try:
+                topology = topology_from_document(record["topology"])
+                options = BackendOptions(**record["options"])
+                backend = str(record["backend"])
+            except (KeyError, TypeError, HarnessError) as exc:
+                raise HarnessError(
+                    f"testnet {testnet_id} cannot be attached to: its record has no usable "
+                    f"topology ({exc}); was it started by an older harness?"
+                ) from None
             testnet = cls(topology, run, backend, options, sample, testnet_id=testnet_id)
         except BaseException:
             release_hold(run.directory / testnet_id)
@@ -262,6 +263,7 @@ class Testnet:
         if self.sampler is not None:
             self.sampler.start()
         self._state = "up"
+        renew(self.directory)
         self.journal.record("attach", f"attached by pid {os.getpid()}")
 
     # Life cycle.
@@ -377,6 +379,7 @@ class Testnet:
                 self.sampler.stop()
             self.backend.detach()
             if self._state == "up":
+                renew(self.directory)
                 self.journal.record("attach", f"pid {os.getpid()} let go of it")
                 self.save()
         finally:
@@ -646,6 +649,7 @@ class Testnet:
         def left() -> float:
             return max(0.1, deadline - time.monotonic())
 
+        renew(self.directory)  # a testnet in use lives on
         healed = self.heal_all(timeout)
         version, rewritten = self.registry.restore(1, "reset to the content of version 1")
         self._reset_orchestrators(version, left())

@@ -23,6 +23,7 @@ from harness.driver.backend_registry import get_backend
 from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.errors import HarnessError
 from harness.driver.holds import holder_of
+from harness.driver.lifetime import expires
 from harness.driver.run import (
     Owner,
     Run,
@@ -51,6 +52,8 @@ class TestnetEntry:
     kept: bool
     holder: Owner | None = None
     """A live session attached to it (`harness.driver.holds`), besides its owner."""
+    expires: float | None = None
+    """When it is removed (Unix time; `harness.driver.lifetime`), None: when someone does."""
 
     @property
     def directory(self) -> Path:
@@ -107,6 +110,7 @@ def testnets() -> list[TestnetEntry]:
                 owner_of(run.directory),
                 is_kept(run.directory),
                 holder_of(run.directory / testnet_id),
+                expires(run.directory / testnet_id),
             )
         )
     return found

@@ -66,6 +66,7 @@ from harness.driver import (
     sweep,
 )
 from harness.driver.explain import TestnetEvidence, explain
+from harness.driver.lifetime import describe_duration, parse_duration, set_lifetime
 from harness.driver.listing import testnet_lines
 from harness.driver.logcheck import LogMarks, LogPatterns, LogScan, logs_in, scan
 from harness.driver.report import (
@@ -104,6 +105,7 @@ limits_key = pytest.StashKey[TimeLimits]()
 interrupts_key = pytest.StashKey[Interrupts]()
 factory_key = pytest.StashKey["TestnetFactory"]()
 DEFAULT_LOG_TAIL = 20
+DEFAULT_KEEP_TTL = "2h"
 
 
 @dataclass
@@ -155,6 +157,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "harness_keep_testnet",
         "leave testnets up after the tests and print how to reach them",
         action="store_true",
+        default=None,
+    )
+    add(
+        "--keep-ttl",
+        "harness_keep_ttl",
+        f"how long a testnet --keep-testnet leaves up lives (30m, 2h, 1d; 0: until harness "
+        f"down; default {DEFAULT_KEEP_TTL}); a session attached to it renews it",
         default=None,
     )
     add(
@@ -218,6 +227,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _keep_ttl(config: pytest.Config) -> float | None:
+    text = str(_setting(config, "harness_keep_ttl", DEFAULT_KEEP_TTL))
+    try:
+        return parse_duration(text, "harness_keep_ttl =")
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def _check_attach(config: pytest.Config) -> None:
     """--testnet names a testnet that is up, and the session has one process to run tests."""
     testnet_id = _setting(config, "harness_testnet", None)
@@ -273,6 +290,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _log_tail(config)
     _session_log_patterns(config)
     _check_attach(config)
+    _keep_ttl(config)
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
     config.stash[failed_starts_key] = {}
     config.stash[reports_key] = ReportWriter()
@@ -576,7 +594,14 @@ def _end_testnets(config: pytest.Config) -> None:
             config.stash[attached_key] = factory.attached.testnet_id
         if factory.kept and interrupts.received is None:
             factory.run.keep("kept by --keep-testnet")
-            config.stash[kept_key] = [testnet.describe() for testnet in factory.kept]
+            ttl = _keep_ttl(config)
+            kept = []
+            for testnet in factory.kept:
+                described = testnet.describe()
+                if ttl is not None:
+                    described["expires"] = set_lifetime(factory.run, testnet.testnet_id, ttl)
+                kept.append(described)
+            config.stash[kept_key] = kept
         else:
             for testnet in [*factory.live, *factory.kept]:
                 testnet.close()
@@ -599,8 +624,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
     for described in terminalreporter.config.stash.get(kept_key, []):
         testnet_id = described["testnet"]
+        until = described.get("expires")
+        lifetime = (
+            f" (or, unless a session attached to it renews it, its end in "
+            f"{describe_duration(float(until) - time.time())}: --keep-ttl)"
+            if isinstance(until, float)
+            else ""
+        )
         terminalreporter.write_line(
-            f"kept up: `harness ls` lists it, `harness down {testnet_id}` removes it"
+            f"kept up: `harness ls` lists it, `harness down {testnet_id}` removes it{lifetime}"
         )
         for line in testnet_lines(described):
             terminalreporter.write_line(line)
