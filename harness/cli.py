@@ -55,6 +55,7 @@ from harness.driver.backend_registry import get_backend
 from harness.driver.lifetime import describe_duration, parse_duration, set_lifetime
 from harness.driver.listing import testnet_lines
 from harness.driver.prometheus import require_support as require_prometheus_support
+from harness.driver.replay import Replay
 from harness.driver.testnets import TestnetEntry, find_testnet, remove_testnet, testnets
 
 log = logging.getLogger("harness.cli")
@@ -106,8 +107,20 @@ def load_topology(spec: str) -> InternetComputer:
     return value
 
 
-def _topology(args: argparse.Namespace) -> InternetComputer:
-    topology = load_topology(args.topology) if args.topology else default_topology()
+def _replay(args: argparse.Namespace) -> Replay | None:
+    """What `--from` brings back, if given (`harness.driver.replay`)."""
+    if args.from_artifacts is None:
+        return None
+    if args.topology:
+        raise HarnessError("harness up: --from brings the artifacts' topology back: no --topology")
+    return Replay.load(Path(args.from_artifacts))
+
+
+def _topology(args: argparse.Namespace, replay: Replay | None = None) -> InternetComputer:
+    if replay is not None:
+        topology = replay.topology
+    else:
+        topology = load_topology(args.topology) if args.topology else default_topology()
     if args.enable_ic_gateway:
         for subnet in topology.subnets:
             if subnet.subnet_type == SubnetType.CLOUD_ENGINE:
@@ -219,7 +232,8 @@ def _up(
     args: argparse.Namespace, console: Console, send: Callable[..., None], detached: bool
 ) -> int:
     with _stop_on_signals() as stopped:
-        topology = _topology(args)
+        replay = _replay(args)
+        topology = _topology(args, replay)
         if topology.prometheus:  # refused before an image is built for nothing
             require_prometheus_support(get_backend(args.backend))
         if not detached:  # before the progress display, so the two do not interleave
@@ -231,6 +245,8 @@ def _up(
                 _log_to(run.directory / "harness-up.log")
             testnet = Testnet(topology, run, args.backend, BackendOptions(spawn=args.spawn))
             failure_artifacts = Path(args.artifacts_dir) / testnet.testnet_id
+            if replay is not None:
+                replay.prepare(testnet)
             if detached:
 
                 def report_event(what: str, done: int, total: int) -> None:
@@ -241,12 +257,16 @@ def _up(
                 with _progress(console) as report:
                     testnet.start(args.timeout, report, failure_artifacts)
             with testnet:
+                brought = replay.apply(testnet, args.timeout) + replay.lost if replay else []
                 document = testnet.describe()
+                if brought:
+                    document["replay"] = brought
                 if args.ttl is not None:
                     document["expires"] = set_lifetime(run, testnet.testnet_id, args.ttl)
                 send(up=document)
                 if not detached:
                     print_testnet(document, args.json)
+                    _print_replay(console, document)
                     console.print(
                         f"[green]every node is healthy[/green] ({len(testnet.nodes())} nodes)"
                     )
@@ -265,6 +285,11 @@ def _up(
             raise
         finally:
             run.close()
+
+
+def _print_replay(console: Console, document: Mapping[str, Any]) -> None:
+    for line in document.get("replay", []):
+        console.print(line, markup=False)
 
 
 def _refresh(testnet: Testnet) -> None:
@@ -288,7 +313,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     """Start `harness up` in a session of its own, show its progress, print the testnet once it
     is healthy and return, leaving it up. Ctrl-C before that tears it down again."""
     console = _console()
-    if _topology(args).prometheus:  # a bad topology is refused here, with its message
+    if _topology(args, _replay(args)).prometheus:  # a bad topology is refused here
         require_prometheus_support(get_backend(args.backend))
     get_backend(args.backend).prepare(console)
     argv = [arg for arg in args.argv if arg not in ("--detach", "-d")]
@@ -324,6 +349,7 @@ def _up_detached(args: argparse.Namespace) -> int:
         code = process.wait()
         raise HarnessError(error or f"the detached harness up exited with status {code}")
     print_testnet(document, args.json)
+    _print_replay(console, document)
     testnet_id = document["testnet"]
     until = document.get("expires")
     lifetime = f", removed in {describe_duration(until - time.time())}" if until else ""
@@ -543,6 +569,14 @@ def parser() -> argparse.ArgumentParser:
         help="FILE.py[:NAME] or MODULE[:NAME] of an InternetComputer, or of a function returning "
         "one (NAME defaults to `topology`); default: a 1-node system subnet, a 4-node "
         "cloud-engine subnet with ic-gateway and an API boundary node",
+    )
+    up.add_argument(
+        "--from",
+        dest="from_artifacts",
+        metavar="ARTIFACTS",
+        help="bring back the testnet of a test's artifacts (artifacts/<test>/<testnet id>, from "
+        "CI say): its topology, its registry's last version and, where they hold one, what its "
+        "Prometheus scraped; on any backend",
     )
     up.add_argument(
         "--enable-ic-gateway",

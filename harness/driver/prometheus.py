@@ -49,6 +49,7 @@ JOBS = ("replica", "orchestrator", "ic-gateway", "ic-boundary")
 SCRAPE_INTERVAL = "1s"
 REFRESH_INTERVAL = "1s"  # file_sd's fallback re-read; inotify normally sees a change at once
 RETENTION = "1d"
+RECORDED_RETENTION = "3650d"  # a TSDB brought back from artifacts keeps its old blocks
 READY_TIMEOUT = 30.0
 SCRAPED_TIMEOUT = 30.0
 STOP_GRACE = 5.0
@@ -141,18 +142,26 @@ class Prometheus:
             ],
         }
 
-    def start(self, targets: Iterable[ScrapeTarget], timeout: float = READY_TIMEOUT) -> Prometheus:
+    def start(
+        self,
+        targets: Iterable[ScrapeTarget],
+        timeout: float = READY_TIMEOUT,
+        recorded: Path | None = None,
+    ) -> Prometheus:
         """Write the config and `targets` (there from its first read: discovery updates come
-        only every 5 s), start the server and wait until it is ready. `HarnessError` naming
-        the problem (no binary, or not ready in time, with its log's tail); nothing is left
-        running then."""
+        only every 5 s), start the server and wait until it is ready. With `recorded` (a TSDB
+        of a test's artifacts: `collect`'s `data/`), its data starts as that TSDB, which it
+        serves beside what it scrapes. `HarnessError` naming the problem (no binary, or not
+        ready in time, with its log's tail); nothing is left running then."""
+        if recorded is not None:
+            shutil.copytree(recorded, self.directory / "data", dirs_exist_ok=True)
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         _write_atomically(self.config_path, json.dumps(self.config(), indent=2))
         self.update(targets)
         arguments = [
             f"--config.file={self.server.path(self.config_path)}",
             f"--storage.tsdb.path={self.server.path(self.directory / 'data')}",
-            f"--storage.tsdb.retention.time={RETENTION}",
+            f"--storage.tsdb.retention.time={RECORDED_RETENTION if recorded else RETENTION}",
             f"--web.listen-address={self.server.listen}",
             "--web.enable-lifecycle",
             "--web.enable-admin-api",  # for the TSDB snapshots of `collect`

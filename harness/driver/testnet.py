@@ -204,6 +204,9 @@ class Testnet:
         self.baseline: Baseline = {}
         """The nodes' metrics at the last `reset()`: the metric checks count from there."""
         self._fresh: dict[tuple[str, int], dict[str, float]] = {}
+        self.recorded_metrics: Path | None = None
+        """A Prometheus TSDB (of a test's artifacts) that the testnet's Prometheus starts with
+        and serves beside what it scrapes (`harness.driver.replay`); set before `start()`."""
         self._last_hold = last_hold(self.directory)
 
     @classmethod
@@ -401,8 +404,15 @@ class Testnet:
 
     # The record `harness ls`, `logs` and `down` read.
     def save(self) -> None:
-        """Write the testnet's record (`testnet.json` in its directory), atomically: `describe()`
-        once it is up, its state (`starting`, `up`) and its run."""
+        """Write the testnet's record (`testnet.json` in its directory), atomically."""
+        staging = self.directory / f".{RECORD_FILE}.{os.getpid()}"
+        staging.write_text(json.dumps(self.record(), indent=2))
+        staging.replace(self.directory / RECORD_FILE)
+
+    def record(self) -> dict[str, object]:
+        """The testnet's record: `describe()` once it is up, its state (`starting`, `up`), its
+        run, and what a process that attaches to it (or brings it back from its artifacts)
+        needs: its topology, its backend's options and state."""
         document: dict[str, object] = {
             "testnet": self.testnet_id,
             "backend": self.backend.name,
@@ -415,9 +425,7 @@ class Testnet:
         }
         if self._state == "up":
             document.update(self.describe())
-        staging = self.directory / f".{RECORD_FILE}.{os.getpid()}"
-        staging.write_text(json.dumps(document, indent=2))
-        staging.replace(self.directory / RECORD_FILE)
+        return document
 
     def _changed(self, version: int, what: str) -> None:
         """After a registry change: journaled; roles, and with them the URLs, may have
@@ -441,7 +449,9 @@ class Testnet:
         directory.mkdir(parents=True, exist_ok=True)
         prometheus = Prometheus(self.testnet_id, directory, backend.prometheus_server(directory))
         with self._prometheus_lock:
-            self._prometheus = prometheus.start(self._scrape_targets())
+            self._prometheus = prometheus.start(
+                self._scrape_targets(), recorded=self.recorded_metrics
+            )
         self.journal.record("prometheus", f"Prometheus up at {prometheus.url}")
 
     def _update_prometheus(self) -> None:
@@ -633,6 +643,20 @@ class Testnet:
         for node in snapshot.api_boundary_nodes:
             node.await_status_is_healthy(Port.IC_BOUNDARY, max(0.1, deadline - time.monotonic()))
 
+    def write_registry(self, content: RegistrySnapshot, what: str, timeout: float = 60.0) -> int:
+        """Write `content` as the registry's next version and wait until every orchestrator
+        has read it and every node is healthy as it says; return the version."""
+        version = self.registry.mutate(lambda _: content, what)
+        self._settle(version, timeout)
+        return version
+
+    def _settle(self, version: int, timeout: float) -> None:
+        """Every orchestrator has read registry `version` and reset (`POST /reset`), and every
+        node is healthy."""
+        deadline = time.monotonic() + timeout
+        self._reset_orchestrators(version, timeout)
+        self.await_all_healthy(max(0.1, deadline - time.monotonic()))
+
     # Reset: a reused testnet (attached, or of a fixture wider than a test) before each test.
     def reset(self, timeout: float = 60.0) -> float:
         """Put the testnet back in the state it was started in; return the seconds it took.
@@ -652,8 +676,7 @@ class Testnet:
         renew(self.directory)  # a testnet in use lives on
         healed = self.heal_all(timeout)
         version, rewritten = self.registry.restore(1, "reset to the content of version 1")
-        self._reset_orchestrators(version, left())
-        self.await_all_healthy(left())
+        self._settle(version, left())
         self.baseline = self._scrape_baseline()
         took = time.monotonic() - started
         done = [f"{len(healed)} fault(s) healed" if healed else "no fault in force"]
@@ -810,6 +833,8 @@ class Testnet:
             shutil.copyfile(journal, destination / EVENTS_FILE)
         if self.registry.store.latest_version():
             (destination / "topology.json").write_text(json.dumps(self.describe(), indent=2))
+        # What `harness up --from` brings the testnet back from (`harness.driver.replay`).
+        (destination / RECORD_FILE).write_text(json.dumps(self.record(), indent=2))
         registry_copy = destination / "registry"
         shutil.rmtree(registry_copy, ignore_errors=True)
         if self.registry.path.is_dir():
