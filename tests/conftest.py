@@ -43,7 +43,10 @@ SLOWEST_FILES = (
     "test_pytest_plugin.py",
     "test_pytest_limits.py",
     "test_pytest_explain.py",
+    "test_pytest_attach.py",
+    "test_lifetime.py",
     "test_cli.py",
+    "test_replay.py",
 )
 
 

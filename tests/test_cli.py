@@ -176,7 +176,8 @@ def test_detached_testnet_is_listed_answers_shows_logs_and_goes_down(
         assert listed[0]["held_by"].startswith("harness up --detach (pid ")
         assert [n["healthy"] for n in listed[0]["nodes"]] == [True] * 4
         table = harness("ls").stdout
-        assert re.search(rf"^{testnet_id} +local +4/4 nodes healthy +harness up", table, re.M)
+        row = rf"^{testnet_id} +local +4/4 nodes healthy +never +harness up"
+        assert re.search(row, table, re.M)
         logs = harness("logs", testnet_id, "subnet-1-node-0", "--process", "ic-gateway")
         assert logs.returncode == 0, logs.stderr
         assert "ic-gateway" in logs.stdout

@@ -72,11 +72,13 @@ def test_a_detached_testnet_is_removed_when_it_expires(
     pytester: pytest.Pytester, backend: str
 ) -> None:
     pytester.makepyfile(topology=TOPOLOGY)
-    up = harness("up", "--detach", "--backend", backend, "--topology", "topology.py", "--ttl", "4s")
+    up = harness(
+        "up", "--detach", "--backend", backend, "--topology", "topology.py", "--ttl", "10s"
+    )
     assert up.returncode == 0, up.stderr
     assert "removed in " in up.stderr
     (entry,) = _listing()
-    assert 0 < entry["expires"] - time.time() <= 4
+    assert entry["expires"] <= time.time() + 10
     assert "EXPIRES" in harness("ls").stdout
     _await_gone(60)
     nothing_left()
@@ -107,7 +109,7 @@ def test_outlives_its_first_end(testnet):
 """,
     )
     kept = pytester.runpytest_subprocess(
-        "-q", "-p", "no:cacheprovider", "--keep-testnet", "--keep-ttl", "15s", "-k", "test_up"
+        "-q", "-p", "no:cacheprovider", "--keep-testnet", "--keep-ttl", "30s", "-k", "test_up"
     )
     kept.assert_outcomes(passed=1)
     kept.stdout.fnmatch_lines(["kept up: * removes it (or, * its end in *s: --keep-ttl)"])
