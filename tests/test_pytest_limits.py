@@ -206,7 +206,7 @@ def test_a_test_stuck_past_its_limit_is_ended_by_the_watchdog_with_its_evidence(
 ARMED = """
 import pytest
 from harness.driver import InternetComputer, Subnet, SubnetType
-from harness.pytest_plugin import define_testnet, limits_key
+from harness.pytest_plugin.plugin import define_testnet, limits_key
 
 testnet = define_testnet(
     lambda: InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
