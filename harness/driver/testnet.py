@@ -80,6 +80,7 @@ FRESH_FILE = "fresh-counters.json"
 TESTNET_IDS = Claims("testnets")
 _numbers: dict[str, Iterator[int]] = defaultdict(itertools.count)
 ARTIFACT_SCRAPE_TIMEOUT = 2.0
+WORKERS = 16  # threads for what is done on every node at once
 
 # What a node serves, by role: (name in `describe()`'s URLs, port). Every node's orchestrator
 # serves its metrics and dashboard; the rest depends on the role the registry gives it.
@@ -201,6 +202,7 @@ class Testnet:
         self._closed = False
         self._prometheus: Prometheus | None = None
         self._prometheus_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self.baseline: Baseline = {}
         """The nodes' metrics at the last `reset()`: the metric checks count from there."""
         self._fresh: dict[tuple[str, int], dict[str, float]] = {}
@@ -372,9 +374,22 @@ class Testnet:
             finally:
                 self.backend.teardown()
         finally:
+            self._stop_workers()
             self.http.close()
             (self.directory / RECORD_FILE).unlink(missing_ok=True)
             TESTNET_IDS.release(self.testnet_id)
+
+    @property
+    def _workers(self) -> ThreadPoolExecutor:
+        """Threads for what is done on every node at once (health, resets, scrapes, logs):
+        one pool for the testnet's life, so that a reset does not start a dozen threads."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=self.testnet_id)
+        return self._pool
+
+    def _stop_workers(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _detach(self) -> None:
         try:
@@ -386,6 +401,7 @@ class Testnet:
                 self.journal.record("attach", f"pid {os.getpid()} let go of it")
                 self.save()
         finally:
+            self._stop_workers()
             self.http.close()
             release_hold(self.directory)
 
@@ -632,16 +648,36 @@ class Testnet:
     # Waits.
     def await_all_healthy(self, timeout: float = 60.0, progress: Progress | None = None) -> None:
         """Wait until every assigned node is healthy on 8080 (and on 80 with ic-gateway) and
-        every API boundary node answers its status through ic-boundary."""
+        every API boundary node answers its status through ic-boundary: every node at once
+        (up to 16 waits at a time), the first that does not make it in time raised."""
         deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
         snapshot = self.topology_snapshot()
-        targets = [n for s in snapshot.subnets for n in s.nodes]
-        for done, node in enumerate(targets, 1):
-            node.await_healthy_everywhere(max(0.1, deadline - time.monotonic()))
-            if progress:
-                progress("waiting for healthy nodes", done, len(targets))
-        for node in snapshot.api_boundary_nodes:
-            node.await_status_is_healthy(Port.IC_BOUNDARY, max(0.1, deadline - time.monotonic()))
+        waits: list[Callable[[], object]] = [
+            functools.partial(lambda node: node.await_healthy_everywhere(left()), node)
+            for subnet in snapshot.subnets
+            for node in subnet.nodes
+        ]
+        waits += [
+            functools.partial(
+                lambda node: node.await_status_is_healthy(Port.IC_BOUNDARY, left()), node
+            )
+            for node in snapshot.api_boundary_nodes
+        ]
+        if not waits:
+            return
+        futures = [self._workers.submit(wait) for wait in waits]
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if progress:
+                    progress("waiting for healthy nodes", done, len(waits))
+        finally:
+            for future in futures:
+                future.cancel()
 
     def write_registry(self, content: RegistrySnapshot, what: str, timeout: float = 60.0) -> int:
         """Write `content` as the registry's next version and wait until every orchestrator
@@ -698,9 +734,7 @@ class Testnet:
 
             wait_until(done, f"the reset of {node.node_id}'s orchestrator", timeout, 0.02)
 
-        nodes = self.nodes()
-        with ThreadPoolExecutor(min(16, len(nodes)), thread_name_prefix="reset") as pool:
-            list(pool.map(reset, nodes))
+        list(self._workers.map(reset, self.nodes()))
 
     def _scrape_baseline(self) -> Baseline:
         """The `Reference` of every metrics endpoint the nodes serve, scraped now."""
@@ -717,13 +751,11 @@ class Testnet:
             node, port = endpoint
             return parse_metrics(node.metrics_text(port), f"{node.node_id}:{port}")
 
-        workers = max(1, min(16, len(endpoints)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="scrape") as pool:
-            scraped = pool.map(scrape, endpoints)
-            return {
-                (node.node_id, port): samples
-                for (node, port), samples in zip(endpoints, scraped, strict=True)
-            }
+        scraped = self._workers.map(scrape, endpoints)
+        return {
+            (node.node_id, port): samples
+            for (node, port), samples in zip(endpoints, scraped, strict=True)
+        }
 
     def _keep_fresh_counters(self) -> None:
         """The counters of the testnet just started: what a reset testnet's counters count
@@ -771,15 +803,12 @@ class Testnet:
     def log_marks(self) -> LogMarks:
         """Where every node program's log stands now: a test's window in them starts here."""
         nodes = self.nodes()
-        if not nodes:
-            return {}
-        with ThreadPoolExecutor(min(16, len(nodes)), thread_name_prefix="log-marks") as pool:
-            sizes = pool.map(lambda node: self.backend.log_sizes(node.node_id), nodes)
-            return {
-                (node.node_id, program): size
-                for node, by_program in zip(nodes, sizes, strict=True)
-                for program, size in by_program.items()
-            }
+        sizes = self._workers.map(lambda node: self.backend.log_sizes(node.node_id), nodes)
+        return {
+            (node.node_id, program): size
+            for node, by_program in zip(nodes, sizes, strict=True)
+            for program, size in by_program.items()
+        }
 
     def logs(self) -> dict[LogKey, bytes]:
         """Every node program's log as it is now."""
