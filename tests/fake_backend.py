@@ -62,6 +62,9 @@ class FakeBackend(Backend, Pausable, Partitionable, Stoppable, NodeFiles):
         self.calls.append(("stop_node", node_id))
         self.nodes[node_id].running = False
 
+    def node_running(self, node_id: str) -> bool:
+        return self.nodes[node_id].running
+
     def pause_node(self, node_id: str) -> None:
         self.calls.append(("pause_node", node_id))
         self.nodes[node_id].paused = True

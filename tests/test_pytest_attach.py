@@ -9,6 +9,7 @@ unknown testnets are usage errors."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -161,6 +162,40 @@ def test_a_kept_testnet_is_attached_to_and_supervised_by_the_session(
         result.assert_outcomes(passed=2)
     finally:
         assert harness("down", entry["testnet"]).returncode == 0
+    nothing_left()
+
+
+KILLED_WHILE_ATTACHED = """
+import os, sys
+from harness.driver import Pause, Stop
+from harness.driver.testnets import attach
+
+testnet = attach(sys.argv[1], "a session that dies")
+first, second = testnet.topology_snapshot().subnets[0].nodes
+testnet.inject(Stop(first.node_id))
+testnet.inject(Pause(second.node_id))
+testnet.registry.unassign_node(second.node_id)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_session_killed_while_attached_leaves_what_the_next_one_heals(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(topology=TOPOLOGY, test_attached=TESTS)
+    dies = pytester.makepyfile(dies=KILLED_WHILE_ATTACHED)
+    testnet_id = _up()
+    try:
+        died = pytester.run(sys.executable, str(dies), testnet_id)
+        assert died.ret == -9, died.stderr.str()
+        (entry,) = _listing()
+        assert "attached" not in entry["held_by"]  # its holder is gone
+        result = pytester.runpytest_subprocess(
+            "-q", "-p", "no:cacheprovider", "--testnet", testnet_id, "-k", "as_it_was_started"
+        )
+        result.assert_outcomes(passed=1)
+    finally:
+        assert harness("down", testnet_id).returncode == 0
     nothing_left()
 
 

@@ -121,7 +121,8 @@ class Stop(Fault):
         target.capable(Stoppable).stop_node(self.node_id)
 
     def undo(self, target: FaultTarget) -> None:
-        target.backend.start_node(target.node, target.registry_path)
+        if not target.capable(Stoppable).node_running(self.node_id):  # started meanwhile
+            target.backend.start_node(target.node, target.registry_path)
 
 
 @dataclass(frozen=True)

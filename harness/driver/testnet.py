@@ -23,7 +23,7 @@ import httpx
 
 from harness.driver.backend_registry import get_backend
 from harness.driver.backends.base import Backend, BackendOptions
-from harness.driver.backends.capabilities import PrometheusBeside
+from harness.driver.backends.capabilities import PrometheusBeside, Stoppable
 from harness.driver.claims import Claims
 from harness.driver.errors import (
     HarnessError,
@@ -210,6 +210,7 @@ class Testnet:
         """A Prometheus TSDB (of a test's artifacts) that the testnet's Prometheus starts with
         and serves beside what it scrapes (`harness.driver.replay`); set before `start()`."""
         self._last_hold = last_hold(self.directory)
+        self._lent = False
 
     @classmethod
     def attach(
@@ -410,10 +411,11 @@ class Testnet:
         session attached to it holds it now, take back what the last one changed (if one held
         it since) and rewrite the record (a restarted docker node has new host ports)."""
         if held_elsewhere(self.directory):
+            self._lent = True
             return
         seen = last_hold(self.directory)
-        if seen != self._last_hold:
-            self._last_hold = seen
+        if self._lent or seen != self._last_hold:  # a session let go of it (or died)
+            self._last_hold, self._lent = seen, False
             self.backend.take_back()
             self._active = self._load_faults()
         self.save()
@@ -697,12 +699,12 @@ class Testnet:
     def reset(self, timeout: float = 60.0) -> float:
         """Put the testnet back in the state it was started in; return the seconds it took.
 
-        The faults in force are healed (stopped nodes started again); the registry's content is
-        that of its first version again, written as a new version when it differs (versions
-        only grow); every orchestrator has acted on it and forgets its programs' crash-loop
-        backoffs (`POST /reset` on its dashboard: what was backing off starts at once); every
-        node is healthy; and the metric checks count from here (`baseline`: a counter is
-        checked as its increase since the reset)."""
+        The faults in force are healed and every node that is not running is started; the
+        registry's content is that of its first version again, written as a new version when
+        it differs (versions only grow); every orchestrator has acted on it and forgets its
+        programs' crash-loop backoffs (`POST /reset` on its dashboard: what was backing off
+        starts at once); every node is healthy; and counters count from here (`baseline`: a
+        counter reads as its value on the fresh testnet plus its increase since the reset)."""
         started = time.monotonic()
         deadline = started + timeout
 
@@ -711,14 +713,30 @@ class Testnet:
 
         renew(self.directory)  # a testnet in use lives on
         healed = self.heal_all(timeout)
+        woken = self._start_stopped_nodes()
         version, rewritten = self.registry.restore(1, "reset to the content of version 1")
         self._settle(version, left())
         self.baseline = self._scrape_baseline()
         took = time.monotonic() - started
         done = [f"{len(healed)} fault(s) healed" if healed else "no fault in force"]
+        if woken:
+            done.append(f"{', '.join(woken)} started")
         done.append(f"registry version {version} written" if rewritten else "registry unchanged")
         self.journal.record("reset", f"reset in {took:.2f} s: {', '.join(done)}")
         return took
+
+    def _start_stopped_nodes(self) -> list[str]:
+        """Start every node that is not running (stopped by a session that died, say)."""
+        backend = self.backend
+        if not isinstance(backend, Stoppable):
+            return []
+        stopped = [n for n in self.plan.nodes if not backend.node_running(n.node_id)]
+        for planned in stopped:
+            backend.start_node(planned, self.registry.path)
+            self.journal.record(
+                "reset", f"{planned.node_id} was not running: started", planned.node_id
+            )
+        return [planned.node_id for planned in stopped]
 
     def _reset_orchestrators(self, version: int, timeout: float) -> None:
         """`POST /reset` to every orchestrator, again until its answer (its dashboard after the

@@ -45,6 +45,11 @@ class Stoppable(Protocol):
         """Stop the node gracefully (SIGTERM to its orchestrator, escalating). Until then, an
         orchestrator that dies is started again, as systemd's `Restart=always` would."""
 
+    def node_running(self, node_id: str) -> bool:
+        """Whether the node runs (its orchestrator, or what is about to start it again), as
+        opposed to stopped (`stop_node`) or never started."""
+        ...
+
 
 @runtime_checkable
 class Signallable(Protocol):

@@ -369,6 +369,15 @@ class DockerBackend(
             # Docker sends SIGTERM (tini forwards it to the orchestrator), SIGKILL after this.
             container.stop(timeout=engine.stop_timeout(self.options))
 
+    def node_running(self, node_id: str) -> bool:
+        container = self._created(self._node(node_id))
+        if container is None:
+            return False
+        with contextlib.suppress(docker.errors.NotFound):
+            container.reload()
+            return container.status in ("running", "paused", "restarting")
+        return False
+
     def pause_node(self, node_id: str) -> None:
         """Freeze every process of the node (`docker pause`): it stops answering, keeps state."""
         self._running(self._node(node_id)).pause()

@@ -300,7 +300,7 @@ class LocalBackend(
 
     def _adopt(self, local: _LocalNode) -> None:
         """Supervise the node's orchestrator as its pid file names it (started by another
-        process, or again while this one stood aside); one that is gone is started again."""
+        process, or again while this one stood aside)."""
         record = read_pid_file(local.data_dir.pid_file("orchestrator"))
         pid = record.pid if record is not None else None
         if local.process is not None and local.process.pid == pid:
@@ -322,16 +322,14 @@ class LocalBackend(
                 local.sessions.add(pid)
             except ProcessLookupError:
                 local.process = None
-        if local.process is None:  # the supervisor starts it again at once
-            local.process = _Orchestrator(pid or 0, None)
-        local.wanted = True
+        # One that is gone stays stopped, as found: a reset starts it (`Testnet.reset`).
+        local.wanted = local.process is not None
         local.restarts.clear()
 
     def take_back(self) -> None:
         with self._lock:
             for local in self._nodes.values():
-                if local.wanted:
-                    self._adopt(local)
+                self._adopt(local)
 
     def detach(self) -> None:
         """Stop supervising (the orchestrators run on) and hang up this process's template of
@@ -384,14 +382,15 @@ class LocalBackend(
 
     def _supervise(self) -> None:
         """Restart=always for the orchestrators (see the module docstring)."""
-        seen = last_hold(self.directory.parent)
+        seen, held = last_hold(self.directory.parent), False
         while not self._closing.wait(RESTART_DELAY):
-            # A session attached to the testnet supervises it meanwhile (`holds`); after it, the
-            # orchestrators it started are taken over.
+            # A session attached to the testnet supervises it meanwhile (`holds`); after it
+            # (it let go, or it died), the orchestrators it started are taken over.
             if held_elsewhere(self.directory.parent):
+                held = True
                 continue
-            if last_hold(self.directory.parent) != seen:
-                seen = last_hold(self.directory.parent)
+            if held or last_hold(self.directory.parent) != seen:
+                seen, held = last_hold(self.directory.parent), False
                 self.take_back()
             for local in list(self._nodes.values()):
                 with self._lock:
@@ -424,6 +423,11 @@ class LocalBackend(
             local.wanted = False
         self.resume_node(node_id)  # a stopped process cannot act on SIGTERM
         self._stop(local)
+
+    def node_running(self, node_id: str) -> bool:
+        local = self._node(node_id)
+        with self._lock:
+            return local.wanted or (local.process is not None and not local.process.ended())
 
     def pause_node(self, node_id: str) -> None:
         self._signal_node(self._node(node_id), signal.SIGSTOP)

@@ -514,6 +514,10 @@ class SwarmBackend(
             f"--- orchestrator output (docker service logs) ---\n{tail}"
         )
 
+    def node_running(self, node_id: str) -> bool:
+        local = self._node(node_id)
+        return local.service is not None and bool(self._running_tasks(local))
+
     def stop_node(self, node_id: str) -> None:
         """Scale the node's service to 0: Docker stops its task (SIGTERM, SIGKILL later)."""
         local = self._node(node_id)
