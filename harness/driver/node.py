@@ -211,8 +211,18 @@ class Node:
         """The orchestrator's dashboard (port 7070) as a dict of its `key: value` lines."""
         response = self.testnet.http.get(self.url(Port.DASHBOARD, "/"), timeout=5.0)
         response.raise_for_status()
-        lines = (line.partition(": ") for line in response.text.splitlines())
-        return {key.strip(): value.strip() for key, sep, value in lines if sep}
+        return parse_dashboard(response.text)
+
+    def reset(self, timeout: float = 10.0) -> dict[str, str]:
+        """`POST /reset` to the orchestrator (the harness's own, see `Testnet.reset`): its
+        programs forget their crash-loop backoffs; return its dashboard after that."""
+        response = self.testnet.http.post(self.url(Port.DASHBOARD, "/reset"), timeout=timeout)
+        if response.status_code != 200:
+            raise HarnessError(
+                f"the reset of {self.node_id}'s orchestrator answered {response.status_code}: "
+                f"{response.text.strip()}"
+            )
+        return parse_dashboard(response.text)
 
     def process_pid(self, process: str) -> int | None:
         """The pid of one of the node's programs as the orchestrator reports it, or None."""
@@ -283,3 +293,9 @@ class Node:
 
 
 __all__ = ["Node", "NodeNotReady"]
+
+
+def parse_dashboard(text: str) -> dict[str, str]:
+    """An orchestrator's dashboard (`key: value` lines) as a dict."""
+    lines = (line.partition(": ") for line in text.splitlines())
+    return {key.strip(): value.strip() for key, sep, value in lines if sep}

@@ -30,6 +30,7 @@ from harness.driver.errors import (
     LogCheckFailed,
     MetricCheckFailed,
     MetricsScrapeError,
+    NodeNotReady,
 )
 from harness.driver.faults import Fault, FaultTarget, fault_document, fault_from_document
 from harness.driver.holds import held_elsewhere, last_hold, release_hold, take_hold
@@ -73,14 +74,15 @@ RECORD_FILE = "testnet.json"
 """A live testnet's record in its directory: `describe()` and its state, for `harness ls`."""
 EVENTS_FILE = "events.jsonl"
 FAULTS_FILE = "faults.json"
+"""The faults in force (`Testnet.inject`), for a session that attaches to the testnet later."""
 FRESH_FILE = "fresh-counters.json"
 """The counters of the testnet just started, which a reset testnet's counters count from."""
-"""The faults in force (`Testnet.inject`), for a session that attaches to the testnet later."""
 """The driver's events (`Testnet.journal`), in the testnet's directory and its artifacts."""
 TESTNET_IDS = Claims("testnets")
 _numbers: dict[str, Iterator[int]] = defaultdict(itertools.count)
 ARTIFACT_SCRAPE_TIMEOUT = 2.0
 WORKERS = 16  # threads for what is done on every node at once
+SCRAPE_WAIT = 5.0  # how long a reset (or a start) waits for a metrics endpoint to answer
 
 # What a node serves, by role: (name in `describe()`'s URLs, port). Every node's orchestrator
 # serves its metrics and dashboard; the rest depends on the role the registry gives it.
@@ -744,11 +746,8 @@ class Testnet:
 
         def reset(node: Node) -> None:
             def done() -> bool | None:
-                response = self.http.post(node.url(Port.DASHBOARD, "/reset"), timeout=timeout)
-                if response.status_code != 200:
-                    raise HarnessError(f"{response.status_code}: {response.text.strip()}")
-                seen = _dashboard_field(response.text, "last registry version")
-                return True if seen is not None and int(seen) >= version else None
+                seen = node.reset(timeout).get("last registry version", "0")
+                return True if int(seen) >= version else None
 
             wait_until(done, f"the reset of {node.node_id}'s orchestrator", timeout, 0.02)
 
@@ -761,24 +760,39 @@ class Testnet:
             for endpoint, samples in self._scrape_all().items()
         }
 
-    def _scrape_all(self) -> dict[tuple[str, int], list[MetricSample]]:
-        """Every metrics endpoint the nodes serve, scraped now, by (node id, port)."""
+    def _scrape_all(self, strict: bool = True) -> dict[tuple[str, int], list[MetricSample]]:
+        """Every metrics endpoint the nodes serve, scraped now (one that does not answer yet,
+        a program just started say, is waited for a little), by (node id, port). Without
+        `strict`, one that never answers is left out (and said) instead of raised."""
         endpoints = [(self.node(node_id), port) for node_id, _, port in self.metrics_endpoints()]
 
-        def scrape(endpoint: tuple[Node, int]) -> list[MetricSample]:
+        def scrape(endpoint: tuple[Node, int]) -> list[MetricSample] | None:
             node, port = endpoint
-            return parse_metrics(node.metrics_text(port), f"{node.node_id}:{port}")
+            where = f"{node.node_id}:{port}"
+            try:
+                text = wait_until(
+                    lambda: node.metrics_text(port), f"the metrics of {where}", SCRAPE_WAIT
+                )
+            except NodeNotReady as exc:
+                if strict:
+                    raise
+                log.warning("%s", exc)
+                return None
+            return parse_metrics(text, where)
 
         scraped = self._workers.map(scrape, endpoints)
         return {
             (node.node_id, port): samples
             for (node, port), samples in zip(endpoints, scraped, strict=True)
+            if samples is not None
         }
 
     def _keep_fresh_counters(self) -> None:
         """The counters of the testnet just started: what a reset testnet's counters count
-        from (`reset`), kept in its directory for sessions that attach to it."""
-        self._fresh = {key: counters(samples) for key, samples in self._scrape_all().items()}
+        from (`reset`), kept in its directory for sessions that attach to it. An endpoint that
+        cannot be read is left out: its counters then count from 0 at a reset."""
+        scraped = self._scrape_all(strict=False)
+        self._fresh = {key: counters(samples) for key, samples in scraped.items()}
         document = {f"{node} {port}": values for (node, port), values in self._fresh.items()}
         (self.directory / FRESH_FILE).write_text(json.dumps(document))
 
@@ -795,7 +809,8 @@ class Testnet:
     def check_metrics(self, thresholds: MetricThresholds | None = None) -> None:
         """Check every node of every subnet against `thresholds` (default: the IC's defaults);
         raise `MetricCheckFailed` listing every offender. A failed scrape is an offender. After
-        a `reset()`, counters are checked as their increase since then (`Node.metrics`)."""
+        a `reset()`, a counter is checked as on a fresh testnet: its value when the testnet was
+        fresh plus its increase since the reset (`Node.metrics`)."""
         thresholds = thresholds or MetricThresholds.defaults()
         thresholds.validate()
         problems: list[str] = []
@@ -981,12 +996,3 @@ class Testnet:
             "prometheus": self.prometheus,
             "nodes": nodes,
         }
-
-
-def _dashboard_field(text: str, key: str) -> str | None:
-    """The value of one `key: value` line of an orchestrator's dashboard."""
-    for line in text.splitlines():
-        name, sep, value = line.partition(": ")
-        if sep and name.strip() == key:
-            return value.strip()
-    return None
