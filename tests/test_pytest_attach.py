@@ -16,6 +16,9 @@ import pytest
 from harness_cli import harness
 from inner_pytest import BACKENDS, nothing_left, own_state  # noqa: F401 (autouse)
 
+from harness.driver import Run
+from harness.driver.testnet import RECORD_FILE, TESTNET_IDS
+
 TOPOLOGY = """
 from harness.driver import InternetComputer, Subnet, SubnetType
 
@@ -264,3 +267,26 @@ def test_usage_errors(pytester: pytest.Pytester, arguments: list[str], message: 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *arguments)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_testnet_on_a_backend_that_cannot_attach_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    run = Run.create("a swarm testnet's owner")  # this process: alive while the session runs
+    assert TESTNET_IDS.claim("ic-0", run.run_id)
+    (run.directory / "ic-0").mkdir()
+    record = {"testnet": "ic-0", "backend": "swarm", "state": "up", "run": run.run_id}
+    (run.directory / "ic-0" / RECORD_FILE).write_text(json.dumps(record))
+    try:
+        pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--testnet", "ic-0")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(
+            [
+                "ERROR: harness_testnet = ic-0: testnet ic-0 runs on the swarm backend, which "
+                "cannot attach to a testnet another process started (the local and docker "
+                "backends can)"
+            ]
+        )
+    finally:
+        run.close()

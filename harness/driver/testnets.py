@@ -120,10 +120,22 @@ def attach(testnet_id: str, purpose: str, sample: bool = False) -> Testnet:
     """The running testnet `testnet_id`, held by this process until its `close()`, which leaves
     it up (`Testnet.attach`); `HarnessError` when there is no such testnet, when it is not up,
     or when another live process holds it."""
+    entry = check_attachable(testnet_id)
+    return Testnet.attach(entry.run, testnet_id, entry.record, sample, purpose)
+
+
+def check_attachable(testnet_id: str) -> TestnetEntry:
+    """The testnet `testnet_id` if a session can attach to it; `HarnessError` saying why not
+    (no such testnet, not up, a backend that cannot attach) otherwise."""
     entry = find_testnet(testnet_id)
     if entry.state != "up":
         raise HarnessError(f"testnet {testnet_id} is {entry.state}, not up: it cannot be attached")
-    return Testnet.attach(entry.run, testnet_id, entry.record, sample, purpose)
+    if not get_backend(entry.backend_name).can_attach():
+        raise HarnessError(
+            f"testnet {testnet_id} runs on the {entry.backend_name} backend, which cannot attach "
+            "to a testnet another process started (the local and docker backends can)"
+        )
+    return entry
 
 
 def find_testnet(testnet_id: str) -> TestnetEntry:

@@ -83,7 +83,7 @@ from harness.driver.report import (
     testnet_report,
 )
 from harness.driver.testnet import EVENTS_FILE
-from harness.driver.testnets import attach, find_testnet
+from harness.driver.testnets import attach, check_attachable
 from harness.driver.timeline import journal_events
 from harness.driver.topology import topology_differences
 from harness.pytest_plugin.interrupts import Interrupts
@@ -251,11 +251,9 @@ def _check_attach(config: pytest.Config) -> None:
             "give every worker testnets of its own"
         )
     try:
-        entry = find_testnet(testnet_id)
+        check_attachable(testnet_id)
     except HarnessError as exc:
         raise pytest.UsageError(f"harness_testnet = {testnet_id}: {exc}") from None
-    if entry.state != "up":
-        raise pytest.UsageError(f"harness_testnet = {testnet_id}: it is {entry.state}, not up")
 
 
 def _setting(config: pytest.Config, name: str, default: Any) -> Any:

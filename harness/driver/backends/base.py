@@ -211,6 +211,11 @@ class Backend(abc.ABC):
         """Stop every node and release everything; safe to call twice."""
 
     # Attaching: another process takes over a testnet this backend started (`Testnet.attach`).
+    @classmethod
+    def can_attach(cls) -> bool:
+        """Whether this backend can take over a testnet another process started (`attach`)."""
+        return cls.attach is not Backend.attach
+
     def state(self) -> dict[str, Any]:
         """What a backend in another process needs, besides the plan and the nodes' addresses,
         to `attach()` to this testnet (JSON-ready; kept in the testnet's record)."""
