@@ -459,7 +459,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         for testnet_id in args.testnets:
             print(remove_testnet(find_testnet(testnet_id), force=args.force))
         return 0
-    removed = sweep(everything=args.all)
+    removed = sweep(everything=args.all, every_backend=True)
     total = sum(removed.values())
     what = "every run" if args.all else "runs whose owner is gone"
     print(f"removed {total} leftover(s) of {len(removed)} run(s) ({what})")

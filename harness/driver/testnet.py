@@ -46,6 +46,7 @@ from harness.driver.metrics_check import (
 )
 from harness.driver.metrics_check import Sample as MetricSample
 from harness.driver.node import Node
+from harness.driver.parallel import Workers
 from harness.driver.prometheus import DIRECTORY as PROMETHEUS_DIRECTORY
 from harness.driver.prometheus import Prometheus, ScrapeTarget, require_support
 from harness.driver.registry import RegistryWriter, initial_snapshot
@@ -204,7 +205,9 @@ class Testnet:
         self._closed = False
         self._prometheus: Prometheus | None = None
         self._prometheus_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        # For what is done on every node at once (health, resets, scrapes, log marks): threads
+        # kept for the testnet's life, so that a reset does not start a dozen threads.
+        self._workers = Workers(WORKERS, self.testnet_id)
         self.baseline: Baseline = {}
         """The nodes' metrics at the last `reset()`: the metric checks count from there."""
         self._fresh: dict[tuple[str, int], dict[str, float]] = {}
@@ -382,17 +385,8 @@ class Testnet:
             (self.directory / RECORD_FILE).unlink(missing_ok=True)
             TESTNET_IDS.release(self.testnet_id)
 
-    @property
-    def _workers(self) -> ThreadPoolExecutor:
-        """Threads for what is done on every node at once (health, resets, scrapes, logs):
-        one pool for the testnet's life, so that a reset does not start a dozen threads."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=self.testnet_id)
-        return self._pool
-
     def _stop_workers(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._workers.stop()
 
     def _detach(self) -> None:
         try:
@@ -673,15 +667,12 @@ class Testnet:
         ]
         if not waits:
             return
-        futures = [self._workers.submit(wait) for wait in waits]
-        try:
-            for done, future in enumerate(as_completed(futures), 1):
-                future.result()
-                if progress:
-                    progress("waiting for healthy nodes", done, len(waits))
-        finally:
-            for future in futures:
-                future.cancel()
+
+        def report(done: int) -> None:
+            if progress:
+                progress("waiting for healthy nodes", done, len(waits))
+
+        self._workers.map(lambda wait: wait(), waits, report)
 
     def write_registry(self, content: RegistrySnapshot, what: str, timeout: float = 60.0) -> int:
         """Write `content` as the registry's next version and wait until every orchestrator
@@ -751,7 +742,7 @@ class Testnet:
 
             wait_until(done, f"the reset of {node.node_id}'s orchestrator", timeout, 0.02)
 
-        list(self._workers.map(reset, self.nodes()))
+        self._workers.map(reset, self.nodes())
 
     def _scrape_baseline(self) -> Baseline:
         """The `Reference` of every metrics endpoint the nodes serve, scraped now."""

@@ -68,6 +68,7 @@ class Backend(abc.ABC):
     """How many `start_node` calls `Testnet.start` makes at once; each must be thread-safe."""
 
     def __init__(self, run: Run, testnet_id: str, directory: Path, options: BackendOptions):
+        run.uses(self.name)  # before anything is made: the run's sweep asks this backend
         self.run = run
         self.testnet_id = testnet_id
         self.directory = directory
