@@ -4,6 +4,7 @@ and the server's own end is noticed; a client's hang-up leaves the children runn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -246,3 +247,28 @@ def test_a_server_forked_here_exits_as_soon_as_its_client_hangs_up() -> None:
     )
     # The bug this guards against held it 5 s; 3 s leaves a loaded machine room.
     assert float(result.stdout) < 3.0
+
+
+def test_a_program_that_ends_before_its_spawn_is_answered_has_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    """The fork server can report a child's end before the reply to its spawn (a program that
+    fails at once): the launcher keeps its exit code, not the raw wait status."""
+    from harness.node.orchestrator.launchers import ForkLauncher
+    from harness.node.orchestrator.process import LaunchSpec
+
+    async def scenario() -> int:
+        launcher = ForkLauncher(None, "test", 1.0)
+
+        class EndsFirst:
+            alive = True
+
+            async def spawn(self, spawn: object) -> int:
+                launcher._exited(4242, 3 << 8)  # its end is heard before the spawn's reply
+                return 4242
+
+        launcher._client = EndsFirst()  # type: ignore[assignment]
+        launched = await launcher.launch(LaunchSpec("replica", ("replica",)), tmp_path / "log", 1)
+        return await launched.wait()
+
+    assert asyncio.run(scenario()) == 3

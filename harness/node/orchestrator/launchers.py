@@ -170,8 +170,8 @@ class ForkLauncher:
     def _exited(self, pid: int, status: int) -> None:
         if pid in self._running:
             self._ended(pid, returncode(status))
-        else:
-            self._early_exits[pid] = status
+        else:  # kept as the exit code too, not the raw status (3 << 8 is not "exit code 768")
+            self._early_exits[pid] = returncode(status)
 
     def _ended(self, pid: int, code: int) -> None:
         child = self._running.pop(pid)
