@@ -5,9 +5,9 @@ test (the reset) and when it lets go.
 
 The lifetime is `lifetime.json` in the testnet's directory (`ttl` and `expires`, Unix time).
 Its end is kept by a reaper: a small process of its own (`harness.driver.reaper`) started
-when the lifetime is set, so an expired testnet is removed even when no
-harness command runs. It carries the testnet's run tags, so whatever removes the testnet first
-(`harness down`, the sweep) ends it too; it never removes a testnet a live session holds.
+when the lifetime is set, so an expired testnet is removed even when no harness command runs.
+It carries the testnet's run tags, so whatever removes the testnet first (`harness down`, the
+sweep) ends it too; it never removes a testnet a live session holds.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from harness.driver.run import TESTNET_ID_ENV, Run
 LIFETIME_FILE = "lifetime.json"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_REAPERS: list[subprocess.Popen[bytes]] = []
 
 
 def parse_duration(text: str, what: str = "a duration") -> float | None:
@@ -69,7 +70,7 @@ def set_lifetime(run: Run, testnet_id: str, ttl: float) -> float:
     env[TESTNET_ID_ENV] = testnet_id
     env["HARNESS_STATE_DIR"] = str(run.directory.parent.parent)
     with (testnet_dir / "reaper.log").open("ab") as out:
-        subprocess.Popen(
+        reaper = subprocess.Popen(
             [sys.executable, "-m", "harness.driver.reaper", testnet_id],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -77,6 +78,7 @@ def set_lifetime(run: Run, testnet_id: str, ttl: float) -> float:
             env=env,
             start_new_session=True,
         )
+    _REAPERS.append(reaper)  # never waited for: it outlives this process as a rule
     return until
 
 

@@ -17,17 +17,17 @@ In a test module::
 Options (each also an ini key `harness_<name>`): `--backend local|docker|swarm`,
 `--spawn fork|exec`, `--keep-testnet` (`--keep-ttl DURATION`), `--testnet ID` (attach to a
 running testnet: matching fixtures use it, reset before each test; not under xdist),
-`--prometheus`, `--artifacts-dir DIR`, `--run-manual`,
-`--log-tail N`, `--log-forbid REGEX` and `--log-allow REGEX` (repeatable; ini: one per line),
-`--timeout-grace SECONDS`. Time limits are pytest-timeout's settings
-(`harness.pytest_plugin.timelimit`); Ctrl-C and SIGTERM: `harness.pytest_plugin.interrupts`.
+`--prometheus`, `--artifacts-dir DIR`, `--run-manual`, `--log-tail N`, `--log-forbid REGEX`
+and `--log-allow REGEX` (repeatable; ini: one per line), `--timeout-grace SECONDS`. Time
+limits are pytest-timeout's settings (`harness.pytest_plugin.timelimit`); Ctrl-C and SIGTERM:
+`harness.pytest_plugin.interrupts`.
 
 Before a test on a reused testnet (attached, or of a fixture wider than the test), the testnet
 is reset (`Testnet.reset`). After a test with a testnet: its faults are healed; its artifacts
 are collected while its testnets are up (every node's logs and metrics, the registry, the
-events); if it passed, the
-metric checks and the log checks run (`harness.driver.logcheck`: a Python traceback, "This is a
-bug", "panicked" or a CRITICAL record logged during the test fails it). The artifact directory
+events); if it passed, the metric checks and the log checks run (`harness.driver.logcheck`: a
+Python traceback, "This is a bug", "panicked" or a CRITICAL record logged during the test
+fails it). The artifact directory
 (one per attempt under pytest-rerunfailures) gets `report.html` (`harness.driver.report`);
 `index.html` in the artifacts root lists every test and attempt. A test that fails or errors
 gets a section "harness: what happened" (`harness.driver.explain`) in its failure text, so in
