@@ -82,3 +82,25 @@ def last_hold(testnet_dir: Path) -> str | None:
         return (testnet_dir / LAST_HOLD_FILE).read_text()
     except FileNotFoundError:
         return None
+
+
+class HoldWatch:
+    """What the owner of a testnet asks now and then (`harness up`'s record refresh, the local
+    backend's supervisor): may it act, and has a session let go of the testnet (or died) since
+    it last asked, so that it first takes back what that session changed."""
+
+    def __init__(self, testnet_dir: Path) -> None:
+        self.testnet_dir = testnet_dir
+        self._seen = last_hold(testnet_dir)
+        self._held = False
+
+    def poll(self) -> bool | None:
+        """None while another live process holds the testnet (act on nothing); else whether a
+        session let go of it since the last poll (take back what it changed, then act)."""
+        if held_elsewhere(self.testnet_dir):
+            self._held = True
+            return None
+        seen = last_hold(self.testnet_dir)
+        given_back = self._held or seen != self._seen
+        self._seen, self._held = seen, False
+        return given_back

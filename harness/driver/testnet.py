@@ -33,7 +33,7 @@ from harness.driver.errors import (
     NodeNotReady,
 )
 from harness.driver.faults import Fault, FaultTarget, fault_document, fault_from_document
-from harness.driver.holds import held_elsewhere, last_hold, release_hold, take_hold
+from harness.driver.holds import HoldWatch, release_hold, take_hold
 from harness.driver.lifetime import expires, renew
 from harness.driver.logcheck import LogKey, LogMarks, LogPatterns, LogScan, scan
 from harness.driver.metrics_check import (
@@ -214,8 +214,7 @@ class Testnet:
         self.recorded_metrics: Path | None = None
         """A Prometheus TSDB (of a test's artifacts) that the testnet's Prometheus starts with
         and serves beside what it scrapes (`harness.driver.replay`); set before `start()`."""
-        self._last_hold = last_hold(self.directory)
-        self._lent = False
+        self._hold = HoldWatch(self.directory)
 
     @classmethod
     def attach(
@@ -406,12 +405,10 @@ class Testnet:
         """For the process that started the testnet, now and then (`harness up`): unless a
         session attached to it holds it now, take back what the last one changed (if one held
         it since) and rewrite the record (a restarted docker node has new host ports)."""
-        if held_elsewhere(self.directory):
-            self._lent = True
+        given_back = self._hold.poll()
+        if given_back is None:
             return
-        seen = last_hold(self.directory)
-        if self._lent or seen != self._last_hold:  # a session let go of it (or died)
-            self._last_hold, self._lent = seen, False
+        if given_back:  # a session let go of it (or died)
             self.backend.take_back()
             self._active = self._load_faults()
         self.save()
@@ -654,25 +651,20 @@ class Testnet:
             return max(0.1, deadline - time.monotonic())
 
         snapshot = self.topology_snapshot()
-        waits: list[Callable[[], object]] = [
-            functools.partial(lambda node: node.await_healthy_everywhere(left()), node)
-            for subnet in snapshot.subnets
-            for node in subnet.nodes
-        ]
-        waits += [
-            functools.partial(
-                lambda node: node.await_status_is_healthy(Port.IC_BOUNDARY, left()), node
-            )
-            for node in snapshot.api_boundary_nodes
-        ]
-        if not waits:
-            return
+        boundary = set(snapshot.api_boundary_nodes)
+        nodes = [n for s in snapshot.subnets for n in s.nodes] + list(snapshot.api_boundary_nodes)
+
+        def healthy(node: Node) -> None:
+            if node in boundary:
+                node.await_status_is_healthy(Port.IC_BOUNDARY, left())
+            else:
+                node.await_healthy_everywhere(left())
 
         def report(done: int) -> None:
             if progress:
-                progress("waiting for healthy nodes", done, len(waits))
+                progress("waiting for healthy nodes", done, len(nodes))
 
-        self._workers.map(lambda wait: wait(), waits, report)
+        self._workers.map(healthy, nodes, report)
 
     def write_registry(self, content: RegistrySnapshot, what: str, timeout: float = 60.0) -> int:
         """Write `content` as the registry's next version and wait until every orchestrator

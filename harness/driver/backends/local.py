@@ -58,7 +58,7 @@ from harness.driver.backends.capabilities import (
 )
 from harness.driver.backends.prometheus_process import ProcessServer
 from harness.driver.errors import HarnessError, NodeStartError
-from harness.driver.holds import held_elsewhere, last_hold
+from harness.driver.holds import HoldWatch
 from harness.driver.run import (
     NODE_ID_ENV,
     TESTNET_ID_ENV,
@@ -382,15 +382,14 @@ class LocalBackend(
 
     def _supervise(self) -> None:
         """Restart=always for the orchestrators (see the module docstring)."""
-        seen, held = last_hold(self.directory.parent), False
+        hold = HoldWatch(self.directory.parent)
         while not self._closing.wait(RESTART_DELAY):
             # A session attached to the testnet supervises it meanwhile (`holds`); after it
             # (it let go, or it died), the orchestrators it started are taken over.
-            if held_elsewhere(self.directory.parent):
-                held = True
+            given_back = hold.poll()
+            if given_back is None:
                 continue
-            if held or last_hold(self.directory.parent) != seen:
-                seen, held = last_hold(self.directory.parent), False
+            if given_back:
                 self.take_back()
             for local in list(self._nodes.values()):
                 with self._lock:
