@@ -15,6 +15,7 @@ from inner_pytest import BACKENDS, nothing_left, own_state  # noqa: F401 (autous
 
 from harness.driver import HarnessError
 from harness.driver.lifetime import describe_duration, parse_duration
+from harness.driver.run import tagged_processes
 
 TOPOLOGY = """
 from harness.driver import InternetComputer, Subnet, SubnetType
@@ -32,10 +33,13 @@ def _listing() -> list[dict[str, Any]]:
 
 
 def _await_gone(timeout: float) -> None:
-    """Wait (no harness command but `ls` runs meanwhile) until no testnet is left."""
+    """Wait (no harness command but `ls` runs meanwhile) until no testnet is left and no
+    process of its run runs (the reaper and the owner end just after the testnet's record)."""
     deadline = time.monotonic() + timeout
-    while _listing():
-        assert time.monotonic() < deadline, f"still there after {timeout} s: {_listing()}"
+    while _listing() or tagged_processes():
+        assert time.monotonic() < deadline, (
+            f"still there after {timeout} s: {_listing()}, {tagged_processes()}"
+        )
         time.sleep(0.2)
 
 
