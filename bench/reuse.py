@@ -29,8 +29,9 @@
    from a small plugin loaded with `-p` from a temporary directory on PYTHONPATH: wall-clock
    stamps of pytest loaded, plugins configured, collection, the fixtures' setup, the test body
    (`pytest_pyfunc_call`), the harness's work after it (heal, artifacts, checks), teardown,
-   `pytest_sessionfinish` (the harness waits there for the test's report, whose rendering is
-   timed too) and the interpreter's exit (from the parent). Import cost, per mode:
+   `pytest_sessionfinish` (the harness waits there for the test's report, rendered by a
+   process of its own: timed from its submission to its file's time) and the interpreter's
+   exit (from the parent). Import cost, per mode:
    `python -X importtime -c "import harness.pytest_plugin"` (and, where that entry module
    registers the plugin proper itself, `harness.pytest_plugin.plugin` too; alone and after
    `import pytest`, as in a pytest run), summed over the top-level harness imports, with the
@@ -139,6 +140,17 @@ def _created():
         return None
 
 
+def _written(renders):
+    """[submitted, report.html written] of each report (its renderer is another process)."""
+    spans = []
+    for submitted, directory in renders:
+        try:
+            spans.append([submitted, os.stat(os.path.join(directory, "report.html")).st_mtime])
+        except OSError:
+            pass
+    return spans
+
+
 def _write():
     _STAMPS["atexit"] = time.time()
     heavy = ("matplotlib", "aiohttp", "docker", "httpx", "rich", "uvicorn", "hypothesis")
@@ -147,7 +159,7 @@ def _write():
         "process_created": _created(),
         "registered": _REGISTERED,
         "reports": _REPORTS,
-        "renders": _RENDERS,
+        "renders": _written(_RENDERS),
         "modules": len(sys.modules),
         "heavy_modules_loaded": [name for name in heavy if name in sys.modules],
     }
@@ -170,20 +182,17 @@ def pytest_configure(config):
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session):
     _stamp("sessionstart")
-    report = sys.modules.get("harness.driver.report")
-    writer = getattr(report, "ReportWriter", None)
-    original = getattr(writer, "_write", None)
+    worker = sys.modules.get("harness.driver.report_worker")
+    writer = getattr(worker, "ReportWriter", None)
+    original = getattr(writer, "submit", None)
     if original is None:
         return
 
-    def _write_timed(directory, render):
-        began = time.time()
-        try:
-            return original(directory, render)
-        finally:
-            _RENDERS.append([began, time.time()])
+    def submit_timed(self, directory, page):
+        _RENDERS.append([time.time(), str(directory)])
+        return original(self, directory, page)
 
-    writer._write = staticmethod(_write_timed)
+    writer.submit = submit_timed
 
 
 @pytest.hookimpl(trylast=True)
@@ -1317,7 +1326,7 @@ PHASE_ROWS = (
     ("factory_release", "  session fixtures"),
     ("after_result", "after the result"),
     ("sessionfinish", "  sessionfinish"),
-    ("report_render", "  report render (thread)"),
+    ("report_render", "  report: submitted to written"),
     ("report_after_teardown", "  report after teardown"),
     ("sessionfinish_to_exit", "  sessionfinish to exit"),
     ("interpreter_exit", "    after atexit"),

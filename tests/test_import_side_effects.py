@@ -8,6 +8,8 @@ settings, and starting a docker testnet may not start (or turn off) testcontaine
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import os
 import subprocess
@@ -111,6 +113,38 @@ def own_state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 @pytest.mark.skipif(_MISSING is not None, reason=f"NO DOCKER ENGINE: {_MISSING}")
+def test_the_driver_s_names_are_imported_when_asked_for() -> None:
+    """`harness.driver` exports every name of its `__all__`, each from the module its type
+    checkers are told of; importing one module of the driver (a report's renderer does) does
+    not import the rest of it, nor its HTTP client."""
+    import harness.driver
+
+    tree = ast.parse(Path(harness.driver.__file__).read_text())
+    told = {
+        alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert told == harness.driver._EXPORTS
+    assert sorted(told) == sorted(harness.driver.__all__)
+    for name in harness.driver.__all__:
+        assert getattr(harness.driver, name) is getattr(importlib.import_module(told[name]), name)
+    assert set(harness.driver.__all__) <= set(dir(harness.driver))
+    with pytest.raises(AttributeError, match="no attribute 'Testnett'"):
+        harness.driver.Testnett  # noqa: B018
+    probe = (
+        "import json, sys\n"
+        "import harness.driver.report\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('harness.', 'httpx')))))"
+    )
+    loaded = json.loads(subprocess.check_output([sys.executable, "-c", probe], text=True))
+    assert "harness.driver.report" in loaded
+    assert not {"httpx", "harness.driver.testnet", "harness.driver.aio"} & set(loaded)
+
+
 def test_harness_containers_skip_ryuk_and_the_users_keep_it(
     ryuk_calls: list[str], own_state_root: Path
 ) -> None:

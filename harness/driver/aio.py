@@ -35,6 +35,7 @@ import httpx
 from harness.driver.errors import NodeNotReady
 from harness.driver.node import IC_GATEWAY_DOMAIN
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
+from harness.node.tls import plain_http
 
 if TYPE_CHECKING:
     import aiohttp
@@ -50,6 +51,7 @@ def async_client(proxy: str | None, connections: int = 100) -> httpx.AsyncClient
     return httpx.AsyncClient(
         proxy=proxy,
         trust_env=False,
+        verify=plain_http(),
         timeout=PROBE_TIMEOUT,
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
     )

@@ -43,6 +43,7 @@ from harness.driver.backends.capabilities import PrometheusBeside, PrometheusSer
 from harness.driver.backends.prometheus_process import LOG_FILE
 from harness.driver.errors import CapabilityMissing, HarnessError
 from harness.driver.sampler import SERIES, UP_SERIES, Sample
+from harness.node.tls import plain_http
 
 JOBS = ("replica", "orchestrator", "ic-gateway", "ic-boundary")
 """The scrape jobs, one per node program that serves metrics (`testnet.METRICS_FILES`)."""
@@ -179,7 +180,7 @@ class Prometheus:
     def _await_ready(self, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last = "no answer yet"
-        with httpx.Client(trust_env=False, timeout=1.0) as client:
+        with httpx.Client(trust_env=False, verify=plain_http(), timeout=1.0) as client:
             while True:
                 code = self.server.exit_status()
                 if code is not None:
@@ -208,7 +209,7 @@ class Prometheus:
         from their first second. `HarnessError` saying how far it got when it does not."""
         deadline = time.monotonic() + timeout
         seen = "no answer yet"
-        with httpx.Client(trust_env=False, timeout=1.0) as client:
+        with httpx.Client(trust_env=False, verify=plain_http(), timeout=1.0) as client:
             while True:
                 try:
                     response = client.get(f"{self.url}/api/v1/targets", params={"state": "active"})
@@ -306,7 +307,7 @@ class Prometheus:
         for _program, metric, series, aggregation in SERIES:
             queries[series] = f"{aggregation} by (node) ({metric}{{{self._selector}}})"
         found: list[Sample] = []
-        with httpx.Client(trust_env=False, timeout=QUERY_TIMEOUT) as client:
+        with httpx.Client(trust_env=False, verify=plain_http(), timeout=QUERY_TIMEOUT) as client:
             for series, query in queries.items():
                 params: dict[str, str | float] = {
                     "query": query,

@@ -9,6 +9,9 @@ metrics endpoints answering, program starts, restart backoff, request rates, tak
 Prometheus beside the testnet when it ran, else from the harness's sampler (the page says
 which: `Testnet.metric_samples`). Plots are SVG drawn by matplotlib (its object API, so no
 global backend is chosen for the caller), inlined.
+
+`report_page` takes what a report shows in the test's process, while its testnets are up;
+`ReportPage.render` draws it, in another process (`harness.driver.report_worker`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ import io
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,6 +128,16 @@ def _figure(height: float) -> tuple[Figure, Axes]:
     figure = Figure(figsize=(11, height), dpi=100)
     figure.subplots_adjust(left=0.17, right=0.83, bottom=0.8 / height, top=1 - 0.45 / height)
     return figure, figure.add_subplot()
+
+
+def warm_up() -> None:
+    """Import matplotlib and load what its first SVG loads (fonts, the SVG backend), so that
+    the first report draws as fast as the next."""
+    figure, axes = _figure(1.4)
+    axes.plot([0, 1], [0, 1], label="warm-up")
+    axes.set_xlabel("seconds")
+    axes.legend()
+    _svg(figure)
 
 
 def timeline_svg(events: Sequence[Event], start: float, end: float) -> str:
@@ -265,7 +277,9 @@ def render_report(
 def write_report(directory: Path, page: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    partial = path.with_name(f".{REPORT_FILE}.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(path)  # a reader never sees half a page
     return path
 
 
@@ -308,7 +322,43 @@ class Collected:
     sampled_by: str
 
 
-def testnet_report(
+@dataclass(frozen=True)
+class ReportPage:
+    """What a test's report shows, taken in the test's process while its testnets were up;
+    picklable, so that another process renders it (`harness.driver.report_worker`). The
+    orchestrators' events are read from `journals` (artifact directories) when rendered."""
+
+    nodeid: str
+    outcome: str
+    duration: float
+    start: float
+    end: float
+    events: list[Event]
+    samples: list[Sample]
+    failure: str = ""
+    links: list[tuple[str, str]] = field(default_factory=list)
+    sampled_by: list[str] = field(default_factory=list)
+    journals: list[Path] = field(default_factory=list)
+
+    def render(self) -> str:
+        events = list(self.events)
+        for artifacts in self.journals:
+            events += orchestrator_events(artifacts)
+        return render_report(
+            self.nodeid,
+            self.outcome,
+            self.duration,
+            self.start,
+            self.end,
+            events,
+            self.samples,
+            self.failure,
+            self.links,
+            self.sampled_by,
+        )
+
+
+def report_page(
     nodeid: str,
     outcome: str,
     duration: float,
@@ -316,63 +366,40 @@ def testnet_report(
     end: float,
     testnets: Sequence[Collected],
     failure: str = "",
-) -> str:
-    """The report page of a test that used `testnets`; links in the page are relative to the
+) -> ReportPage:
+    """The report of a test that used `testnets`; links in the page are relative to the
     directory that holds the artifact directories."""
-    events: list[Event] = []
-    samples: list[Sample] = []
-    links: list[tuple[str, str]] = []
-    sampled_by: list[str] = []
+    page = ReportPage(nodeid, outcome, duration, start, end, [], [], failure)
     for collected in testnets:
         testnet, artifacts = collected.testnet, collected.artifacts
-        events += testnet.journal.events(start, end)
-        events += orchestrator_events(artifacts)
-        samples += collected.samples
-        sampled_by.append(
+        page.events.extend(testnet.journal.events(start, end))
+        page.journals.append(artifacts)
+        page.samples.extend(collected.samples)
+        page.sampled_by.append(
             collected.sampled_by
             if len(testnets) == 1
             else f"{testnet.testnet_id}: {collected.sampled_by}"
         )
-        links += [
-            (f"{testnet.testnet_id}: summary", f"{artifacts.name}/summary.txt"),
-            (f"{testnet.testnet_id}: every node's logs and metrics", f"{artifacts.name}/nodes/"),
-            (f"{testnet.testnet_id}: registry versions", f"{artifacts.name}/registry/"),
-        ]
+        page.links.extend(
+            [
+                (f"{testnet.testnet_id}: summary", f"{artifacts.name}/summary.txt"),
+                (
+                    f"{testnet.testnet_id}: every node's logs and metrics",
+                    f"{artifacts.name}/nodes/",
+                ),
+                (f"{testnet.testnet_id}: registry versions", f"{artifacts.name}/registry/"),
+            ]
+        )
         if (artifacts / "prometheus").is_dir():
-            links.append(
+            page.links.append(
                 (
                     f"{testnet.testnet_id}: Prometheus (its log, config, targets, TSDB snapshot)",
                     f"{artifacts.name}/prometheus/",
                 )
             )
-    return render_report(
-        nodeid, outcome, duration, start, end, events, samples, failure, links, sampled_by
-    )
+    return page
 
 
-class ReportWriter:
-    """Renders and writes reports on one background thread, so that drawing a test's plots
-    overlaps the next test (which mostly waits on its nodes); `close()` waits for them all.
-    A report that fails to render is replaced by a page saying why."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="report")
-        self._pending: list[Future[Path]] = []
-
-    def submit(self, directory: Path, render: Callable[[], str]) -> None:
-        self._pending.append(self._pool.submit(self._write, directory, render))
-
-    @staticmethod
-    def _write(directory: Path, render: Callable[[], str]) -> Path:
-        try:
-            page = render()
-        except Exception as exc:  # the report must never hide the test's own outcome
-            page = _page("report failed", f"<pre>{html.escape(repr(exc))}</pre>")
-        return write_report(directory, page)
-
-    def close(self) -> list[Path]:
-        """Wait for every report; return where they were written."""
-        written = [future.result() for future in self._pending]
-        self._pending.clear()
-        self._pool.shutdown()
-        return written
+def failed_page(why: str) -> str:
+    """The page written in place of a report that could not be rendered."""
+    return _page("report failed", f"<pre>{html.escape(why)}</pre>")

@@ -24,6 +24,8 @@ import httpcore
 import httpx
 import socksio
 
+from harness.node.tls import plain_http
+
 
 class _BoundedStream(httpcore.NetworkStream):
     def __init__(self, stream: httpcore.NetworkStream, timeout: float) -> None:
@@ -110,7 +112,7 @@ def socks_client(proxy: str, handshake_timeout: float = 5.0, timeout: float = 5.
     url = httpx.URL(proxy)
     if url.scheme not in ("socks5", "socks5h"):
         raise ValueError(f"{proxy!r} is not a socks5:// URL")
-    transport = _SocksTransport(proxy=proxy)
+    transport = _SocksTransport(proxy=proxy, verify=plain_http())
     transport._pool = httpcore.SOCKSProxy(
         proxy_url=httpcore.URL(
             scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=b"/"

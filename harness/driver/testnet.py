@@ -63,6 +63,7 @@ from harness.driver.waits import wait_until
 from harness.node.layout import Port
 from harness.node.registry import RegistrySnapshot, SubnetType
 from harness.node.registry.records import FEATURE_IC_GATEWAY
+from harness.node.tls import plain_http
 
 if TYPE_CHECKING:
     from harness.driver.aio import AsyncTestnet
@@ -197,7 +198,7 @@ class Testnet:
             if not self.attached:
                 TESTNET_IDS.release(self.testnet_id)
             raise
-        self.http = httpx.Client(trust_env=False)
+        self.http = httpx.Client(trust_env=False, verify=plain_http())
         self.sampler = Sampler(self._sample_targets, self.journal) if sample else None
         self._nodes: dict[str, Node] = {}
         self._active: list[Fault] = []

@@ -1,4 +1,5 @@
-"""TLS for the node programs' HTTP clients (aiohttp, http.client), only where a URL asks for it.
+"""TLS for the node programs' HTTP clients (aiohttp, http.client) and the driver's (httpx), only
+where a URL asks for it.
 
 A testnet's programs talk plain HTTP to each other, and a verifying context costs: building
 one loads the system's CA certificates into OpenSSL (its default paths, which ``SSL_CERT_FILE``
@@ -23,6 +24,13 @@ def verify_for(urls: Iterable[str]) -> ssl.SSLContext:
     change them."""
     if any(url.lower().startswith("https:") for url in urls):
         return _verifying()
+    return _plain()
+
+
+def plain_http() -> ssl.SSLContext:
+    """The context for a client that only ever requests http:// URLs (httpx's ``verify=``):
+    the process's one that verifies nothing, shared. A client given none builds a verifying
+    one, which it never uses over plain HTTP."""
     return _plain()
 
 

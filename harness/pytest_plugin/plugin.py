@@ -77,11 +77,11 @@ from harness.driver.report import (
     INDEX_FILE,
     REPORT_FILE,
     Collected,
-    ReportWriter,
     TestRecord,
     render_index,
-    testnet_report,
+    report_page,
 )
+from harness.driver.report_worker import ReportWriter
 from harness.driver.testnet import EVENTS_FILE
 from harness.driver.testnets import attach, check_attachable
 from harness.driver.timeline import journal_events
@@ -296,6 +296,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
     config.stash[failed_starts_key] = {}
     config.stash[reports_key] = ReportWriter()
+    if _setting(config, "harness_testnet", None) and not config.option.collectonly:
+        config.stash[reports_key].start()  # its tests' reports are due in a second or two
     config.stash[interrupts_key] = Interrupts()
     limits = config.stash[limits_key] = TimeLimits(config, _grace(config), _stuck)
     config.pluginmanager.register(SessionIndex(config), "harness-session-index")
@@ -577,6 +579,7 @@ def testnet_factory(request: pytest.FixtureRequest, harness_run: Run) -> Iterato
     )
     config.stash[factory_key] = factory
     config.stash[interrupts_key].install()
+    config.stash[reports_key].start()  # warms up while the first testnet starts
     yield factory
     _end_testnets(config)
 
@@ -832,12 +835,8 @@ def _finish(item: pytest.Item, outcome: str, duration: float, failure: str) -> N
             shutil.copyfile(journal, collected.artifacts / EVENTS_FILE)
     # The report's window runs to now: the checks' verdicts came after the collection.
     start, end, collected_list = window.start, time.time(), list(window.collected)
-    item.config.stash[reports_key].submit(
-        window.directory,
-        lambda: testnet_report(
-            item.nodeid, outcome, end - start, start, end, collected_list, failure
-        ),
-    )
+    page = report_page(item.nodeid, outcome, end - start, start, end, collected_list, failure)
+    item.config.stash[reports_key].submit(window.directory, page)
 
 
 @pytest.hookimpl(wrapper=True)

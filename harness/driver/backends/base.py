@@ -28,6 +28,7 @@ from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 from harness.node.layout import DataDir, Port
 from harness.node.orchestrator.args import SPAWN_MODES as SPAWN_MODES
+from harness.node.tls import plain_http
 
 N = TypeVar("N")
 
@@ -99,7 +100,7 @@ class Backend(abc.ABC):
 
     def http_client(self) -> httpx.Client:
         """A client that reaches the nodes' endpoints (after `allocate()`)."""
-        return httpx.Client(trust_env=False)
+        return httpx.Client(trust_env=False, verify=plain_http())
 
     @property
     def http_proxy(self) -> str | None:

@@ -88,6 +88,7 @@ from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
 from harness.node.layout import NODE_PORTS, DataDir, Port
+from harness.node.tls import plain_http
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class NodeReadyWaitStrategy(WaitStrategy):
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
         deadline = time.monotonic() + self.timeout
-        with httpx.Client(trust_env=False, timeout=2.0) as http:
+        with httpx.Client(trust_env=False, verify=plain_http(), timeout=2.0) as http:
             while True:
                 try:
                     if self._check(container, http):

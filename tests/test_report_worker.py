@@ -1,0 +1,141 @@
+"""Reports rendered in a process of their own (`harness.driver.report_worker`): written, a page
+saying why in place of one that failed to render or whose renderer died, Ctrl-C to the session
+not ending it, and nothing left when the session's process dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from harness.driver.report import REPORT_FILE, ReportPage
+from harness.driver.report_worker import ReportWriter
+from harness.driver.sampler import Sample
+from harness.driver.timeline import Event
+from harness.driver.waits import wait_until
+
+
+def _page(nodeid: str = "t::x", series: str = "up", value: object = 1.0) -> ReportPage:
+    samples = [Sample(t, "node-a", series, value) for t in (0.2, 0.6)]  # type: ignore[arg-type]
+    events = [Event(0.1, "fault", "partitioned", "node-a"), Event(0.5, "heal", "healed", "node-a")]
+    return ReportPage(nodeid, "passed", 1.0, 0.0, 1.0, events, samples, links=[("log", "x.log")])
+
+
+def _renderer(writer: ReportWriter) -> psutil.Process:
+    process = writer._process
+    assert process is not None
+    return psutil.Process(process.pid)
+
+
+def test_reports_are_rendered_by_another_process(tmp_path: Path) -> None:
+    writer = ReportWriter()
+    writer.submit(tmp_path / "a", _page("t::a"))
+    writer.submit(tmp_path / "b", _page("t::b", "program_starts"))
+    renderer = _renderer(writer)
+    assert renderer.pid != os.getpid()
+    written = writer.close()
+    assert written == [tmp_path / "a" / REPORT_FILE, tmp_path / "b" / REPORT_FILE]
+    first, second = (path.read_text() for path in written)
+    assert "<h1>t::a</h1>" in first and "data-series='up'" in first and "partitioned" in first
+    assert "<h1>t::b</h1>" in second and "data-series='program_starts'" in second
+    assert not renderer.is_running()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_a_page_that_fails_to_render_says_why_and_the_next_is_rendered(tmp_path: Path) -> None:
+    writer = ReportWriter()
+    # A rate of a series whose values are not numbers: the renderer's plot raises.
+    writer.submit(tmp_path / "bad", _page("t::bad", "gateway_requests", "not a number"))
+    writer.submit(tmp_path / "good", _page("t::good"))
+    bad, good = writer.close()
+    assert "report failed" in bad.read_text() and "TypeError" in bad.read_text()
+    assert "<h1>t::good</h1>" in good.read_text()
+
+
+def test_a_renderer_that_dies_leaves_a_page_naming_its_exit(tmp_path: Path) -> None:
+    writer = ReportWriter()
+    writer.start()
+    _renderer(writer).kill()
+    _renderer(writer).wait(10)
+    writer.submit(tmp_path / "lost", _page())
+    (lost,) = writer.close()
+    text = lost.read_text()
+    assert "report failed" in text
+    assert "exited with -9" in text or "could not be handed to its renderer" in text
+
+
+def test_ctrl_c_to_the_session_s_process_group_leaves_the_renderer_be(tmp_path: Path) -> None:
+    """Ctrl-C goes to the session's whole process group; the session, interrupted, still has
+    the report of the test it interrupted written: its renderer is not in that group."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from harness.driver.report import ReportPage\n"
+        "from harness.driver.report_worker import ReportWriter\n"
+        "writer = ReportWriter()\n"
+        "writer.start()\n"
+        "print('started', flush=True)\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    page = ReportPage('t::interrupted', 'interrupted', 1.0, 0.0, 1.0, [], [])\n"
+        "    writer.submit(Path(sys.argv[1]), page)\n"
+        "    print(writer.close()[0], flush=True)\n"
+    )
+    session = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "interrupted")],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert session.stdout is not None
+        assert session.stdout.readline().strip() == "started"
+        os.killpg(session.pid, signal.SIGINT)
+        written = Path(session.stdout.readline().strip())
+        assert session.wait(60) == 0
+    finally:
+        session.kill()
+        session.wait()
+    assert "<h1>t::interrupted</h1>" in written.read_text()
+
+
+def test_a_renderer_given_nothing_is_ended_at_once() -> None:
+    writer = ReportWriter()
+    writer.start()
+    renderer = _renderer(writer)
+    assert writer.close() == []
+    assert not renderer.is_running()
+
+
+def test_the_renderer_ends_when_the_session_s_process_dies(tmp_path: Path) -> None:
+    """However the session's process ends (here SIGKILL), its renderer does not outlive it:
+    its input ends."""
+    script = (
+        "import json, os, sys, time\n"
+        "from pathlib import Path\n"
+        "from harness.driver.report_worker import ReportWriter\n"
+        "writer = ReportWriter()\n"
+        "writer.start()\n"
+        "print(json.dumps(writer._process.pid), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    session = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert session.stdout is not None
+        renderer = psutil.Process(json.loads(session.stdout.readline()))
+        session.kill()
+        session.wait(10)
+
+        def gone() -> bool | None:
+            return True if not renderer.is_running() or renderer.status() == "zombie" else None
+
+        wait_until(gone, "the renderer of a killed session ends", 30)
+    finally:
+        session.kill()
+        session.wait()
