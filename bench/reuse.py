@@ -2,7 +2,7 @@
 (one system test, run again and again) costs on a testnet left up against a fresh one.
 
     .venv/bin/python bench/reuse.py [--backends local,docker] [--rounds 10] [--starts 3]
-                                    [--repeat 5] [-k test_partition_and_heal]
+                                    [--repeat 5] [-k test_partition_and_heal] [--baseline REV]
 
 1. Reset against a fresh start, in this process, on the default testnet of `harness up` (a
    1-node system subnet, a 4-node cloud-engine subnet with ic-gateway, an API boundary node):
@@ -37,8 +37,11 @@
    `import pytest`, as in a pytest run), summed over the top-level harness imports, with the
    heaviest packages; the parts of the session fixture `harness_run` (sweep, Run) in a fresh
    interpreter; how long interpreters take to exit after their atexit handlers.
-   Ratios: attached / fresh, attached / pytest floor. Targets (the issue): attached <= 1 s
-   local, <= 2 s docker, in both modes.
+   With `--baseline REV`, the fresh run is also timed with the harness of commit REV, run
+   from a worktree of it (its `harness` comes first on sys.path there), in the same rounds.
+   Ratios: attached / fresh, attached / pytest floor, and what the fresh run spends around its
+   test (before it, after its result) against the baseline's. Targets (the issue): attached
+   <= 1 s local, <= 2 s docker, in both modes; around the test halved against the baseline.
 
 3. The plugins beside the harness (`--parts plugins`): the pytest floor above (one empty test,
    `-p no:harness`) with every installed pytest11 plugin, without each plugin distribution,
@@ -509,6 +512,7 @@ def run_timed(
     capture: bool = False,
     log: Path | None = None,
     timeout: float = 120.0,
+    cwd: Path = REPO,
 ) -> Timed:
     """Run `argv` from the repository root in its own process group and time it. Its exit is
     waited for without polling (`wait(timeout=...)` polls with sleeps of up to 50 ms, which
@@ -521,7 +525,7 @@ def run_timed(
         began = time.perf_counter()
         process = subprocess.Popen(
             argv,
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=sink if sink is not None else out,
@@ -575,12 +579,14 @@ def plugin_entry_point() -> str:
     return "harness"
 
 
-def run_pytest(argv: list[str], env: dict[str, str], log: Path, stamps: Path) -> dict[str, Any]:
+def run_pytest(
+    argv: list[str], env: dict[str, str], log: Path, stamps: Path, cwd: Path = REPO
+) -> dict[str, Any]:
     """Run a pytest command from the repository root in its own process group; its wall
     time, exit code, stamps and outcome. Ctrl-C or a timeout stops it (SIGINT first, so that
     pytest tears down what it started)."""
     stamps.unlink(missing_ok=True)
-    done = run_timed(argv, env, log=log, timeout=PYTEST_TIMEOUT)
+    done = run_timed(argv, env, log=log, timeout=PYTEST_TIMEOUT, cwd=cwd)
     wall, code, spawned, ended = done.wall, done.code, done.spawned, done.ended
     document: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
@@ -691,6 +697,8 @@ def phases(run: dict[str, Any]) -> dict[str, float]:
             out["report_after_teardown"] = r4(max(0.0, last - s["teardown_end"]))
     span("sessionfinish_to_exit", s.get("sessionfinish_end"), end)
     span("interpreter_exit", s.get("atexit"), end)
+    if "before_first_test" in out and "after_result" in out:
+        out["around_tests"] = r4(out["before_first_test"] + out["after_result"])
     return out
 
 
@@ -704,11 +712,13 @@ def median_phases(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 @dataclass
 class Variant:
-    """One command of the loop (fresh, attached, floor, plugin) and its timed runs."""
+    """One command of the loop (fresh, attached, floor, plugin; baseline: fresh at another
+    commit, from a worktree of it) and its timed runs."""
 
     name: str
     argv: list[str]
     runs: list[dict[str, Any]] = field(default_factory=list)
+    cwd: Path = REPO
 
     def summary(self) -> dict[str, Any]:
         good = [r for r in self.runs if r["outcome"] == "passed" and r["code"] == 0]
@@ -776,7 +786,12 @@ def tree_pyc() -> int:
 
 
 def loop_part(
-    backend: str, repeat: int, keyword: str, work: Workspace, import_repeat: int
+    backend: str,
+    repeat: int,
+    keyword: str,
+    work: Workspace,
+    import_repeat: int,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"backend": backend}
     note(f"loop/{backend}: harness up --detach --topology {TEST_FILE}")
@@ -786,7 +801,15 @@ def loop_part(
     try:
         for mode in MODES:
             result[mode] = loop_mode(
-                backend, mode, repeat, keyword, testnet_id, entry_point, work, import_repeat
+                backend,
+                mode,
+                repeat,
+                keyword,
+                testnet_id,
+                entry_point,
+                work,
+                import_repeat,
+                baseline,
             )
             keyword = result[mode]["keyword"]  # a fallback chosen in one mode holds for both
     finally:
@@ -805,6 +828,7 @@ def loop_mode(
     entry_point: str,
     work: Workspace,
     import_repeat: int,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     stamp_args = ["-p", STAMPS_MODULE]
 
@@ -820,7 +844,7 @@ def loop_mode(
 
     def once(variant: Variant) -> dict[str, Any]:
         log, stamps = work.next_files(f"{backend}-{mode}-{variant.name}")
-        run = run_pytest(variant.argv, work.env(mode, stamps), log, stamps)
+        run = run_pytest(variant.argv, work.env(mode, stamps), log, stamps, variant.cwd)
         if variant.name == "attached":
             run["journal"] = journal(work.artifacts / mode, testnet_id, run)
         return run
@@ -854,6 +878,15 @@ def loop_mode(
     once(floor)
     once(plugin)
     order = [fresh, attached, floor, plugin]
+    if baseline is not None:  # the same fresh run, with the harness of another commit
+        base = Variant("baseline", test_argv(keyword, False), cwd=baseline)
+        checked = once(base)
+        if checked["outcome"] != "passed" or checked["code"] != 0:
+            raise BenchError(
+                f"{backend}/{mode}: the baseline run {checked['outcome']} (exit "
+                f"{checked['code']}):\n" + "\n".join(checked["tail"])
+            )
+        order.append(base)
     for index in range(repeat):
         for variant in order if index % 2 == 0 else order[::-1]:
             variant.runs.append(once(variant))
@@ -871,7 +904,34 @@ def loop_mode(
     if fresh_wall and attached_wall and floor_wall:
         result["ratio_attached_to_fresh"] = round(attached_wall / fresh_wall, 3)
         result["ratio_attached_to_floor"] = round(attached_wall / floor_wall, 3)
+    if "baseline" in summaries:
+        around = {name: around_tests(summaries[name]) for name in ("fresh", "baseline")}
+        result["around_tests_s"] = around
+        if around["fresh"] is not None and around["baseline"]:
+            result["ratio_around_to_baseline"] = round(around["fresh"] / around["baseline"], 3)
     return result
+
+
+def worktree(rev: str, where: Path) -> Path:
+    """A worktree of commit `rev` at `where`: run from there, its `harness` is imported (the
+    working directory comes before the editable install's finder)."""
+    done = subprocess.run(
+        ["git", "worktree", "add", "--detach", str(where), rev],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"git worktree add {rev}: {done.stderr.strip()}")
+    return where
+
+
+def around_tests(summary: dict[str, Any]) -> float | None:
+    """What a run spends around its test (the median over runs of before the first test plus
+    after its result)."""
+    value = summary.get("phases_median_s", {}).get("around_tests")
+    return None if value is None else float(value)
 
 
 # ----------------------------------------------------------------------------- 3. plugins
@@ -1107,6 +1167,17 @@ def targets(reset: list[dict[str, Any]], loop: list[dict[str, Any]]) -> list[dic
                 }
             )
     for r in loop:
+        for mode in MODES:
+            ratio = r.get(mode, {}).get("ratio_around_to_baseline")
+            if ratio is not None:
+                checks.append(
+                    {
+                        "target": f"fresh run: around its test / baseline's on {r['backend']}, "
+                        f"{MODE_LABEL[mode]} <= 0.5",
+                        "value": ratio,
+                        "met": ratio <= 0.5,
+                    }
+                )
         limit = TARGET_ATTACHED.get(r["backend"])
         if limit is None:
             continue
@@ -1134,6 +1205,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per loop command")
     parser.add_argument("--import-repeat", type=int, default=3)
     parser.add_argument("-k", dest="keyword", default="test_partition_and_heal")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time the fresh run with the harness of commit REV (a worktree of it), for "
+        "what a session spends around its test against that commit's",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -1167,11 +1244,16 @@ def main() -> None:
     plugins: dict[str, Any] = {}
     try:
         work = Workspace(root / "work")
+        baseline = worktree(args.baseline, root / "baseline") if args.baseline else None
         for backend in backends:
             if "reset" in parts:
                 reset.append(reset_part(backend, args.rounds, args.starts))
             if "loop" in parts:
-                loop.append(loop_part(backend, args.repeat, args.keyword, work, args.import_repeat))
+                loop.append(
+                    loop_part(
+                        backend, args.repeat, args.keyword, work, args.import_repeat, baseline
+                    )
+                )
         if "plugins" in parts:
             plugins = plugins_part(args.repeat, work)
     finally:
@@ -1179,6 +1261,13 @@ def main() -> None:
 
         with contextlib.suppress(Exception):
             sweep(everything=True)  # only this state root's runs
+        if args.baseline:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(root / "baseline")],
+                cwd=REPO,
+                capture_output=True,
+                check=False,
+            )
         shutil.rmtree(root, ignore_errors=True)
     checks = targets(reset, loop)
     document = {
@@ -1194,6 +1283,7 @@ def main() -> None:
             "import_repeat": args.import_repeat,
             "keyword": args.keyword,
             "test_file": TEST_FILE,
+            "baseline": args.baseline,
         },
         "docker": docker,
         "reset": reset,
@@ -1307,6 +1397,7 @@ def _loop_table(results: list[dict[str, Any]]) -> Table:
 
 PHASE_ROWS = (
     ("wall", "wall"),
+    ("around_tests", "around the test (before + after)"),
     ("before_first_test", "before the first test"),
     ("pytest_loaded", "  interpreter, pytest"),
     ("plugins_configured", "  plugins loaded"),
@@ -1339,9 +1430,9 @@ def _phases_table(result: dict[str, Any]) -> Table:
     table.add_column("phase", no_wrap=True)
     columns = [
         (mode, variant)
-        for variant in ("fresh", "attached", "floor", "plugin")
+        for variant in ("fresh", "baseline", "attached", "floor", "plugin")
         for mode in MODES
-        if result.get(mode)
+        if result.get(mode) and variant in result[mode]
     ]
     for mode, variant in columns:
         table.add_column(
