@@ -56,6 +56,7 @@ from harness.driver.lifetime import describe_duration, parse_duration, set_lifet
 from harness.driver.listing import testnet_lines
 from harness.driver.prometheus import require_support as require_prometheus_support
 from harness.driver.replay import Replay
+from harness.driver.report_worker import serve_reports
 from harness.driver.testnets import TestnetEntry, find_testnet, remove_testnet, testnets
 
 log = logging.getLogger("harness.cli")
@@ -277,8 +278,10 @@ def _up(
                         f"up; Ctrl-C (or SIGTERM) tears it down; from elsewhere: harness ls, "
                         f"harness logs {testnet.testnet_id} NODE, harness down {testnet.testnet_id}"
                     )
-                while not stopped.wait(RECORD_REFRESH_INTERVAL):
-                    _refresh(testnet)
+                # Beside it, a warm renderer for the reports of the sessions attached to it.
+                with serve_reports(testnet.directory, run.run_tags()):
+                    while not stopped.wait(RECORD_REFRESH_INTERVAL):
+                        _refresh(testnet)
                 return 0  # unreachable: only a signal ends the wait, and it raises
         except _Stop:
             console.print("tearing down")

@@ -17,7 +17,10 @@ from harness_cli import harness
 from inner_pytest import BACKENDS, nothing_left, own_state  # noqa: F401 (autouse)
 
 from harness.driver import Run
+from harness.driver.report_worker import RENDERER_SOCKET
 from harness.driver.testnet import RECORD_FILE, TESTNET_IDS
+from harness.driver.testnets import find_testnet
+from harness.driver.waits import wait_until
 
 TOPOLOGY = """
 from harness.driver import InternetComputer, Subnet, SubnetType
@@ -112,6 +115,9 @@ def test_an_attached_session_finds_the_testnet_as_it_was_started_before_each_tes
     pytester.makepyfile(topology=TOPOLOGY, test_attached=TESTS)
     testnet_id = _up("--backend", backend)
     try:
+        # Its `harness up` keeps a renderer beside it, warm: the sessions' reports are drawn there.
+        renderer = find_testnet(testnet_id).directory / RENDERER_SOCKET
+        wait_until(lambda: True if renderer.exists() else None, "the testnet's renderer", 60)
         for _ in range(2):  # a second session finds it as the first one did
             result = pytester.runpytest_subprocess(
                 "-q", "-p", "no:cacheprovider", "--testnet", testnet_id
@@ -120,6 +126,10 @@ def test_an_attached_session_finds_the_testnet_as_it_was_started_before_each_tes
             result.stdout.fnmatch_lines(
                 [f"attached to testnet {testnet_id}, left up: `harness down {testnet_id}`*"]
             )
+        drawn = (renderer.parent / "renderer.log").read_text().splitlines()
+        reports = sorted((pytester.path / "artifacts").glob("*/report.html"))
+        assert len(reports) == 2
+        assert sorted(drawn) == sorted(f"wrote {report}" for report in reports * 2)
         (entry,) = _listing()
         assert entry["testnet"] == testnet_id
         assert entry["held_by"].startswith("harness up --detach")

@@ -1,20 +1,25 @@
 """Reports rendered in a process of their own (`harness.driver.report_worker`): written, a page
 saying why in place of one that failed to render or whose renderer died, Ctrl-C to the session
-not ending it, and nothing left when the session's process dies."""
+not ending it, and nothing left when the session's process dies; a testnet's renderer serving
+the sessions attached to it one after another, and a session falling back to its own when the
+testnet's is not there or goes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
 from harness.driver.report import REPORT_FILE, ReportPage
-from harness.driver.report_worker import ReportWriter
+from harness.driver.report_worker import RENDERER_SOCKET, ReportWriter, _Own, serve_reports
 from harness.driver.sampler import Sample
 from harness.driver.timeline import Event
 from harness.driver.waits import wait_until
@@ -27,9 +32,10 @@ def _page(nodeid: str = "t::x", series: str = "up", value: object = 1.0) -> Repo
 
 
 def _renderer(writer: ReportWriter) -> psutil.Process:
-    process = writer._process
-    assert process is not None
-    return psutil.Process(process.pid)
+    """The session's own renderer of `writer`."""
+    renderer = writer._renderer
+    assert isinstance(renderer, _Own)
+    return psutil.Process(renderer.process.pid)
 
 
 def test_reports_are_rendered_by_another_process(tmp_path: Path) -> None:
@@ -122,7 +128,7 @@ def test_the_renderer_ends_when_the_session_s_process_dies(tmp_path: Path) -> No
         "from harness.driver.report_worker import ReportWriter\n"
         "writer = ReportWriter()\n"
         "writer.start()\n"
-        "print(json.dumps(writer._process.pid), flush=True)\n"
+        "print(json.dumps(writer._renderer.process.pid), flush=True)\n"
         "time.sleep(60)\n"
     )
     session = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -139,3 +145,60 @@ def test_the_renderer_ends_when_the_session_s_process_dies(tmp_path: Path) -> No
     finally:
         session.kill()
         session.wait()
+
+
+@contextlib.contextmanager
+def _serving(testnet_dir: Path) -> Iterator[Path]:
+    """A testnet's renderer for the block, its socket answering."""
+    with serve_reports(testnet_dir, {"HARNESS_TEST_TAG": "report-service"}) as path:
+        wait_until(lambda: True if path.exists() else None, "the renderer's socket", 60)
+        yield path
+
+
+def _service() -> psutil.Process:
+    (service,) = [p for p in psutil.Process().children() if "--serve" in " ".join(p.cmdline())]
+    return service
+
+
+def test_a_testnet_s_renderer_serves_one_session_after_another(tmp_path: Path) -> None:
+    with _serving(tmp_path) as path:
+        for session in ("first", "second"):
+            writer = ReportWriter(service=path)
+            writer.start()
+            assert writer.rendered_by == "testnet"
+            writer.submit(tmp_path / session, _page(f"t::{session}"))
+            (written,) = writer.close()
+            assert f"<h1>t::{session}</h1>" in written.read_text()
+        service = _service()
+        assert service.environ()["HARNESS_TEST_TAG"] == "report-service"  # swept with its run
+    assert not path.exists()
+    assert not service.is_running()
+
+
+def test_a_session_renders_itself_when_the_testnet_s_renderer_is_not_there(
+    tmp_path: Path,
+) -> None:
+    stale = tmp_path / RENDERER_SOCKET  # left by a renderer that died: nothing listens
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(stale))
+    writer = ReportWriter(service=stale)
+    writer.submit(tmp_path / "own", _page("t::own"))
+    assert writer.rendered_by == "own"
+    (written,) = writer.close()
+    assert "<h1>t::own</h1>" in written.read_text()
+
+
+def test_a_session_whose_testnet_s_renderer_goes_renders_itself(tmp_path: Path) -> None:
+    with _serving(tmp_path) as path:
+        writer = ReportWriter(service=path)
+        writer.submit(tmp_path / "before", _page("t::before"))
+        assert writer._feed is not None
+        writer._feed.submit(lambda: None).result()  # the first is written
+        assert writer.rendered_by == "testnet"
+        service = _service()
+        service.kill()
+        service.wait(10)
+        writer.submit(tmp_path / "after", _page("t::after"))
+        before, after = writer.close()
+    assert "<h1>t::before</h1>" in before.read_text()
+    assert "<h1>t::after</h1>" in after.read_text()

@@ -81,7 +81,7 @@ from harness.driver.report import (
     render_index,
     report_page,
 )
-from harness.driver.report_worker import ReportWriter
+from harness.driver.report_worker import RENDERER_SOCKET, ReportWriter
 from harness.driver.testnet import EVENTS_FILE
 from harness.driver.testnets import attach, check_attachable
 from harness.driver.timeline import journal_events
@@ -239,11 +239,12 @@ def _keep_ttl(config: pytest.Config) -> float | None:
         raise pytest.UsageError(str(exc)) from None
 
 
-def _check_attach(config: pytest.Config) -> None:
-    """--testnet names a testnet that is up, and the session has one process to run tests."""
+def _check_attach(config: pytest.Config) -> Path | None:
+    """--testnet names a testnet that is up, and the session has one process to run tests;
+    the testnet's directory."""
     testnet_id = _setting(config, "harness_testnet", None)
     if not testnet_id:
-        return
+        return None
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         raise pytest.UsageError(
             f"harness_testnet = {testnet_id}: one testnet runs one test at a time, so it cannot "
@@ -251,7 +252,7 @@ def _check_attach(config: pytest.Config) -> None:
             "give every worker testnets of its own"
         )
     try:
-        check_attachable(testnet_id)
+        return check_attachable(testnet_id).directory
     except HarnessError as exc:
         raise pytest.UsageError(f"harness_testnet = {testnet_id}: {exc}") from None
 
@@ -291,13 +292,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"harness_spawn = {spawn!r}: use one of {', '.join(SPAWN_MODES)}")
     _log_tail(config)
     _session_log_patterns(config)
-    _check_attach(config)
+    attached = _check_attach(config)
     _keep_ttl(config)
     config.stash[artifacts_key] = Path(_setting(config, "harness_artifacts_dir", "artifacts"))
     config.stash[failed_starts_key] = {}
-    config.stash[reports_key] = ReportWriter()
-    if _setting(config, "harness_testnet", None) and not config.option.collectonly:
-        config.stash[reports_key].start()  # its tests' reports are due in a second or two
+    # Attached: the testnet's renderer, warm, if it has one; else one of the session's own,
+    # started now: its tests' reports are due in a second or two.
+    reports = config.stash[reports_key] = ReportWriter(
+        attached / RENDERER_SOCKET if attached is not None else None
+    )
+    if attached is not None and not config.option.collectonly:
+        reports.start()
     config.stash[interrupts_key] = Interrupts()
     limits = config.stash[limits_key] = TimeLimits(config, _grace(config), _stuck)
     config.pluginmanager.register(SessionIndex(config), "harness-session-index")
