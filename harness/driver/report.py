@@ -206,7 +206,7 @@ def series_svg(
             drawn += 1
     if not drawn:
         return None  # a rate needs two samples
-    axes.set_title(title, fontsize=11)
+    axes.set_title(title, fontsize=11, y=1.0)  # placed, not fitted above the ticks: 20% less
     axes.set_ylabel(unit)
     axes.set_xlabel("seconds since the test started")
     axes.set_xlim(left=0)
