@@ -287,7 +287,8 @@ def _serve(path: Path) -> None:
         path.unlink(missing_ok=True)
         os._exit(0)  # mid-report or not: nobody is left to read it
 
-    threading.Thread(target=until_input_ends, daemon=True).start()
+    threading.Thread(target=until_input_ends, daemon=True).start()  # warming up too
+    warm_up()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         path.unlink(missing_ok=True)
         with _address(path) as address:
@@ -314,8 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", type=Path, metavar="SOCKET", help="a testnet's renderer")
     args = parser.parse_args(argv)
-    warm_up()
     if args.serve is None:
+        warm_up()
         _own()
     else:
         _serve(args.serve)
