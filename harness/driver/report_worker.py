@@ -188,7 +188,9 @@ class ReportWriter:
 
     def close(self) -> list[Path]:
         """Wait for every report (a page saying why in place of any that was not rendered);
-        return where they were written. A later `submit` starts again."""
+        return where they were written. A later `submit` starts again. Not meant to run beside
+        a `submit` (the session calls both from the thread that runs its tests, or closes from
+        its watchdog while that thread is stuck)."""
         with self._lock:
             feed, pending, self._pending = self._feed, self._pending, []
             self._feed = None
