@@ -169,6 +169,31 @@ def test_a_fault_in_force_is_not_applied_twice(testnet: Testnet) -> None:
     assert testnet.active_faults() == []
 
 
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"unhealty": True}, r"unknown key\(s\) \['unhealty'\]; known keys are"),
+        ({"delay_seconds": -1}, r'"delay_seconds" must be a finite number >= 0, got -1'),
+        ({"fail_at_start": 300}, r'"fail_at_start" must be an exit code 0-255, got 300'),
+        ({"unhealthy": object()}, r"Object of type object is not JSON serializable"),
+    ],
+)
+def test_a_fault_knob_the_replica_would_not_take_is_refused_and_nothing_changes(
+    testnet: Testnet, knobs: dict[str, object], message: str
+) -> None:
+    """A typo in a knob is an error at once, naming it, not a file the replica ignores (a test
+    that runs without its fault); the knobs in force stay."""
+    node = testnet.nodes()[0]
+    node.set_replica_faults(delay_seconds=0.5)
+    mark = len(backend(testnet).calls)
+    with pytest.raises(HarnessError, match=f"replica fault knobs of {node.node_id}: {message}"):
+        node.set_replica_faults(**knobs)
+    with pytest.raises(HarnessError, match=message):
+        ReplicaFaults(node.node_id, knobs)
+    assert calls_since(testnet, mark) == []
+    assert testnet.active_faults() == [ReplicaFaults(node.node_id, {"delay_seconds": 0.5})]
+
+
 def test_new_fault_knobs_replace_the_old_ones(testnet: Testnet) -> None:
     node = testnet.nodes()[0]
     node.set_replica_faults(unhealthy=True)

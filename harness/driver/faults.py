@@ -33,6 +33,7 @@ from harness.driver.backends.capabilities import (
 from harness.driver.errors import CapabilityMissing, HarnessError
 from harness.driver.topology import PlannedNode
 from harness.node.layout import REPLICA_FAULTS_FILE
+from harness.node.replica.faults import FaultsError, parse_faults
 
 if TYPE_CHECKING:
     from harness.driver.backends.base import Backend
@@ -128,11 +129,19 @@ class Stop(Fault):
 @dataclass(frozen=True)
 class ReplicaFaults(Fault):
     """The replica's fault knobs (`fail_at_start`, `unhealthy`, `delay_seconds`,
-    `critical_errors`; see `harness.node.replica`), written to its data directory."""
+    `critical_errors`; see `harness.node.replica`), written to its data directory. Checked as
+    the replica checks them: an unknown knob or a bad value is a `HarnessError` here, not a
+    file the replica would ignore (a test that silently runs without its fault)."""
 
     knobs: Mapping[str, Any] = field(default_factory=dict)
 
     survives_restart: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        try:
+            parse_faults(json.dumps(dict(self.knobs)))
+        except (FaultsError, TypeError, ValueError) as exc:
+            raise HarnessError(f"replica fault knobs of {self.node_id}: {exc}") from None
 
     @property
     def program(self) -> str:

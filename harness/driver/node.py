@@ -274,10 +274,12 @@ class Node:
 
     def set_replica_faults(self, **knobs: object) -> None:
         """Turn on the replica's fault knobs (`fail_at_start`, `unhealthy`, `delay_seconds`,
-        `critical_errors`; see `harness.node.replica`); no knobs clears them."""
+        `critical_errors`; see `harness.node.replica`); no knobs clears them. A knob the
+        replica does not know, or a bad value, is a `HarnessError`, and nothing changes."""
+        faults = ReplicaFaults(self.node_id, knobs) if knobs else None
         self.testnet.heal(ReplicaFaults, self.node_id)
-        if knobs:
-            self.testnet.inject(ReplicaFaults(self.node_id, knobs))
+        if faults is not None:
+            self.testnet.inject(faults)
 
     def kill_process(self, process: str, sig: int = signal.SIGKILL) -> int:
         """Send `sig` (default SIGKILL) to one program of the node; return its pid."""

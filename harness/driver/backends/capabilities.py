@@ -108,16 +108,6 @@ class PrometheusBeside(Protocol):
         ...
 
 
-CAPABILITIES: tuple[type, ...] = (
-    Pausable,
-    Partitionable,
-    Stoppable,
-    Signallable,
-    NodeFiles,
-    PrometheusBeside,
-)
-
-
 def what(capability: type) -> str:
     """What a capability lets a backend do, in words (its docstring's first line)."""
     return (capability.__doc__ or capability.__name__).strip().splitlines()[0]
