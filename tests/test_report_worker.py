@@ -121,27 +121,37 @@ def test_a_renderer_given_nothing_is_ended_at_once() -> None:
 
 def test_the_renderer_ends_when_the_session_s_process_dies(tmp_path: Path) -> None:
     """However the session's process ends (here SIGKILL), its renderer does not outlive it:
-    its input ends."""
+    its input ends, and it ends at once, even in the middle of a report (here one that takes
+    ten minutes to draw; in CI's leak stress, one killed while it warmed up was counted as
+    left behind)."""
     script = (
-        "import json, os, sys, time\n"
+        "import functools, json, time, types\n"
         "from pathlib import Path\n"
         "from harness.driver.report_worker import ReportWriter\n"
         "writer = ReportWriter()\n"
         "writer.start()\n"
+        "slow = types.SimpleNamespace(render=functools.partial(time.sleep, 600))\n"
+        f"writer._renderer.send((Path({str(tmp_path)!r}), slow))\n"
         "print(json.dumps(writer._renderer.process.pid), flush=True)\n"
-        "time.sleep(60)\n"
+        "time.sleep(600)\n"
     )
     session = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert session.stdout is not None
         renderer = psutil.Process(json.loads(session.stdout.readline()))
+        wait_until(
+            lambda: True if renderer.num_threads() >= 2 else None,
+            "the renderer reads its input beside its warm-up",
+            30,
+        )
         session.kill()
         session.wait(10)
 
         def gone() -> bool | None:
             return True if not renderer.is_running() or renderer.status() == "zombie" else None
 
-        wait_until(gone, "the renderer of a killed session ends", 30)
+        wait_until(gone, "the renderer of a killed session ends, mid-report", 30)
+        assert not (tmp_path / REPORT_FILE).exists()
     finally:
         session.kill()
         session.wait()

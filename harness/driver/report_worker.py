@@ -17,7 +17,8 @@ why. The renderer is one of two:
   report is due; one that was never given a report is killed at the end. It runs in a session
   of its own, so that Ctrl-C and a SIGTERM to the test's process group do not reach it: the
   test's process decides when it ends, and still has the report of an interrupted test written.
-  It ends at the end of its input, so also when the test's process dies, however it dies.
+  It ends when told to, or at once when its input ends untold: when the test's process dies,
+  however it dies (even while it warms up).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import contextlib
 import dataclasses
 import os
 import pickle
+import queue
 import socket
 import subprocess
 import sys
@@ -267,15 +269,28 @@ def _render(job: Job) -> None:
 
 
 def _own() -> None:
-    """A session's renderer: reports from standard input, until None or its end."""
-    source = sys.stdin.buffer
-    while True:
-        try:
-            job: Any = pickle.load(source)
-        except EOFError:
-            return
-        if job is None:
-            return
+    """A session's renderer: warms up, then renders the reports that come on standard input
+    until None. Its input is read from the start, warm-up or not, by a thread of its own: an
+    end of input without None means that the session died (SIGKILL), and then it ends at once,
+    mid-report or not (nobody is left to wait for it), so it never outlives the session by
+    more than a read."""
+    jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        source = sys.stdin.buffer
+        while True:
+            try:
+                job: Any = pickle.load(source)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                sys.stderr.flush()
+                os._exit(0)
+            jobs.put(job)
+            if job is None:
+                return
+
+    threading.Thread(target=read, daemon=True, name="input").start()
+    warm_up()
+    while (job := jobs.get()) is not None:
         _render(job)
 
 
