@@ -247,8 +247,8 @@ def test_a_failed_start_leaves_its_artifacts(tmp_path: Path) -> None:
     assert f"artifacts of the failed start: {directory}" in result.stderr
     summary = (directory / "summary.txt").read_text()
     assert "the start failed" in summary
-    assert "NodeNotReady: await status healthy of api-bn-0" in summary
-    assert "Last: HarnessError: status check failed with 503" in summary  # what the wait saw
+    assert "NodeNotReady: await ready of api-bn-0 (api_boundary)" in summary
+    assert "Last: NotHealthy: ic-boundary boundary: 503: no healthy replica" in summary
     assert sorted(p.name for p in (directory / "registry").iterdir()) == [
         "00000000000000000001.json"
     ]

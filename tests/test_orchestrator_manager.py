@@ -1,6 +1,7 @@
 """Unit tests of the process managers with a fake runner: no process is spawned.
 
-Covers the IC's own cases for `IcBoundaryManager` and `MultipleProcessesManager`, restarts on a
+Covers the IC's own cases for ic-boundary's manager and `MultipleProcessesManager` (the sets of
+programs the catalog's descriptions make for subnet and API boundary nodes), restarts on a
 later pass, crash-loop backoff, and the state machine. A runner's exit reaches the state machine
 through `transition()` (the orchestrator's pass), which the tests call where a pass would.
 """
@@ -17,24 +18,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from harness.node.orchestrator.errors import (
-    DomainNameMissing,
-    ProcessStartError,
-    ProcessStopError,
-)
+from harness.node.catalog import IC_BOUNDARY, IC_GATEWAY, REPLICA
+from harness.node.description import Role
+from harness.node.orchestrator.errors import ProcessStartError, ProcessStopError
 from harness.node.orchestrator.events import EventJournal
 from harness.node.orchestrator.fake import FakeRunner
 from harness.node.orchestrator.manager import Backoff, ProcessManager
 from harness.node.orchestrator.metrics import OrchestratorMetrics
-from harness.node.orchestrator.policy import (
-    IcBoundaryManager,
-    Member,
-    MultipleProcessesManager,
-    ic_gateway_args,
-    ic_gateway_wanted,
-    replica_args,
-    replica_wanted,
-)
+from harness.node.orchestrator.policy import Member, MultipleProcessesManager
+from harness.node.orchestrator.process import Assignment
 from harness.node.orchestrator.processes import (
     PROCESS_NAMES,
     IcBoundaryConfig,
@@ -51,6 +43,12 @@ from harness.node.registry import NodeRecord, SubnetType
 T = TypeVar("T")
 BIN = Path("/opt/ic/bin")
 NODE = NodeRecord("127.1.0.2")
+GATE = frozenset({"ic_gateway"})
+
+
+def assign(subnet_type: SubnetType | None, gate: bool) -> Assignment:
+    """The node in subnet-a (of `subnet_type`) at v1, its ic-gateway gate open or not."""
+    return Assignment("v1", "subnet-a", subnet_type, NODE, GATE if gate else frozenset())
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -108,34 +106,40 @@ def runner_of(manager: ProcessManager[Any, Any]) -> FakeRunner:
     return manager.runner
 
 
-# ------------------------------------------------------------------------- IcBoundaryManager
-def boundary_manager(metrics: OrchestratorMetrics, clock: Clock) -> IcBoundaryManager:
-    return IcBoundaryManager(
-        ProcessManager(
-            IcBoundaryProcess,
-            IcBoundaryConfig(BIN, {}, Path("/registry")),
-            FakeRunner("ic-boundary"),
-            metrics,
-            Backoff(),
-            clock,
-        )
+# ---------------------------------------------------------------------------- ic-boundary
+def boundary_manager(metrics: OrchestratorMetrics, clock: Clock) -> MultipleProcessesManager:
+    manager = ProcessManager(
+        IcBoundaryProcess,
+        IcBoundaryConfig(BIN, {}, Path("/registry")),
+        FakeRunner("ic-boundary"),
+        metrics,
+        Backoff(),
+        clock,
     )
+    return MultipleProcessesManager(Role.API_BOUNDARY, [Member(IC_BOUNDARY, manager)])
+
+
+def ensure(boundary: MultipleProcessesManager, domain: str | None) -> None:
+    """A pass of the boundary-node check: the node's record at v1 with `domain`."""
+    run(boundary.start_all(Assignment("v1", None, None, NodeRecord("127.1.0.2", domain=domain))))
+
+
+def boundary_runner(boundary: MultipleProcessesManager) -> FakeRunner:
+    return runner_of(boundary.managers[0])
 
 
 def test_ic_boundary_without_domain_is_never_started(metrics, clock) -> None:
     boundary = boundary_manager(metrics, clock)
-    with pytest.raises(DomainNameMissing, match="no domain associated with the node"):
-        run(boundary.ensure_running_and_restarted_on_domain_change("v1", None, "127.1.0.2"))
-    assert runner_of(boundary.manager).starts == []
+    ensure(boundary, None)
+    assert boundary_runner(boundary).starts == []
     assert starts(metrics, "ic-boundary") == 0
-    assert boundary.current_domain is None
 
 
 def test_ic_boundary_same_domain_twice_starts_once(metrics, clock) -> None:
     boundary = boundary_manager(metrics, clock)
     for _ in range(2):
-        run(boundary.ensure_running_and_restarted_on_domain_change("v1", "a.example", "127.1.0.2"))
-    runner = runner_of(boundary.manager)
+        ensure(boundary, "a.example")
+    runner = boundary_runner(boundary)
     assert len(runner.starts) == 1
     assert runner.starts[0].argv == (
         "/opt/ic/bin/ic-boundary",
@@ -146,40 +150,35 @@ def test_ic_boundary_same_domain_twice_starts_once(metrics, clock) -> None:
     )
     assert starts(metrics, "ic-boundary") == 1
     assert stops(metrics, "ic-boundary") == 0
-    assert boundary.current_domain == "a.example"
 
 
 def test_ic_boundary_domain_change_restarts_on_a_later_call(metrics, clock) -> None:
     boundary = boundary_manager(metrics, clock)
-    runner = runner_of(boundary.manager)
-    run(boundary.ensure_running_and_restarted_on_domain_change("v1", "a.example", "127.1.0.2"))
-    run(boundary.ensure_running_and_restarted_on_domain_change("v1", "b.example", "127.1.0.2"))
+    runner = boundary_runner(boundary)
+    ensure(boundary, "a.example")
+    ensure(boundary, "b.example")
     # Stopped, not yet started again: the old one still runs until it exited.
     assert (len(runner.starts), runner.stops) == (1, 1)
-    assert boundary.current_domain == "a.example"
-    run(boundary.ensure_running_and_restarted_on_domain_change("v1", "b.example", "127.1.0.2"))
+    ensure(boundary, "b.example")
     assert (len(runner.starts), runner.stops) == (1, 1)  # no second SIGTERM, no early start
     runner.exit(-15)
-    run(boundary.ensure_running_and_restarted_on_domain_change("v1", "b.example", "127.1.0.2"))
+    ensure(boundary, "b.example")
     assert (len(runner.starts), runner.stops) == (2, 1)
     assert runner.last_spec.argv[1:3] == ("--tls-hostname", "b.example")
     assert starts(metrics, "ic-boundary") == 2
     assert stops(metrics, "ic-boundary") == 1
-    assert boundary.current_domain == "b.example"
 
 
 def test_ic_boundary_domain_removed_stops_it(metrics, clock) -> None:
     boundary = boundary_manager(metrics, clock)
-    runner = runner_of(boundary.manager)
-    run(boundary.ensure_running_and_restarted_on_domain_change("v1", "a.example", "127.1.0.2"))
-    with pytest.raises(DomainNameMissing):
-        run(boundary.ensure_running_and_restarted_on_domain_change("v1", None, "127.1.0.2"))
+    runner = boundary_runner(boundary)
+    ensure(boundary, "a.example")
+    ensure(boundary, None)
     assert runner.stops == 1
     assert runner.stop_requested
-    assert boundary.current_domain is None
     runner.exit(-15)
-    boundary.manager.transition()
-    assert boundary.manager.state is ProcessState.STOPPED
+    boundary.managers[0].transition()
+    assert boundary.managers[0].state is ProcessState.STOPPED
 
 
 # ------------------------------------------------------------------ MultipleProcessesManager
@@ -203,20 +202,17 @@ def subnet_managers(
         clock,
     )
     manager = MultipleProcessesManager(
-        [
-            Member(replica, replica_wanted, replica_args),
-            Member(gateway, ic_gateway_wanted, ic_gateway_args),
-        ]
+        Role.REPLICA, [Member(REPLICA, replica), Member(IC_GATEWAY, gateway)]
     )
     return manager, replica_runner, gateway_runner
 
 
 def test_start_all_runs_gateway_only_on_cloud_engine_with_gate_on(metrics, clock) -> None:
     manager, replica, gateway = subnet_managers(metrics, clock)
-    run(manager.start_all("v1", "subnet-a", SubnetType.APPLICATION, True, NODE))
-    run(manager.start_all("v1", "subnet-a", SubnetType.CLOUD_ENGINE, False, NODE))
+    run(manager.start_all(assign(SubnetType.APPLICATION, True)))
+    run(manager.start_all(assign(SubnetType.CLOUD_ENGINE, False)))
     assert (len(replica.starts), len(gateway.starts)) == (1, 0)
-    run(manager.start_all("v1", "subnet-a", SubnetType.CLOUD_ENGINE, True, NODE))
+    run(manager.start_all(assign(SubnetType.CLOUD_ENGINE, True)))
     assert (len(replica.starts), len(gateway.starts)) == (1, 1)
     assert gateway.last_spec.argv == ("/opt/ic/bin/ic-gateway",)
     assert dict(gateway.last_spec.env) == {
@@ -236,15 +232,15 @@ def test_start_all_stops_a_running_gateway_when_no_longer_wanted(
     metrics, clock, subnet_type, gate
 ) -> None:
     manager, replica, gateway = subnet_managers(metrics, clock)
-    run(manager.start_all("v1", "subnet-a", SubnetType.CLOUD_ENGINE, True, NODE))
+    run(manager.start_all(assign(SubnetType.CLOUD_ENGINE, True)))
     assert gateway.is_running()
-    run(manager.start_all("v1", "subnet-a", subnet_type, gate, NODE))
+    run(manager.start_all(assign(subnet_type, gate)))
     assert gateway.stops == 1
     assert gateway.stop_requested
     assert replica.stops == 0
     assert stops(metrics, "ic-gateway") == 1
     gateway.exit(-15)
-    run(manager.start_all("v1", "subnet-a", subnet_type, gate, NODE))
+    run(manager.start_all(assign(subnet_type, gate)))
     assert len(gateway.starts) == 1  # not started again
     assert gateway.stops == 1
 
@@ -253,7 +249,7 @@ def test_start_all_continues_past_a_failure_and_raises_the_first_error(metrics, 
     manager, replica, gateway = subnet_managers(metrics, clock)
     replica.start_error = FileNotFoundError(errno.ENOENT, "No such file", "/opt/ic/bin/replica")
     with pytest.raises(ProcessStartError, match="Error when attempting to start replica process"):
-        run(manager.start_all("v1", "subnet-a", SubnetType.CLOUD_ENGINE, True, NODE))
+        run(manager.start_all(assign(SubnetType.CLOUD_ENGINE, True)))
     assert gateway.is_running()
     assert starts(metrics, "replica") == 1
     assert starts(metrics, "ic-gateway") == 1
@@ -264,20 +260,20 @@ def test_start_all_with_two_failures_raises_the_first(metrics, clock) -> None:
     replica.start_error = PermissionError(errno.EACCES, "Permission denied")
     gateway.start_error = FileNotFoundError(errno.ENOENT, "No such file")
     with pytest.raises(ProcessStartError) as caught:
-        run(manager.start_all("v1", "subnet-a", SubnetType.CLOUD_ENGINE, True, NODE))
+        run(manager.start_all(assign(SubnetType.CLOUD_ENGINE, True)))
     assert str(caught.value).startswith("Error when attempting to start replica process")
 
 
 def test_stop_all_stops_in_reverse_order_and_continues_on_error(metrics, clock) -> None:
     order: list[str] = []
     manager, replica, gateway = subnet_managers(metrics, clock, order)
-    run(manager.start_all("v1", "subnet-a", SubnetType.CLOUD_ENGINE, True, NODE))
+    run(manager.start_all(assign(SubnetType.CLOUD_ENGINE, True)))
     manager.stop_all()
     assert order == ["ic-gateway", "replica"]
 
     replica.exit(-15)
     gateway.exit(-15)
-    run(manager.start_all("v1", "subnet-a", SubnetType.CLOUD_ENGINE, True, NODE))
+    run(manager.start_all(assign(SubnetType.CLOUD_ENGINE, True)))
     gateway.stop_error = PermissionError(errno.EPERM, "Operation not permitted")
     with pytest.raises(ProcessStopError, match="Error when attempting to stop the ic-gateway"):
         manager.stop_all()

@@ -44,9 +44,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.driver.backends.local_addresses import port_80_allowed
 from harness.node.boundary.metrics import BoundaryMetrics
 from harness.node.boundary.routing import Balancer, Replica, RoutingTable
+from harness.node.catalog import IC_GATEWAY_DOMAIN
 from harness.node.gateway.metrics import GatewayMetrics
 from harness.node.layout import UNPRIVILEGED_IC_GATEWAY_PORT, Port
-from harness.node.orchestrator.args import DEFAULT_IC_GATEWAY_DOMAIN, default_binary_directory
+from harness.node.orchestrator.args import default_binary_directory
 from harness.node.orchestrator.metrics import OrchestratorMetrics
 from harness.node.registry import (
     ApiBoundaryNodeRecord,
@@ -393,7 +394,7 @@ def test_a_node_run_by_orchestrators_passes_promtool(
     gateway = f"http://{engine_ip}:{port}"
     boundary = f"http://{boundary_ip}:{Port.IC_BOUNDARY}"
     wait_until(
-        lambda: healthy_status(f"{gateway}/api/v2/status", DEFAULT_IC_GATEWAY_DOMAIN),
+        lambda: healthy_status(f"{gateway}/api/v2/status", IC_GATEWAY_DOMAIN),
         "the replica healthy through ic-gateway",
     )
     wait_until(
@@ -401,7 +402,7 @@ def test_a_node_run_by_orchestrators_passes_promtool(
         "the replica healthy through ic-boundary",
     )
     replica_traffic(f"http://{engine_ip}:{Port.REPLICA_HTTP}")
-    gateway_traffic(gateway, DEFAULT_IC_GATEWAY_DOMAIN)
+    gateway_traffic(gateway, IC_GATEWAY_DOMAIN)
     boundary_traffic(boundary, BOUNDARY_DOMAIN)
 
     endpoints = {

@@ -62,7 +62,7 @@ def test_changes_everything(testnet):
     first.await_status_is_healthy(timeout=30)
     testnet.inject(Stop(second.node_id))
     testnet.registry.assign_node("unassigned-node-0", "subnet-0")
-    testnet.node("unassigned-node-0").await_healthy_everywhere(30)
+    testnet.node("unassigned-node-0").await_ready(30)
     testnet.inject(Pause("unassigned-node-0"))
     if testnet.attached:
         listing = subprocess.run(

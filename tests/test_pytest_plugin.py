@@ -234,7 +234,7 @@ def test_a_failed_start_leaves_artifacts_that_junit_links(
     error = ElementTree.parse(pytester.path / "junit.xml").find(".//testcase/error")
     assert error is not None and "harness: what happened" in (error.text or "")
     summary = (where / "nosubnets-0" / "summary.txt").read_text()
-    assert "the start failed" in summary and "status check failed with 503" in summary
+    assert "the start failed" in summary and "ic-boundary boundary: 503" in summary
     assert (where / "nosubnets-0" / "nodes" / "api-bn-0" / "ic-boundary.log").stat().st_size > 0
     assert sweep(everything=True) == {}  # the failed start left nothing running
 

@@ -27,7 +27,7 @@ testnet = define_testnet(
 
 def test_fails(testnet):
     testnet.registry.assign_node("unassigned-node-0", "subnet-0")
-    testnet.node("unassigned-node-0").await_healthy_everywhere(30)
+    testnet.node("unassigned-node-0").await_ready(30)
     raise AssertionError("on purpose")
 """
 ARTIFACTS = Path("artifacts/test_failing.py_test_fails")

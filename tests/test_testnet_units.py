@@ -220,7 +220,10 @@ def test_a_heal_that_leaves_a_node_unhealthy_times_out_naming_it(testnet: Testne
     node = testnet.nodes()[0]
     node.pause()
     backend(testnet).nodes[node.node_id].health = "starting"
-    with pytest.raises(NodeNotReady, match=f"{node.node_id}.*Last: NotHealthy: not healthy yet"):
+    with pytest.raises(
+        NodeNotReady,
+        match=f"{node.node_id} .replica.*Last: NotHealthy: replica api: health starting",
+    ):
         testnet.heal_all(timeout=0.3)
 
 

@@ -42,10 +42,11 @@ if TYPE_CHECKING:
         MetricThresholds,
         PrefixClash,
     )
-    from harness.driver.node import IC_GATEWAY_DOMAIN, Node
+    from harness.driver.node import Node
     from harness.driver.run import Run, sweep
     from harness.driver.testnet import SubnetView, Testnet, TopologySnapshot
     from harness.driver.topology import InternetComputer, Subnet
+    from harness.node.catalog import IC_GATEWAY_DOMAIN
     from harness.node.registry import SubnetType
     from harness.node.status import ReplicaHealthStatus, StatusResponse
 
@@ -59,7 +60,7 @@ _EXPORTS = {
     "DEFAULT_REPLICA_METRICS": "harness.driver.metrics_check",
     "Fault": "harness.driver.faults",
     "HarnessError": "harness.driver.errors",
-    "IC_GATEWAY_DOMAIN": "harness.driver.node",
+    "IC_GATEWAY_DOMAIN": "harness.node.catalog",
     "InternetComputer": "harness.driver.topology",
     "LoadReport": "harness.driver.aio",
     "LogCheckFailed": "harness.driver.errors",

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from harness.driver.errors import NodeNotReady
-from harness.driver.node import IC_GATEWAY_DOMAIN
+from harness.driver.services import Service, service_named, unready
+from harness.node.catalog import IC_GATEWAY_DOMAIN
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
 from harness.node.tls import plain_http
 
@@ -109,50 +110,38 @@ class NodeHealth:
     detail: str
 
 
-async def _status(
-    session: aiohttp.ClientSession, url: str, host: str | None, timeout: float
+async def _ready(
+    session: aiohttp.ClientSession, url: str, service: Service, host: str | None, timeout: float
 ) -> tuple[bool, str]:
+    """Whether the service at `url` answers ready (`harness.driver.services.unready`)."""
+    path = service.ready_path
+    assert path is not None  # only services with a readiness check are asked
     try:
         async with asyncio.timeout(timeout):
-            response = await _get(session, url + STATUS_PATH, host)
+            response = await _get(session, url + path, host)
     except TimeoutError:
         return False, f"{url}: Timeout: no answer in {timeout:.1f} s"
     except _request_errors() as exc:
         return False, f"{url}: {_error(exc)}"
-    try:
-        status = decode_status(response.content)
-    except StatusDecodeError as exc:
-        return False, f"{url}: {response.status_code}: {exc}"
-    return status.is_healthy, f"{url}: {status.replica_health_status}"
+    wrong = unready(service, response.status_code, response.content)
+    return wrong is None, f"{url}: {wrong or 'ready'}"
 
 
 async def probe_node(
     session: aiohttp.ClientSession, node: Mapping[str, Any], timeout: float = PROBE_TIMEOUT
 ) -> NodeHealth:
-    """Probe one node described as in `Testnet.describe()`: a replica node's status on 8080
-    (and through ic-gateway on 80, if it runs one), an API boundary node's status through
-    ic-boundary, an unassigned node's orchestrator dashboard."""
+    """Probe one node described as in `Testnet.describe()`: every URL of it that has a
+    readiness check (`harness.driver.services`), at once: a replica node's status on 8080 (and
+    through ic-gateway on 80, if it runs one), an API boundary node's through ic-boundary, the
+    orchestrator's dashboard on every node."""
     urls: Mapping[str, str] = node["urls"]
     role = str(node["role"])
-    checks: list[tuple[str, str | None]] = []
-    if role == "replica":
-        checks.append((urls["api"], None))
-        if "gateway" in urls:
-            checks.append((urls["gateway"], IC_GATEWAY_DOMAIN))
-    elif role == "api_boundary":
-        checks.append((urls["boundary"], node.get("domain")))
-    else:
-        url = urls["dashboard"]
-        try:
-            async with asyncio.timeout(timeout):
-                response = await _get(session, url + "/")
-        except TimeoutError:
-            return NodeHealth(node["id"], role, False, f"{url}: Timeout")
-        except _request_errors() as exc:
-            return NodeHealth(node["id"], role, False, f"{url}: {type(exc).__name__}")
-        ok = response.status_code == 200
-        return NodeHealth(node["id"], role, ok, f"{url}: dashboard {response.status_code}")
-    results = await asyncio.gather(*(_status(session, u, h, timeout) for u, h in checks))
+    checks = [
+        (url, service, service.host(node.get("domain")))
+        for name, url in urls.items()
+        if (service := service_named(name)).ready_path is not None
+    ]
+    results = await asyncio.gather(*(_ready(session, u, s, h, timeout) for u, s, h in checks))
     healthy = all(ok for ok, _ in results)
     detail = "; ".join(text for ok, text in results if not ok) or "healthy"
     return NodeHealth(node["id"], role, healthy, detail)

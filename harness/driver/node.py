@@ -13,12 +13,13 @@ import httpx
 from harness.driver.errors import HarnessError, MetricsScrapeError, NodeNotReady
 from harness.driver.faults import Fault, Partition, Pause, ReplicaFaults, Signal, Stop
 from harness.driver.metrics_check import Baseline, Sample, parse_metrics, since_reset
+from harness.driver.services import Service, service_on_port, services_on, unready
 from harness.driver.waits import wait_until
+from harness.node.description import Role, role_of
 from harness.node.layout import Port
 from harness.node.registry import RegistrySnapshot
 from harness.node.status import STATUS_PATH, StatusResponse, decode_status
 
-IC_GATEWAY_DOMAIN = "gateway.icp"
 STATUS_REQUEST_TIMEOUT = 6.0
 DEFAULT_WAIT_TIMEOUT = 30.0
 
@@ -39,9 +40,6 @@ class NodeHost(Protocol):
 
     def endpoint(self, node_id: str, port: int) -> tuple[str, int]:
         """Where the harness reaches `port` of the node (host, port)."""
-
-    def expects_gateway(self, node_id: str) -> bool:
-        """Whether the registry says the node should run ic-gateway now."""
 
     def inject(self, fault: Fault, timeout: float = 60.0) -> int | None:
         """Apply a fault (see `Testnet.inject`)."""
@@ -79,13 +77,27 @@ class Node:
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{real_port}{path}"
 
+    @property
+    def role(self) -> Role:
+        """Its role in the latest registry version."""
+        return role_of(self.testnet.snapshot(), self.node_id)
+
+    def services(self) -> list[Service]:
+        """What it serves now, by its role in the latest registry version (as `describe()`
+        lists its URLs)."""
+        return services_on(self.testnet.snapshot(), self.node_id)
+
+    @property
+    def programs(self) -> list[str]:
+        """The programs that run on it now as the latest registry version says (`replica`,
+        `ic-gateway`, ...; the orchestrator on every node)."""
+        return list(dict.fromkeys(s.program.name for s in reversed(self.services())))
+
     def host_header(self, port: int) -> str | None:
-        """The Host a program on `port` expects: ic-gateway and ic-boundary validate it."""
-        if port == Port.IC_GATEWAY:
-            return IC_GATEWAY_DOMAIN
-        if port == Port.IC_BOUNDARY:
-            return self.domain
-        return None
+        """The Host the program on `port` answers to (ic-gateway and ic-boundary check it)."""
+        snapshot = self.testnet.snapshot()
+        service = service_on_port(snapshot, self.node_id, port)
+        return None if service is None else service.host(snapshot.node_domain(self.node_id))
 
     def get(self, port: int, path: str, timeout: float = STATUS_REQUEST_TIMEOUT) -> httpx.Response:
         """GET `path` on `port` of the node, with the Host header that port needs."""
@@ -287,11 +299,30 @@ class Node:
         assert pid is not None  # a signal acts on a process
         return pid
 
-    def await_healthy_everywhere(self, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
-        """Healthy on 8080, and on 80 if the node runs ic-gateway."""
-        self.await_status_is_healthy(Port.REPLICA_HTTP, timeout)
-        if self.testnet.expects_gateway(self.node_id):
-            self.await_status_is_healthy(Port.IC_GATEWAY, timeout)
+    def await_ready(self, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
+        """Wait until it is ready as its role says: every service of every program it runs
+        now answers ready (`harness.driver.services`): the replica's status healthy on 8080
+        and on 80 through ic-gateway on cloud engines, ic-boundary's on an API boundary node,
+        the orchestrator's dashboard on every node. The timeout names what was not ready."""
+
+        def check() -> bool | None:
+            domain = self.domain
+            for service in self.services():
+                path = service.ready_path
+                if path is None:
+                    continue
+                host = service.host(domain)
+                response = self.testnet.http.get(
+                    self.url(service.port, path),
+                    headers={"host": host} if host else {},
+                    timeout=STATUS_REQUEST_TIMEOUT,
+                )
+                wrong = unready(service, response.status_code, response.content)
+                if wrong is not None:
+                    raise NotHealthy(f"{service.program.name} {service.name}: {wrong}")
+            return True
+
+        wait_until(check, f"await ready of {self.node_id} ({self.role})", timeout)
 
 
 __all__ = ["Node", "NodeNotReady"]

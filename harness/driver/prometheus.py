@@ -43,10 +43,11 @@ from harness.driver.backends.capabilities import PrometheusBeside, PrometheusSer
 from harness.driver.backends.prometheus_process import LOG_FILE
 from harness.driver.errors import CapabilityMissing, HarnessError
 from harness.driver.sampler import SERIES, UP_SERIES, Sample
+from harness.node.catalog import PROGRAMS
 from harness.node.tls import plain_http
 
-JOBS = ("replica", "orchestrator", "ic-gateway", "ic-boundary")
-"""The scrape jobs, one per node program that serves metrics (`testnet.METRICS_FILES`)."""
+JOBS = tuple(job for program in PROGRAMS if (job := program.scrape_job) is not None)
+"""The scrape jobs, one per node program that serves metrics (`Program.scrape_job`)."""
 SCRAPE_INTERVAL = "1s"
 REFRESH_INTERVAL = "1s"  # file_sd's fallback re-read; inotify normally sees a change at once
 RETENTION = "1d"

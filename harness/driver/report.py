@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.driver.sampler import Sample
+from harness.driver.sampler import UP_SERIES, Sample
 from harness.driver.timeline import Event, orchestrator_events
+from harness.node.catalog import PROGRAMS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -38,14 +39,11 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.html"
 INDEX_FILE = "index.html"
 
-# (series, title, y label, as a rate per second)
+# (series, title, y label, as a rate per second): what every node answers, then the programs'
+# series (`Program.series`).
 PLOTS: tuple[tuple[str, str, str, bool], ...] = (
-    ("up", "Metrics endpoints answering, per node", "endpoints", False),
-    ("program_starts", "Program starts (orchestrator), per node", "starts", False),
-    ("restart_backoff", "Restart backoff (orchestrator), per node", "seconds", False),
-    ("gateway_requests", "Requests through ic-gateway, per node", "requests/s", True),
-    ("replica_requests", "Requests to the replica API, per node", "requests/s", True),
-    ("boundary_requests", "Requests through ic-boundary, per node", "requests/s", True),
+    (UP_SERIES, "Metrics endpoints answering, per node", "endpoints", False),
+    *((s.series, s.title, s.unit, s.rate) for program in PROGRAMS for s in program.series),
 )
 _LEVEL_COLOURS = {"info": "#2b6cb0", "warning": "#d69e2e", "error": "#c53030"}
 _KIND_MARKERS = {

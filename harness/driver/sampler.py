@@ -3,12 +3,10 @@ that scrapes every metrics endpoint the nodes serve now (what a Prometheus besid
 would scrape) every `interval` seconds, keeps a few series per node, and notes in the
 `Journal` when an endpoint stops or starts answering (a health transition).
 
-Series, per node (`Sample.node`): ``up`` (how many of its metrics endpoints answered),
-``program_starts`` (`orchestrator_processes_start_attempts_total`, all programs),
-``restart_backoff`` (`orchestrator_process_restart_backoff_seconds`, the largest),
-``gateway_requests`` (`ic_gateway_http_total`), ``replica_requests``
-(`replica_http_requests_total`), ``boundary_requests`` (`ic_boundary_requests_total`).
-Counters are kept as scraped; the report turns them into rates.
+Series, per node (`Sample.node`): ``up`` (how many of its metrics endpoints answered), and
+those of the programs' descriptions (`Program.series` in `harness.node.catalog`: program
+starts and restart backoff from the orchestrator, the requests of the replica, ic-gateway and
+ic-boundary). Counters are kept as scraped; the report turns them into rates.
 
 Only /metrics is asked for, never the nodes' APIs, so no counter a test looks at moves because
 of the sampling. The interval grows with the number of endpoints (a scrape costs ~2 ms of
@@ -27,6 +25,7 @@ from harness.driver.errors import HarnessError, MetricsScrapeError
 from harness.driver.metrics_check import Sample as MetricSample
 from harness.driver.metrics_check import parse_metrics
 from harness.driver.timeline import Journal
+from harness.node.catalog import PROGRAMS
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +52,12 @@ class Sample:
 
 
 UP_SERIES = "up"
-SERIES: tuple[tuple[str, str, str, str], ...] = (
-    ("orchestrator", "orchestrator_processes_start_attempts_total", "program_starts", "sum"),
-    ("orchestrator", "orchestrator_process_restart_backoff_seconds", "restart_backoff", "max"),
-    ("ic-gateway", "ic_gateway_http_total", "gateway_requests", "sum"),
-    ("replica", "replica_http_requests_total", "replica_requests", "sum"),
-    ("ic-boundary", "ic_boundary_requests_total", "boundary_requests", "sum"),
+SERIES: tuple[tuple[str, str, str, str], ...] = tuple(
+    (program.name, s.metric, s.series, s.combine) for program in PROGRAMS for s in program.series
 )
-"""Which series a metric feeds: (program, metric, series, how a node's samples of it combine,
-named as the PromQL aggregation that does the same, for `Prometheus.samples`)."""
+"""Which series a metric feeds, from the programs' descriptions (`Program.series`): (program,
+metric, series, how a node's samples of it combine, named as the PromQL aggregation that does
+the same, for `Prometheus.samples`)."""
 _COMBINE: dict[str, Callable[[Iterable[float]], float]] = {"sum": sum, "max": max}
 
 

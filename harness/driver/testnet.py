@@ -52,6 +52,7 @@ from harness.driver.prometheus import Prometheus, ScrapeTarget, require_support
 from harness.driver.registry import RegistryWriter, initial_snapshot
 from harness.driver.run import Run
 from harness.driver.sampler import SCRAPE_TIMEOUT, Sample, Sampler, Target
+from harness.driver.services import services_on
 from harness.driver.timeline import Journal
 from harness.driver.topology import (
     InternetComputer,
@@ -60,9 +61,8 @@ from harness.driver.topology import (
     topology_from_document,
 )
 from harness.driver.waits import wait_until
-from harness.node.layout import Port
+from harness.node.description import Program, Role, Serves, role_of
 from harness.node.registry import RegistrySnapshot, SubnetType
-from harness.node.registry.records import FEATURE_IC_GATEWAY
 from harness.node.tls import plain_http
 
 if TYPE_CHECKING:
@@ -85,26 +85,6 @@ _numbers: dict[str, Iterator[int]] = defaultdict(itertools.count)
 ARTIFACT_SCRAPE_TIMEOUT = 2.0
 WORKERS = 16  # threads for what is done on every node at once
 SCRAPE_WAIT = 5.0  # how long a reset (or a start) waits for a metrics endpoint to answer
-
-# What a node serves, by role: (name in `describe()`'s URLs, port). Every node's orchestrator
-# serves its metrics and dashboard; the rest depends on the role the registry gives it.
-ORCHESTRATOR_SERVICES = (
-    ("orchestrator_metrics", Port.ORCHESTRATOR_METRICS),
-    ("dashboard", Port.DASHBOARD),
-)
-REPLICA_SERVICES = (("api", Port.REPLICA_HTTP), ("metrics", Port.REPLICA_METRICS))
-GATEWAY_SERVICES = (("gateway", Port.IC_GATEWAY), ("gateway_metrics", Port.IC_GATEWAY_METRICS))
-BOUNDARY_SERVICES = (
-    ("boundary", Port.IC_BOUNDARY),
-    ("boundary_metrics", Port.IC_BOUNDARY_METRICS),
-)
-# The metrics endpoints among them, scraped into the artifacts as metrics-<program>-<port>.txt.
-METRICS_FILES = {
-    "metrics": "replica",
-    "orchestrator_metrics": "orchestrator",
-    "gateway_metrics": "ic-gateway",
-    "boundary_metrics": "ic-boundary",
-}
 
 
 def claim_testnet_id(name: str, run_id: str) -> str:
@@ -477,10 +457,13 @@ class Testnet:
         assert isinstance(backend, PrometheusBeside)
         snapshot = self.registry.latest()
         targets = []
-        for node_id, job, port in self.metrics_endpoints():
+        for node_id, program, port in self.metrics_endpoints():
             host, reached = backend.scrape_address(node_id, port)
             subnet = snapshot.subnet_of(node_id) or ""
-            targets.append(ScrapeTarget(job, host, reached, node_id, subnet, self.role(node_id)))
+            job = program.scrape_job
+            assert job is not None  # it serves metrics
+            role = role_of(snapshot, node_id)
+            targets.append(ScrapeTarget(job, host, reached, node_id, subnet, role))
         return targets
 
     def metric_samples(self, since: float, until: float) -> tuple[list[Sample], str]:
@@ -584,16 +567,9 @@ class Testnet:
         return FaultTarget(self.backend, planned, self.registry.path)
 
     def await_node_healthy(self, node_id: str, timeout: float = 60.0) -> None:
-        """Healthy as its role says: replica (and gateway) if assigned, ic-boundary on API
-        boundary nodes, the dashboard answering otherwise."""
-        node = self.node(node_id)
-        snapshot = self.registry.latest()
-        if snapshot.subnet_of(node_id) is not None:
-            node.await_healthy_everywhere(timeout)
-        elif snapshot.api_boundary_node_version(node_id) is not None and node.domain:
-            node.await_status_is_healthy(Port.IC_BOUNDARY, timeout)
-        else:
-            wait_until(node.dashboard, f"dashboard of {node_id} answering", timeout)
+        """Ready as its role says (`Node.await_ready`): every endpoint with a readiness check
+        of every program it runs now."""
+        self.node(node_id).await_ready(timeout)
 
     # What a node needs of its testnet (`NodeHost`).
     def snapshot(self) -> RegistrySnapshot:
@@ -631,41 +607,22 @@ class Testnet:
         )
         return TopologySnapshot(snapshot.version, subnets, unassigned, boundary)
 
-    def expects_gateway(self, node_id: str) -> bool:
-        """Whether the registry says this node should run ic-gateway now."""
-        snapshot = self.registry.latest()
-        subnet_id = snapshot.subnet_of(node_id)
-        return (
-            subnet_id is not None
-            and snapshot.subnet_type(subnet_id) == SubnetType.CLOUD_ENGINE
-            and snapshot.node_has_feature(node_id, FEATURE_IC_GATEWAY)
-        )
-
     # Waits.
     def await_all_healthy(self, timeout: float = 60.0, progress: Progress | None = None) -> None:
-        """Wait until every assigned node is healthy on 8080 (and on 80 with ic-gateway) and
-        every API boundary node answers its status through ic-boundary: every node at once
-        (up to 16 waits at a time), the first that does not make it in time raised."""
+        """Wait until every node is ready as its role says (`Node.await_ready`): assigned ones,
+        API boundary ones and unassigned ones alike, every node at once (up to 16 waits at a
+        time), the first that does not make it in time raised."""
         deadline = time.monotonic() + timeout
+        nodes = self.nodes()
 
-        def left() -> float:
-            return max(0.1, deadline - time.monotonic())
-
-        snapshot = self.topology_snapshot()
-        boundary = set(snapshot.api_boundary_nodes)
-        nodes = [n for s in snapshot.subnets for n in s.nodes] + list(snapshot.api_boundary_nodes)
-
-        def healthy(node: Node) -> None:
-            if node in boundary:
-                node.await_status_is_healthy(Port.IC_BOUNDARY, left())
-            else:
-                node.await_healthy_everywhere(left())
+        def ready(node: Node) -> None:
+            node.await_ready(max(0.1, deadline - time.monotonic()))
 
         def report(done: int) -> None:
             if progress:
                 progress("waiting for healthy nodes", done, len(nodes))
 
-        self._workers.map(healthy, nodes, report)
+        self._workers.map(ready, nodes, report)
 
     def write_registry(self, content: RegistrySnapshot, what: str, timeout: float = 60.0) -> int:
         """Write `content` as the registry's next version and wait until every orchestrator
@@ -896,23 +853,24 @@ class Testnet:
     def _node_artifacts(self, node: Node, destination: Path) -> None:
         node_dir = destination / "nodes" / node.node_id
         self.backend.collect_logs(node.node_id, node_dir)
-        for name, port in self.served(node.node_id):
-            if name not in METRICS_FILES:
+        for service in node.services():
+            if service.serves is not Serves.METRICS:
                 continue
             try:
-                text = node.metrics_text(port, timeout=ARTIFACT_SCRAPE_TIMEOUT)
+                text = node.metrics_text(service.port, timeout=ARTIFACT_SCRAPE_TIMEOUT)
             except (MetricsScrapeError, HarnessError) as exc:
                 text = f"# scrape failed: {exc}\n"
-            (node_dir / f"metrics-{METRICS_FILES[name]}-{port}.txt").write_text(text)
+            (node_dir / f"metrics-{service.program.name}-{service.port}.txt").write_text(text)
 
-    def metrics_endpoints(self) -> list[tuple[str, str, int]]:
+    def metrics_endpoints(self) -> list[tuple[str, Program, int]]:
         """Every metrics endpoint the nodes serve now, by their roles in the latest registry
         version: (node id, program, port)."""
+        snapshot = self.registry.latest()
         return [
-            (node_id, METRICS_FILES[name], port)
+            (node_id, service.program, service.port)
             for node_id in self._nodes
-            for name, port in self.served(node_id)
-            if name in METRICS_FILES
+            for service in services_on(snapshot, node_id)
+            if service.serves is Serves.METRICS
         ]
 
     def _sample_targets(self) -> list[Target]:
@@ -922,41 +880,23 @@ class Testnet:
         return [
             Target(
                 node_id,
-                program,
+                program.name,
                 functools.partial(self.node(node_id).metrics_text, port, SCRAPE_TIMEOUT),
             )
             for node_id, program, port in self.metrics_endpoints()
         ]
 
-    def role(self, node_id: str) -> str:
+    def role(self, node_id: str) -> Role:
         """The node's role in the latest registry version: `replica` (in a subnet),
         `api_boundary` or `unassigned`, as `describe()` says."""
-        snapshot = self.registry.latest()
-        if snapshot.subnet_of(node_id) is not None:
-            return "replica"
-        if node_id in snapshot.api_boundary_nodes:
-            return "api_boundary"
-        return "unassigned"
-
-    def served(self, node_id: str) -> list[tuple[str, int]]:
-        """What the node serves now, by its role in the latest registry version: (name, port)
-        of every endpoint, as `describe()` lists them."""
-        services: list[tuple[str, int]] = list(ORCHESTRATOR_SERVICES)
-        role = self.role(node_id)
-        if role == "replica":
-            services[:0] = REPLICA_SERVICES
-            if self.expects_gateway(node_id):
-                services[:0] = GATEWAY_SERVICES
-        elif role == "api_boundary":
-            services[:0] = BOUNDARY_SERVICES
-        return services
+        return role_of(self.registry.latest(), node_id)
 
     def describe(self) -> dict[str, object]:
         """The testnet as one JSON-ready document: every node's id, role, subnet, type and the
         URLs of what it serves now (by its role in the latest registry version)."""
         snapshot = self.topology_snapshot()
 
-        def node_doc(node: Node, subnet: SubnetView | None, role: str) -> dict[str, object]:
+        def node_doc(node: Node, subnet: SubnetView | None, role: Role) -> dict[str, object]:
             return {
                 "id": node.node_id,
                 "role": role,
@@ -964,12 +904,12 @@ class Testnet:
                 "subnet_type": subnet.subnet_type.value if subnet else None,
                 "address": node.ip,
                 "domain": node.domain,
-                "urls": {name: node.url(port) for name, port in self.served(node.node_id)},
+                "urls": {s.name: node.url(s.port) for s in node.services()},
             }
 
-        nodes = [node_doc(n, s, "replica") for s in snapshot.subnets for n in s.nodes]
-        nodes += [node_doc(n, None, "unassigned") for n in snapshot.unassigned_nodes]
-        nodes += [node_doc(n, None, "api_boundary") for n in snapshot.api_boundary_nodes]
+        nodes = [node_doc(n, s, Role.REPLICA) for s in snapshot.subnets for n in s.nodes]
+        nodes += [node_doc(n, None, Role.UNASSIGNED) for n in snapshot.unassigned_nodes]
+        nodes += [node_doc(n, None, Role.API_BOUNDARY) for n in snapshot.api_boundary_nodes]
         return {
             "testnet": self.testnet_id,
             "backend": self.backend.name,

@@ -1,9 +1,10 @@
-"""The node programs by name, and running one in this interpreter: what a fork server's child
+"""The programs by name, and running one in this interpreter: what a fork server's child
 does instead of exec'ing the program's console script (`harness.node.forkserver`).
 
-`PROGRAMS` names the same entry points as the console scripts of pyproject.toml (a test holds
-the two together); `import_all()` imports them, so that a template that forks them has paid
-every import once.
+`PROGRAMS` is every node program's entry point (their descriptions', `harness.node.catalog`)
+and the registry service's; they are the console scripts of pyproject.toml (a test holds the
+two together). `import_all()` imports them, so that a template that forks them has paid every
+import once.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.node import catalog
+
 PROGRAMS: dict[str, str] = {
-    "orchestrator": "harness.node.orchestrator.__main__:main",
-    "replica": "harness.node.replica.__main__:main",
-    "ic-gateway": "harness.node.gateway.__main__:main",
-    "ic-boundary": "harness.node.boundary.__main__:main",
-    "registry-service": "harness.node.registry.__main__:main",
+    **{program.name: program.entry for program in catalog.PROGRAMS},
+    "registry-service": "harness.node.registry.__main__:main",  # the swarm backend's registry
 }
 
 RUNTIME_MODULES = (

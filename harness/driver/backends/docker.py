@@ -79,7 +79,7 @@ from harness.driver.backends.engine import (
     HarnessContainer,
     probe_ready,
     published_port,
-    ready_path,
+    ready_service,
 )
 from harness.driver.backends.images import build_node_image
 from harness.driver.backends.prometheus_container import ContainerServer
@@ -87,7 +87,7 @@ from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
-from harness.node.layout import NODE_PORTS, DataDir, Port
+from harness.node.layout import NODE_PORTS, DataDir
 from harness.node.tls import plain_http
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,13 @@ class NodeReadyWaitStrategy(WaitStrategy):
         self.node_id = node_id
         self.replica = replica
         self.timeout = timeout
-        self.port = ready_path(replica)[0]
+        self.service = ready_service(replica)
         self.last = "nothing observed yet"
 
     @property
     def what(self) -> str:
-        if self.replica:
-            return f"a healthy replica status on port {Port.REPLICA_HTTP}"
-        return f"the orchestrator dashboard on port {Port.DASHBOARD}"
+        service = self.service
+        return f"ready {service.program.name} {service.name} on port {service.port}"
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
         deadline = time.monotonic() + self.timeout
@@ -152,8 +151,8 @@ class NodeReadyWaitStrategy(WaitStrategy):
             "RestartCount", 0
         ):
             raise ContainerExited(f"node {self.node_id}: its container exited")
-        host_port = published_port(wrapped, self.port)
-        ready, self.last = probe_ready(http, PUBLISH_HOST, host_port, self.replica)
+        host_port = published_port(wrapped, self.service.port)
+        ready, self.last = probe_ready(http, PUBLISH_HOST, host_port, self.service)
         return ready
 
 

@@ -8,7 +8,7 @@
 - Networks: a /24 picked at random from a pool, checked against the engine's networks and the
   host's interfaces; an engine refuses overlapping pools, so concurrent runs never share one
   (`create_network`).
-- A node's container: whether the node is up (`ready_path`, `probe_ready`), its published
+- A node's container: whether the node is up (`ready_service`, `probe_ready`), its published
   ports (`published_port`), its programs' pids and signals, read and sent inside the container
   (`program_pid`, `signal_program`), and how long a stop may take (`stop_timeout`).
 """
@@ -37,9 +37,9 @@ from testcontainers.core.container import DockerContainer
 from harness.driver.backends.base import BackendOptions
 from harness.driver.errors import BackendUnavailable, HarnessError
 from harness.driver.run import docker_engine_configured
+from harness.driver.services import Service, service_named, unready
 from harness.driver.state import state_root
-from harness.node.layout import CONTAINER_DATA_DIR, DataDir, Port, parse_pid_record
-from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
+from harness.node.layout import CONTAINER_DATA_DIR, DataDir, parse_pid_record
 
 log = logging.getLogger(__name__)
 
@@ -275,26 +275,23 @@ def published_port(container: Container, port: int) -> int:
     raise ConnectionError(f"port {port} of container {container.short_id} is not published yet")
 
 
-def ready_path(replica: bool) -> tuple[int, str]:
-    """The port and path that tell whether a node is up: its replica's status for a node
-    assigned to a subnet, else its orchestrator's dashboard."""
-    return (Port.REPLICA_HTTP, STATUS_PATH) if replica else (Port.DASHBOARD, "/")
+def ready_service(replica: bool) -> Service:
+    """What tells whether a node's container is up: its replica's API for a node assigned to a
+    subnet, else its orchestrator's dashboard (`harness.driver.services`)."""
+    return service_named("api" if replica else "dashboard")
 
 
-def probe_ready(http: httpx.Client, host: str, port: int, replica: bool) -> tuple[bool, str]:
-    """Ask once whether a node is up (see `ready_path`), reached at `host:port`; return
-    (up, what was observed)."""
+def probe_ready(http: httpx.Client, host: str, port: int, service: Service) -> tuple[bool, str]:
+    """Ask once whether `service` of a node, reached at `host:port`, is ready; return (ready,
+    what was observed)."""
+    path = service.ready_path
+    assert path is not None  # a service with a readiness check
     try:
-        response = http.get(f"http://{host}:{port}{ready_path(replica)[1]}")
+        response = http.get(f"http://{host}:{port}{path}")
     except httpx.TransportError as exc:
         return False, f"{type(exc).__name__}: {exc}"
-    if not replica:
-        return response.status_code == 200, f"the dashboard answered {response.status_code}"
-    try:
-        status = decode_status(response.content)
-    except StatusDecodeError as exc:
-        return False, f"{response.status_code}: {exc}"
-    return status.is_healthy, f"replica_health_status {status.replica_health_status}"
+    wrong = unready(service, response.status_code, response.content)
+    return wrong is None, f"{service.program.name} {service.name}: {wrong or 'ready'}"
 
 
 def exec_in(container: Container, command: list[str]) -> tuple[int, bytes]:

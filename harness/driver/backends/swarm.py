@@ -97,7 +97,7 @@ from harness.driver.backends.engine import (
     exec_in,
     probe_ready,
     published_port,
-    ready_path,
+    ready_service,
 )
 from harness.driver.backends.images import IMAGE_REGISTRY_ENV, build_node_image, push_node_image
 from harness.driver.backends.prometheus_container import ContainerServer
@@ -406,8 +406,7 @@ class SwarmBackend(
 
     def _await_ready(self, local: _SwarmNode) -> None:
         node = local.planned
-        replica = node.subnet_id is not None
-        port = ready_path(replica)[0]
+        service = ready_service(node.subnet_id is not None)
         last = "nothing observed yet"
         started = time.monotonic()
         assert self._http is not None
@@ -418,7 +417,7 @@ class SwarmBackend(
             problem = self._task_problem(tasks, since, time.monotonic() - started)
             if problem is not None:
                 raise self._start_error(local, problem)
-            ready, last = probe_ready(self._http, node.node_id, port, replica)
+            ready, last = probe_ready(self._http, node.node_id, service.port, service)
             if ready:
                 return
             waited = time.monotonic() - started

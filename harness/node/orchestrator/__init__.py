@@ -9,56 +9,62 @@ off; a restarted orchestrator first stops what its predecessor left behind.
 
 Modules: `args` (flags → `OrchestratorConfig`), `envfile` (the env files of ic-gateway and
 ic-boundary), `states` (the `ProcessState` machine), `process` (the `Process` abstraction),
-`processes` (the programs and their `PROCESS_SPECS`), `policy` (which program runs when, with
-which arguments), `manager` (the generic `ProcessManager`: one program's state machine, starts,
-stops, backoff), `runner` (spawning, stopping, reaping), `pgroup` (process groups), `upgrade` and
-`boundary_node` (the checks), `tasks` (background tasks), `metrics` (port 9091), `dashboard`
-(port 7070), `leftovers` (what a previous instance left), `errors`, `fake` (a runner for tests),
-`orchestrator` (wiring and the event loop). Ports and data-dir paths come from
-`harness.node.layout`.
+`processes` (the programs' `Process` classes and `process_specs()`), `policy` (which program
+runs when, from the programs' descriptions), `manager` (the generic `ProcessManager`: one
+program's state machine, starts, stops, backoff), `runner` (spawning, stopping, reaping),
+`pgroup` (process groups), `upgrade` and `boundary_node` (the checks), `tasks` (background
+tasks), `metrics` (port 9091), `dashboard` (port 7070), `leftovers` (what a previous instance
+left), `errors`, `fake` (a runner for tests), `orchestrator` (wiring and the event loop). Ports
+and data-dir paths come from `harness.node.layout`.
 
 Adding a program
 ----------------
-1. In `processes.py`, define its static config, its registry-driven arguments and the
-   `Process`; `NAME` is the binary under `--ic-binary-directory` and the metric label::
+Every program has one description, `harness.node.description.Program`, in
+`harness.node.catalog.PROGRAMS`: its entry point, its ports and what each serves, when it runs
+(`RunsOn`: the role of the node, subnet types, a launch gate, a domain), its Prometheus job and
+plotted series, its stop grace period and backoff, and its `Process` class by name. The
+orchestrator's managers, runners, metric labels, pid files, dashboard lines and policy follow
+from it; so do the driver's URLs, health waits, Prometheus targets and reports. What is left to
+write is the program and its `Process` in `processes.py`::
 
-       @dataclass(frozen=True)
-       class NodeExporterConfig(ProcessConfig):
-           listen_port: int = 9100
+    @dataclass(frozen=True)
+    class NodeExporterConfig(ProcessConfig):
+        listen_port: int = 9100
 
-       @dataclass(frozen=True)
-       class NodeExporterArgs:
-           version: str
-           ip: str
+    @dataclass(frozen=True)
+    class NodeExporterArgs:
+        version: str
+        ip: str
 
-       class NodeExporterProcess(Process[NodeExporterConfig, NodeExporterArgs]):
-           NAME = "node-exporter"
+    class NodeExporterProcess(Process[NodeExporterConfig, NodeExporterArgs]):
+        NAME = "node-exporter"  # its description's name
 
-           @property
-           def version(self) -> str:
-               return self.args.version
+        @classmethod
+        def configure(cls, flags: OrchestratorConfig) -> NodeExporterConfig:
+            return NodeExporterConfig(flags.ic_binary_directory)
 
-           def arguments(self) -> list[str]:
-               return ["--listen", str(ListenAddress(self.args.ip, self.config.listen_port))]
+        @classmethod
+        def args_for(cls, assignment: Assignment) -> NodeExporterArgs:
+            return NodeExporterArgs(assignment.version, assignment.node.ip)
 
-           def environment(self) -> dict[str, str]:
-               return {}  # secrets go here, never in arguments()
+        @property
+        def version(self) -> str:
+            return self.args.version
 
-           def restart_decision(self, args: NodeExporterArgs) -> RestartDecision:
-               if args.version != self.args.version:
-                   return Restart(f"version changed to {args.version}")
-               return KeepRunning()
+        def arguments(self) -> list[str]:
+            return ["--listen", str(ListenAddress(self.args.ip, self.config.listen_port))]
 
-   (its port belongs in `harness.node.layout.Port`).
-2. Add its spec to `PROCESS_SPECS`: `ProcessSpec(NodeExporterProcess, lambda flags:
-   NodeExporterConfig(flags.ic_binary_directory))`. Its manager, runner, metric labels, pid
-   file and dashboard line follow.
-3. Give it its policy in `policy.py`: for a program tied to the subnet, a line in
-   `subnet_programs`, `Member(manager_of(managers, NodeExporterProcess), wanted, args)`, with
-   `wanted(assignment) -> bool` (it is stopped otherwise) and `args(assignment) ->
-   NodeExporterArgs`. A program that follows another registry record (as ic-boundary does)
-   gets its rules there too, and a check that hands them the record each pass (as
-   `boundary_node`).
+        def environment(self) -> dict[str, str]:
+            return {}  # secrets go here, never in arguments()
+
+        def restart_decision(self, args: NodeExporterArgs) -> RestartDecision:
+            if args.version != self.args.version:
+                return Restart(f"version changed to {args.version}")
+            return KeepRunning()
+
+A supervised program runs either on subnet members (the upgrade check hands it the subnet's
+`Assignment`) or on API boundary nodes (the boundary-node check hands it the API boundary
+node's); a description that says otherwise is refused.
 
 The loop, the checks, start/stop logging, metrics, backoff and shutdown are unchanged.
 """

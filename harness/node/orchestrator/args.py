@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from harness.node.catalog import IC_GATEWAY_DOMAIN
 from harness.node.layout import REGISTRY_SERVICE_PORT, DataDir, Port
 from harness.node.listen import ListenAddress, parse_listen
 from harness.node.orchestrator.envfile import EnvFileError, read_env_file
@@ -23,7 +24,6 @@ DEFAULT_DASHBOARD_LISTEN = ListenAddress("0.0.0.0", Port.DASHBOARD)
 DEFAULT_CHECK_INTERVAL = 10.0  # the IC's CHECK_INTERVAL_SECS
 DEFAULT_REGISTRY_POLL_INTERVAL = 0.2
 DEFAULT_STOP_GRACE_PERIOD = 10.0
-DEFAULT_IC_GATEWAY_DOMAIN = "gateway.icp"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -51,7 +51,7 @@ class OrchestratorConfig:
     ic_gateway_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ic_boundary_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ic_gateway_port: int = Port.IC_GATEWAY
-    ic_gateway_domain: str = DEFAULT_IC_GATEWAY_DOMAIN
+    ic_gateway_domain: str = IC_GATEWAY_DOMAIN
     log_level: str = "INFO"
     spawn: str = "fork"  # SPAWN_MODES: how programs start (see `launchers`)
 
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ic-gateway-domain",
         type=_non_empty("--ic-gateway-domain"),
-        default=DEFAULT_IC_GATEWAY_DOMAIN,
+        default=IC_GATEWAY_DOMAIN,
     )
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL"

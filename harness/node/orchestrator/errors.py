@@ -3,8 +3,7 @@
 OrchestratorError
 ├── ProcessBuildError     the registry/config does not give what a process needs
 ├── ProcessStartError     "Error when attempting to start <NAME> process: ..."
-├── ProcessStopError      "Error when attempting to stop the <NAME> process: ..."
-└── DomainNameMissing     an API boundary node without a domain in its node record
+└── ProcessStopError      "Error when attempting to stop the <NAME> process: ..."
 """
 
 from __future__ import annotations
@@ -24,7 +23,3 @@ class ProcessStartError(OrchestratorError):
 
 class ProcessStopError(OrchestratorError):
     """Signalling a process to stop failed."""
-
-
-class DomainNameMissing(OrchestratorError):
-    """The node is an API boundary node but its registry record has no domain."""

@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Generic
 
+from harness.node.description import DEFAULT_BACKOFF, Backoff
 from harness.node.orchestrator.errors import ProcessStartError, ProcessStopError
 from harness.node.orchestrator.events import EventJournal
 from harness.node.orchestrator.metrics import OrchestratorMetrics
@@ -36,27 +36,6 @@ from harness.node.orchestrator.runner import ProcessRunner
 from harness.node.orchestrator.states import ALIVE_STATES, ProcessState, check_transition
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Restart delays for a program that keeps dying quickly.
-
-    An exit after less than `min_uptime` seconds (or a failed spawn) delays the restart by
-    `initial`, doubling per quick exit up to `maximum`; once an instance stayed up for
-    `min_uptime`, the delay resets and an exit restarts it on the next pass.
-    """
-
-    initial: float = 0.5
-    factor: float = 2.0
-    maximum: float = 30.0
-    min_uptime: float = 10.0
-
-    def next_delay(self, previous: float) -> float:
-        return self.initial if previous <= 0 else min(self.maximum, previous * self.factor)
-
-
-DEFAULT_BACKOFF = Backoff()
 
 
 class ProcessManager(Generic[C, A]):

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from prometheus_client import make_asgi_app
 
+from harness.node.description import Role
 from harness.node.layout import parse_pid_record
 from harness.node.orchestrator.args import OrchestratorConfig
 from harness.node.orchestrator.boundary_node import BoundaryNodeCheck
@@ -57,14 +58,15 @@ from harness.node.orchestrator.manager import (
 )
 from harness.node.orchestrator.metrics import OrchestratorMetrics
 from harness.node.orchestrator.pgroup import KILL_TIMEOUT
-from harness.node.orchestrator.policy import ic_boundary_program, subnet_programs
-from harness.node.orchestrator.processes import PROCESS_NAMES, PROCESS_SPECS, ReplicaProcess
+from harness.node.orchestrator.policy import programs_of
+from harness.node.orchestrator.processes import PROCESS_NAMES, ReplicaProcess, process_specs
 from harness.node.orchestrator.runner import ProcessRunner, SubprocessRunner
 from harness.node.orchestrator.states import ProcessState
 from harness.node.orchestrator.tasks import TaskTracker
 from harness.node.orchestrator.upgrade import UpgradeCheck
 from harness.node.registry import RegistryClient, RegistrySnapshot
 from harness.node.registry.client import open_source
+from harness.node.registry.records import FEATURE_IC_GATEWAY
 from harness.node.serve import Servers, bind
 
 log = logging.getLogger(__name__)
@@ -109,34 +111,35 @@ class Orchestrator:
         self.journal = EventJournal(config.layout.events, config.node_id)
         make_runner = runner_factory or self._subprocess_runner
         # One manager per program, in start order; the policy picks its programs from them.
+        self.specs = {spec.name: spec for spec in process_specs()}
         self.managers: list[ProcessManager[Any, Any]] = [
             ProcessManager(
                 spec.process_type,
-                spec.make_config(config),
+                spec.config(config),
                 make_runner(spec.name),
                 self.metrics,
-                backoff,
+                spec.backoff(backoff),
                 clock,
                 self.journal,
             )
-            for spec in PROCESS_SPECS
+            for spec in self.specs.values()
         ]
-        self.subnet_processes = subnet_programs(self.managers)
-        self.boundary = ic_boundary_program(self.managers)
+        managed = [
+            (spec.program, m) for spec, m in zip(self.specs.values(), self.managers, strict=True)
+        ]
+        self.subnet_processes = programs_of(Role.REPLICA, managed)
+        self.boundary = programs_of(Role.API_BOUNDARY, managed)
+        gates = frozenset({FEATURE_IC_GATEWAY}) if config.enable_ic_gateway else frozenset()
         self.upgrade = UpgradeCheck(
-            config.node_id,
-            self.subnet_processes,
-            config.enable_ic_gateway,
-            self.metrics,
-            self.tasks,
+            config.node_id, self.subnet_processes, gates, self.metrics, self.tasks
         )
-        self.boundary_check = BoundaryNodeCheck(config.node_id, self.boundary, self.tasks)
+        self.boundary_check = BoundaryNodeCheck(config.node_id, self.boundary, gates, self.tasks)
 
     def _subprocess_runner(self, name: str) -> ProcessRunner:
         return SubprocessRunner(
             name,
             self.config.layout,
-            self.config.stop_grace_period,
+            self.specs[name].stop_grace(self.config),
             on_exit=self._wake.set,
             spawn=self.tasks.spawn,
             launcher=self.launcher,
@@ -347,12 +350,13 @@ class Orchestrator:
 
     async def _stop_programs(self) -> None:
         log.info("Shut down the upgrade loop")
-        for stop in (self.subnet_processes.stop_all, self.boundary.stop):
+        for stop in (self.subnet_processes.stop_all, self.boundary.stop_all):
             try:
                 stop()
             except OrchestratorError as exc:
                 log.error("%s", exc)
-        timeout = self.config.stop_grace_period + KILL_TIMEOUT + 1
+        grace = max((s.stop_grace(self.config) for s in self.specs.values()), default=0.0)
+        timeout = grace + KILL_TIMEOUT + 1
         results = await asyncio.gather(
             *(m.runner.wait_stopped(timeout) for m in self.managers), return_exceptions=True
         )
@@ -370,7 +374,7 @@ class Orchestrator:
             subnet=self.upgrade.assignment.describe(),
             processes=[ProcessLine(m.name, m.pid(), m.state.value) for m in self.managers],
             replica_version=replica.version if replica else None,
-            ic_gateway_enabled=self.upgrade.ic_gateway_enabled,
+            ic_gateway_enabled=FEATURE_IC_GATEWAY in self.upgrade.open_gates,
             orchestrator_version=self.config.version,
         )
 

@@ -1,128 +1,94 @@
-"""The policy: which of the node's programs run when, and with which arguments, as in the IC.
+"""The policy: which of the node's programs run when, and with which arguments, as in the IC,
+derived from the programs' descriptions (`harness.node.catalog`: `Program.runs_on`).
 
-The checks (`upgrade`, `boundary_node`) read the registry and hand what they found to the
-policy; the `ProcessManager`s carry it out. Every rule of the kind "X runs while Y" is here.
+The checks (`upgrade`, `boundary_node`) read the registry and hand what they found (an
+`Assignment`) to the policy; the `ProcessManager`s carry it out.
 
-Subnet programs (the upgrade check): while the node is a member of a subnet, the replica runs
-at the subnet's replica version with the node's IP and ports; beside it ic-gateway runs only on
-cloud-engine subnets and only while the launch gate is on (`--enable-ic-gateway`, or the node
-feature `ic_gateway` in the registry), and is stopped otherwise, also when it was running. They
-are started in order and stopped in reverse; a failure of one does not keep the others from
-being seen to.
+Subnet programs (the upgrade check): the programs that run on subnet members. While the node is
+a member of a subnet, each runs when its description admits the subnet's type and its launch
+gate is open (ic-gateway: on cloud engines, while `--enable-ic-gateway` or the node feature
+`ic_gateway` says so), with arguments from its `Process.args_for` (the replica: the subnet's
+replica version, the node's IP and ports); it is stopped otherwise, also when it was running.
 
-ic-boundary (the boundary-node check): runs while the node is an API boundary node, with the
-node's domain as its TLS hostname; a changed domain restarts it, no domain stops it
-(`DomainNameMissing`).
+API boundary programs (the boundary-node check): the programs that run on API boundary nodes,
+while the node has an API boundary node record; ic-boundary needs the node's domain as its TLS
+hostname (`RunsOn.needs_domain`): without one it is stopped. A changed domain restarts it
+through its `restart_decision`, the one mechanism of every restart.
 
-As everywhere in the orchestrator, a restart only stops the running instance; a later pass
-starts the new one once the old one has exited.
+Each set is started in order and stopped in reverse; a failure of one program does not keep the
+others from being seen to. As everywhere in the orchestrator, a restart only stops the running
+instance; a later pass starts the new one once the old one has exited.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
-from harness.node.orchestrator.errors import DomainNameMissing, OrchestratorError
-from harness.node.orchestrator.manager import ProcessManager, manager_of
-from harness.node.orchestrator.process import A, C
-from harness.node.orchestrator.processes import (
-    IcBoundaryArgs,
-    IcBoundaryConfig,
-    IcBoundaryProcess,
-    IcGatewayArgs,
-    IcGatewayProcess,
-    ReplicaArgs,
-    ReplicaProcess,
-)
-from harness.node.orchestrator.states import ProcessState
-from harness.node.registry import NodeRecord, RegistrySnapshot, SubnetType
-from harness.node.registry.records import FEATURE_IC_GATEWAY
+from harness.node.description import Program, Role
+from harness.node.orchestrator.errors import OrchestratorError
+from harness.node.orchestrator.manager import ProcessManager
+from harness.node.orchestrator.process import A, Assignment, C
+from harness.node.registry import RegistrySnapshot
 
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------- subnet programs
-@dataclass(frozen=True)
-class Assignment:
-    """What the registry says about the node's subnet, as the subnet's programs need it."""
-
-    version: str
-    subnet_id: str
-    subnet_type: SubnetType | None
-    node: NodeRecord
-    ic_gateway_enabled: bool
-
-
-def ic_gateway_gate(enable_flag: bool, snapshot: RegistrySnapshot, node_id: str) -> bool:
-    """The ic-gateway launch gate: the flag (off by default, as the IC's
-    `IC_GATEWAY_LAUNCH_ENABLED`) or the node's registry feature `ic_gateway`."""
-    return enable_flag or snapshot.node_has_feature(node_id, FEATURE_IC_GATEWAY)
-
-
-def replica_wanted(_: Assignment) -> bool:
-    return True
-
-
-def replica_args(assignment: Assignment) -> ReplicaArgs:
-    node = assignment.node
-    return ReplicaArgs(
-        assignment.version, assignment.subnet_id, node.ip, node.http_port, node.metrics_port
+def open_gates(
+    programs: Iterable[Program], snapshot: RegistrySnapshot, node_id: str, flags: frozenset[str]
+) -> frozenset[str]:
+    """The launch gates of `programs` open for the node: those the orchestrator's flags open
+    (`--enable-ic-gateway`, as the IC's `IC_GATEWAY_LAUNCH_ENABLED`, off by default), and those
+    the node's registry record has as a feature."""
+    return frozenset(
+        gate
+        for program in programs
+        if (gate := program.runs_on.gate) is not None
+        and program.runs_on.gate_open(snapshot, node_id, flags)
     )
-
-
-def ic_gateway_wanted(assignment: Assignment) -> bool:
-    """On cloud engines, and only while the launch gate is on: otherwise it is stopped."""
-    return assignment.subnet_type is SubnetType.CLOUD_ENGINE and assignment.ic_gateway_enabled
-
-
-def ic_gateway_args(assignment: Assignment) -> IcGatewayArgs:
-    node = assignment.node
-    return IcGatewayArgs(assignment.version, node.ip, node.http_port, node.domain)
 
 
 @dataclass(frozen=True)
 class Member(Generic[C, A]):
-    """A program of the subnet set: when it is wanted, and its arguments."""
+    """A program of a set: when it is wanted, and its arguments."""
 
+    program: Program
     manager: ProcessManager[C, A]
-    wanted: Callable[[Assignment], bool]
-    args: Callable[[Assignment], A]
 
-    async def apply(self, assignment: Assignment) -> None:
-        if self.wanted(assignment):
-            await self.manager.ensure_running(self.args(assignment))
+    def wanted(self, assignment: Assignment, role: Role) -> bool:
+        """Whether it runs on a node of `role`, by its description (`RunsOn.admits`)."""
+        return self.program.runs_on.admits(
+            role, assignment.subnet_type, assignment.open_gates, bool(assignment.node.domain)
+        )
+
+    async def apply(self, assignment: Assignment, role: Role) -> None:
+        """Run it with the arguments its `Process` makes of `assignment`, or stop it."""
+        if self.wanted(assignment, role):
+            await self.manager.ensure_running(self.manager.process_type.args_for(assignment))
         else:
             self.manager.stop()
 
 
 class MultipleProcessesManager:
-    """The programs tied to the node's subnet, started in order and stopped in reverse."""
+    """The programs of nodes of one role, started in order and stopped in reverse."""
 
-    def __init__(self, members: Sequence[Member[Any, Any]]) -> None:
+    def __init__(self, role: Role, members: Sequence[Member[Any, Any]]) -> None:
+        self.role = role
         self.members = list(members)
 
     @property
     def managers(self) -> list[ProcessManager[Any, Any]]:
         return [member.manager for member in self.members]
 
-    async def start_all(
-        self,
-        version: str,
-        subnet_id: str,
-        subnet_type: SubnetType | None,
-        gateway_enabled: bool,
-        node: NodeRecord,
-    ) -> None:
+    async def start_all(self, assignment: Assignment) -> None:
         """Ensure every wanted program, stop the unwanted ones; carry on past a failure and
         raise the first error at the end."""
-        assignment = Assignment(version, subnet_id, subnet_type, node, gateway_enabled)
         errors: list[OrchestratorError] = []
         for member in self.members:
             try:
-                await member.apply(assignment)
+                await member.apply(assignment, self.role)
             except OrchestratorError as exc:
                 log.warning("%s", exc)
                 errors.append(exc)
@@ -146,50 +112,12 @@ class MultipleProcessesManager:
         return min(due, default=None)
 
 
-def subnet_programs(managers: Iterable[ProcessManager[Any, Any]]) -> MultipleProcessesManager:
-    """The programs tied to the node's subnet, in start order: a new one is a line here."""
-    managers = list(managers)
+def programs_of(
+    role: Role, managed: Iterable[tuple[Program, ProcessManager[Any, Any]]]
+) -> MultipleProcessesManager:
+    """The programs that run on nodes of `role` (`Program.runs_on.roles`), each with its
+    manager, in start order."""
     return MultipleProcessesManager(
-        [
-            Member(manager_of(managers, ReplicaProcess), replica_wanted, replica_args),
-            Member(manager_of(managers, IcGatewayProcess), ic_gateway_wanted, ic_gateway_args),
-        ]
+        role,
+        [Member(program, manager) for program, manager in managed if role in program.runs_on.roles],
     )
-
-
-# ---------------------------------------------------------------------- ic-boundary
-class IcBoundaryManager:
-    """ic-boundary on API boundary nodes, restarted when the node's domain changes."""
-
-    def __init__(self, manager: ProcessManager[IcBoundaryConfig, IcBoundaryArgs]) -> None:
-        self.manager = manager
-        self.current_domain: str | None = None
-
-    async def ensure_running_and_restarted_on_domain_change(
-        self, version: str, domain: str | None, ip: str
-    ) -> None:
-        if domain is None:
-            self.manager.stop()
-            self.current_domain = None
-            raise DomainNameMissing(
-                "There is no domain associated with the node, while this is a requirement "
-                "for the API boundary node. Shutting ic-boundary down."
-            )
-        if domain != self.current_domain:
-            # Not running: no-op. Running with the old domain: stop; a later call starts it.
-            self.manager.stop()
-        await self.manager.ensure_running(IcBoundaryArgs(version, domain, ip))
-        running = self.manager.current
-        if (
-            running is not None
-            and self.manager.state is ProcessState.RUNNING
-            and running.args.domain == domain
-        ):
-            self.current_domain = domain
-
-    def stop(self) -> None:
-        self.manager.stop()
-
-
-def ic_boundary_program(managers: Iterable[ProcessManager[Any, Any]]) -> IcBoundaryManager:
-    return IcBoundaryManager(manager_of(managers, IcBoundaryProcess))

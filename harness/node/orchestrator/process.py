@@ -5,6 +5,9 @@ with arguments that change with the registry (version, subnet, domain, ...). `bu
 one; `launch_spec()` turns it into an argv list (never a shell line) and the env to add to the
 inherited environment. Secrets go in env only: argv is world-readable in /proc/<pid>/cmdline.
 `restart_decision(new_args)` says whether a running process must be restarted for new args.
+Its description (`harness.node.description.Program`, in `harness.node.catalog`) names it and
+says when it runs; `configure(flags)` makes its static config and `args_for(assignment)` its
+arguments from what the registry says about the node (`Assignment`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Self, TypeVar
+
+from harness.node.registry import NodeRecord, SubnetType
+
+if TYPE_CHECKING:
+    from harness.node.orchestrator.args import OrchestratorConfig
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,19 @@ class LaunchSpec:
         return f"LaunchSpec(name={self.name!r}, argv={list(self.argv)!r}, env={sorted(self.env)})"
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """What the registry says about the node, as its programs' arguments need it: the version
+    to run (the subnet's replica version, or the API boundary node's), the subnet (none on an
+    API boundary node), the node's record, and the launch gates open for it."""
+
+    version: str
+    subnet_id: str | None
+    subnet_type: SubnetType | None
+    node: NodeRecord
+    open_gates: frozenset[str] = frozenset()
+
+
 C = TypeVar("C", bound=ProcessConfig)
 A = TypeVar("A")
 
@@ -64,6 +85,16 @@ class Process(ABC, Generic[C, A]):
     def __init__(self, config: C, args: A) -> None:
         self.config = config
         self.args = args
+
+    @classmethod
+    @abstractmethod
+    def configure(cls, flags: OrchestratorConfig) -> C:
+        """Its static config, from the orchestrator's flags."""
+
+    @classmethod
+    @abstractmethod
+    def args_for(cls, assignment: Assignment) -> A:
+        """Its arguments, from what the registry says about the node."""
 
     @classmethod
     def build(cls, config: C, args: A) -> Self:

@@ -1,25 +1,30 @@
-"""The node programs the orchestrator runs: replica, ic-gateway and ic-boundary.
+"""The `Process`es of the node programs the orchestrator runs: replica, ic-gateway and
+ic-boundary: each one's static config (`configure`, from the orchestrator's flags), its
+arguments (`args_for`, from the registry) and what restarts it.
 
-Each is a `Process` with its static config (from the orchestrator's flags) and its arguments
-(from the registry), and one `ProcessSpec`: its `Process` type and how its config is made from
-the `OrchestratorConfig`. `PROCESS_SPECS` lists them all, in start order; a manager, a runner,
-metric labels, a pid file and a dashboard line are made for every entry. When each one runs,
-and with which arguments, is `policy`'s business.
+Which programs there are, and when each runs, their descriptions say
+(`harness.node.catalog`); `process_specs()` pairs every supervised description with the
+`Process` class it names, and the orchestrator makes a manager, a runner, metric labels, a pid
+file and a dashboard line for each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic
 
+from harness.node.catalog import IC_GATEWAY_DOMAIN, supervised
+from harness.node.description import Backoff, DescriptionError, Program
 from harness.node.layout import DataDir, Port
 from harness.node.listen import ListenAddress
-from harness.node.orchestrator.args import DEFAULT_IC_GATEWAY_DOMAIN, OrchestratorConfig
+from harness.node.orchestrator.args import OrchestratorConfig
 from harness.node.orchestrator.errors import ProcessBuildError
 from harness.node.orchestrator.process import (
     A,
+    Assignment,
     C,
     KeepRunning,
     Process,
@@ -41,12 +46,6 @@ class ReplicaConfig(ProcessConfig):
     root_key_file: Path | None = None
 
 
-def replica_config(flags: OrchestratorConfig) -> ReplicaConfig:
-    return ReplicaConfig(
-        flags.ic_binary_directory, flags.node_id, flags.data_dir, flags.root_key_file
-    )
-
-
 @dataclass(frozen=True)
 class ReplicaArgs:
     version: str
@@ -60,6 +59,23 @@ class ReplicaProcess(Process[ReplicaConfig, ReplicaArgs]):
     """The replica: serves the node's public API while the node is in a subnet."""
 
     NAME = "replica"
+
+    @classmethod
+    def configure(cls, flags: OrchestratorConfig) -> ReplicaConfig:
+        return ReplicaConfig(
+            flags.ic_binary_directory, flags.node_id, flags.data_dir, flags.root_key_file
+        )
+
+    @classmethod
+    def args_for(cls, assignment: Assignment) -> ReplicaArgs:
+        node = assignment.node
+        return ReplicaArgs(
+            assignment.version,
+            assignment.subnet_id or "",
+            node.ip,
+            node.http_port,
+            node.metrics_port,
+        )
 
     @property
     def version(self) -> str:
@@ -102,16 +118,7 @@ class ReplicaProcess(Process[ReplicaConfig, ReplicaArgs]):
 class IcGatewayConfig(ProcessConfig):
     env_file: Mapping[str, str]
     port: int = Port.IC_GATEWAY
-    domain: str = DEFAULT_IC_GATEWAY_DOMAIN
-
-
-def ic_gateway_config(flags: OrchestratorConfig) -> IcGatewayConfig:
-    return IcGatewayConfig(
-        flags.ic_binary_directory,
-        flags.ic_gateway_env,
-        flags.ic_gateway_port,
-        flags.ic_gateway_domain,
-    )
+    domain: str = IC_GATEWAY_DOMAIN
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,20 @@ class IcGatewayProcess(Process[IcGatewayConfig, IcGatewayArgs]):
     """The ic-gateway side-car of cloud-engine nodes: port 80 in front of the local replica."""
 
     NAME = "ic-gateway"
+
+    @classmethod
+    def configure(cls, flags: OrchestratorConfig) -> IcGatewayConfig:
+        return IcGatewayConfig(
+            flags.ic_binary_directory,
+            flags.ic_gateway_env,
+            flags.ic_gateway_port,
+            flags.ic_gateway_domain,
+        )
+
+    @classmethod
+    def args_for(cls, assignment: Assignment) -> IcGatewayArgs:
+        node = assignment.node
+        return IcGatewayArgs(assignment.version, node.ip, node.http_port, node.domain)
 
     @property
     def version(self) -> str:
@@ -168,15 +189,6 @@ class IcBoundaryConfig(ProcessConfig):
     registry_url: str | None = None
 
 
-def ic_boundary_config(flags: OrchestratorConfig) -> IcBoundaryConfig:
-    return IcBoundaryConfig(
-        flags.ic_binary_directory,
-        flags.ic_boundary_env,
-        flags.registry_local_store,
-        flags.registry_url,
-    )
-
-
 @dataclass(frozen=True)
 class IcBoundaryArgs:
     version: str  # the API boundary node version from the registry
@@ -188,6 +200,20 @@ class IcBoundaryProcess(Process[IcBoundaryConfig, IcBoundaryArgs]):
     """ic-boundary: the API boundary node's entry point (443, metrics 9324)."""
 
     NAME = "ic-boundary"
+
+    @classmethod
+    def configure(cls, flags: OrchestratorConfig) -> IcBoundaryConfig:
+        return IcBoundaryConfig(
+            flags.ic_binary_directory,
+            flags.ic_boundary_env,
+            flags.registry_local_store,
+            flags.registry_url,
+        )
+
+    @classmethod
+    def args_for(cls, assignment: Assignment) -> IcBoundaryArgs:
+        node = assignment.node
+        return IcBoundaryArgs(assignment.version, node.domain or "", node.ip)
 
     @property
     def version(self) -> str:
@@ -223,22 +249,55 @@ class IcBoundaryProcess(Process[IcBoundaryConfig, IcBoundaryArgs]):
 # ------------------------------------------------------------------------------------- specs
 @dataclass(frozen=True)
 class ProcessSpec(Generic[C, A]):
-    """A program the orchestrator can run: its `Process` type, and how its static config is
-    made from the orchestrator's flags."""
+    """A program the orchestrator runs: its description and its `Process` type."""
 
+    program: Program
     process_type: type[Process[C, A]]
-    make_config: Callable[[OrchestratorConfig], C]
 
     @property
     def name(self) -> str:
-        return self.process_type.NAME
+        return self.program.name
+
+    def config(self, flags: OrchestratorConfig) -> C:
+        return self.process_type.configure(flags)
+
+    def stop_grace(self, flags: OrchestratorConfig) -> float:
+        """Seconds between its SIGTERM and its SIGKILL: its own, else the orchestrator's."""
+        grace = self.program.stop_grace
+        return flags.stop_grace_period if grace is None else grace
+
+    def backoff(self, default: Backoff) -> Backoff:
+        """Its crash-loop backoff: its own, else the orchestrator's."""
+        return self.program.backoff or default
 
 
-# Every program the orchestrator may run, in start order.
-PROCESS_SPECS: tuple[ProcessSpec[Any, Any], ...] = (
-    ProcessSpec(ReplicaProcess, replica_config),
-    ProcessSpec(IcGatewayProcess, ic_gateway_config),
-    ProcessSpec(IcBoundaryProcess, ic_boundary_config),
-)
-PROCESS_TYPES: tuple[type[Process[Any, Any]], ...] = tuple(s.process_type for s in PROCESS_SPECS)
-PROCESS_NAMES: tuple[str, ...] = tuple(s.name for s in PROCESS_SPECS)
+def process_type_of(program: Program) -> type[Process[Any, Any]]:
+    """The `Process` class a supervised program's description names; `DescriptionError` when
+    it cannot be imported or is not a `Process` for a program of that name."""
+    target = program.process
+    if target is None:
+        raise DescriptionError(f"program {program.name!r}: the orchestrator does not run it")
+    module, _, name = target.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise DescriptionError(f"program {program.name!r}: process {target!r}: {exc}") from None
+    if not (isinstance(found, type) and issubclass(found, Process)):
+        raise DescriptionError(f"program {program.name!r}: process {target!r} is not a Process")
+    if program.name != found.NAME:
+        raise DescriptionError(
+            f"program {program.name!r}: process {target!r} is called {found.NAME!r}"
+        )
+    process_type: type[Process[Any, Any]] = found
+    return process_type
+
+
+def process_specs(programs: Iterable[Program] | None = None) -> tuple[ProcessSpec[Any, Any], ...]:
+    """The programs the orchestrator runs (default: every supervised one of the catalog), in
+    start order, each with its `Process` type."""
+    chosen = supervised() if programs is None else tuple(programs)
+    return tuple(ProcessSpec(program, process_type_of(program)) for program in chosen)
+
+
+PROCESS_NAMES: tuple[str, ...] = tuple(program.name for program in supervised())
+"""The programs the orchestrator runs, in start order (the metrics' `process` labels)."""

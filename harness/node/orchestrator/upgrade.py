@@ -5,11 +5,11 @@ at the subnet's replica version (a changed version restarts it: our "upgrade"; a
 too) and, on cloud engines with the launch gate on, ic-gateway beside it; an unassigned node runs
 neither. Before the first snapshot nothing is done.
 
-Which program runs when is `policy`'s: this check finds the node's subnet and the ic-gateway
-launch gate in the snapshot and hands them over. The gate is on when the orchestrator was
-started with `--enable-ic-gateway` OR when the node's registry record has the feature
-`ic_gateway`; a testnet can so turn it on and off per node at run time by writing a new
-registry version.
+Which program runs when is `policy`'s: this check finds the node's subnet and the launch gates
+open for it in the snapshot and hands them over (an `Assignment`). A gate is open when the
+orchestrator's flags open it (`--enable-ic-gateway`) OR when the node's registry record has it
+as a feature (`ic_gateway`); a testnet can so turn it on and off per node at run time by
+writing a new registry version.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from harness.node.catalog import supervised
 from harness.node.orchestrator.errors import OrchestratorError
 from harness.node.orchestrator.metrics import OrchestratorMetrics
-from harness.node.orchestrator.policy import MultipleProcessesManager, ic_gateway_gate
+from harness.node.orchestrator.policy import MultipleProcessesManager, open_gates
+from harness.node.orchestrator.process import Assignment
 from harness.node.orchestrator.tasks import TaskTracker
 from harness.node.registry import RegistrySnapshot
 
@@ -52,25 +54,23 @@ class UpgradeCheck:
         self,
         node_id: str,
         processes: MultipleProcessesManager,
-        enable_ic_gateway: bool,
+        flag_gates: frozenset[str],
         metrics: OrchestratorMetrics,
         tasks: TaskTracker,
     ) -> None:
         self.node_id = node_id
         self.processes = processes
-        self.enable_ic_gateway_flag = enable_ic_gateway
+        self.flag_gates = flag_gates
         self.metrics = metrics
         self.tasks = tasks
         self.assignment = UNKNOWN
-        self.ic_gateway_enabled = enable_ic_gateway
+        self.open_gates = flag_gates
 
     async def check(self, snapshot: RegistrySnapshot | None) -> SubnetAssignment:
         """One check; raises `OrchestratorError` when a program could not be started/stopped."""
         if snapshot is None:
             return self.assignment
-        self.ic_gateway_enabled = ic_gateway_gate(
-            self.enable_ic_gateway_flag, snapshot, self.node_id
-        )
+        self.open_gates = open_gates(supervised(), snapshot, self.node_id, self.flag_gates)
         subnet_id = snapshot.subnet_of(self.node_id)
         if subnet_id is None:
             if self.assignment != UNASSIGNED:
@@ -90,11 +90,13 @@ class UpgradeCheck:
         self.assignment = SubnetAssignment(known=True, subnet_id=subnet_id)
         subnet = snapshot.subnets[subnet_id]
         await self.processes.start_all(
-            subnet.replica_version,
-            subnet_id,
-            subnet.subnet_type,
-            self.ic_gateway_enabled,
-            snapshot.nodes[self.node_id],
+            Assignment(
+                subnet.replica_version,
+                subnet_id,
+                subnet.subnet_type,
+                snapshot.nodes[self.node_id],
+                self.open_gates,
+            )
         )
         return self.assignment
 
