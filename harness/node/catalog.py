@@ -1,18 +1,31 @@
 """The node programs: the orchestrator, the replica, ic-gateway and ic-boundary, each described
-once (`harness.node.description.Program`). `PROGRAMS` is the one list of them: everything that
-runs, lists, waits for, scrapes, plots or checks a node's programs reads it.
+once (`harness.node.description.Program`), and those of the distributions installed beside the
+harness. `PROGRAMS` is the one list of them: everything that runs, lists, waits for, scrapes,
+plots or checks a node's programs reads it.
 
-Adding a program is its description here and its code (a package with `main(argv)`, a console
-script of the same name in `pyproject.toml`, and, when the orchestrator runs it, its `Process`
-class in `harness.node.orchestrator.processes`).
+Adding one of ours is its description here and its code (a package with `main(argv)`, a console
+script of the same name in `pyproject.toml`, and, when it needs code to make its command line,
+its `Process` class in `harness.node.orchestrator.processes`).
+
+A project that installs the harness adds its own through the entry point group
+`harness.programs`: each entry point names a `Program` (or a list of them), e.g. in its
+pyproject.toml::
+
+    [project.entry-points."harness.programs"]
+    sidecar = "acme_testing.sidecar:SIDECAR"
+
+A program of theirs with the name of one of ours replaces ours. What cannot be loaded, or is
+no `Program`, is a `DescriptionError` naming the entry point and its distribution.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterable
 
 from harness.node.description import (
     EVERY_ROLE,
+    DescriptionError,
     Endpoint,
     Host,
     Program,
@@ -37,6 +50,7 @@ ORCHESTRATOR = Program(
         Endpoint("dashboard", Port.DASHBOARD, Serves.HEALTH),
     ),
     runs_on=RunsOn(EVERY_ROLE),
+    supervised=False,
     series=(
         Series(
             "orchestrator_processes_start_attempts_total",
@@ -117,7 +131,36 @@ IC_BOUNDARY = Program(
     order=30,
 )
 
-PROGRAMS: tuple[Program, ...] = check_programs([ORCHESTRATOR, REPLICA, IC_GATEWAY, IC_BOUNDARY])
+ENTRY_POINT_GROUP = "harness.programs"
+OURS: tuple[Program, ...] = (ORCHESTRATOR, REPLICA, IC_GATEWAY, IC_BOUNDARY)
+
+
+def installed() -> list[Program]:
+    """The programs the installed distributions add (`ENTRY_POINT_GROUP`)."""
+    found: list[Program] = []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist.name if entry_point.dist is not None else "an unknown distribution"
+        where = f"entry point {entry_point.name} = {entry_point.value} of {dist}"
+        try:
+            value = entry_point.load()
+        except Exception as exc:
+            raise DescriptionError(f"{where}: it cannot be loaded: {exc!r}") from exc
+        programs = list(value) if isinstance(value, list | tuple) else [value]
+        for program in programs:
+            if not isinstance(program, Program):
+                raise DescriptionError(f"{where}: {program!r} is not a harness Program")
+        found += programs
+    return found
+
+
+def merged(ours: Iterable[Program], theirs: Iterable[Program]) -> tuple[Program, ...]:
+    """`ours` with `theirs` added, one of theirs replacing one of ours of the same name."""
+    replacing = {program.name: program for program in theirs}
+    kept = [replacing.pop(program.name, program) for program in ours]
+    return check_programs([*kept, *replacing.values()])
+
+
+PROGRAMS: tuple[Program, ...] = merged(OURS, installed())
 """Every node program, in start order."""
 
 
@@ -132,8 +175,3 @@ def program(name: str) -> Program:
 def supervised() -> tuple[Program, ...]:
     """The programs the orchestrator runs, in start order."""
     return tuple(p for p in PROGRAMS if p.supervised)
-
-
-def served(programs: Iterable[Program]) -> list[tuple[Program, Endpoint]]:
-    """Every endpoint of `programs`, with its program, in the catalog's order."""
-    return [(p, e) for p in programs for e in p.endpoints]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from harness.node.registry.records import RegistrySnapshot, SubnetType
@@ -166,19 +167,31 @@ _NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
 
 
+TEMPLATE_FIELDS = ("node_id", "ip", "version", "subnet_id", "domain", "data_dir", "ports", "listen")
+"""What a program's `command`, `arguments` and `environment` may name, as `str.format` fields:
+`{ip}`, `{version}` (the subnet's replica version, or the API boundary node's), `{subnet_id}`,
+`{domain}` (the node's, or empty), `{node_id}`, `{data_dir}` (the node's data directory),
+`{ports[NAME]}` (the port of its endpoint NAME) and `{listen[NAME]}` (`ip:port` of it)."""
+
+
 @dataclass(frozen=True)
 class Program:
     """One node program.
 
-    - `name`: its binary's name under the orchestrator's `--ic-binary-directory`, its log
-      (`logs/<name>.log`), pid file and metric label `process`;
-    - `entry`: its `main(argv)` as "module:function" (what a fork server runs and a console
-      script calls);
+    - `name`: its binary's name under the orchestrator's `--ic-binary-directory` (and its
+      console script's), its log (`logs/<name>.log`), pid file and metric label `process`;
+    - how it starts, one of: `entry`, its `main(argv)` as "module:function" (what a fork server
+      runs and its console script calls); or `command`, the argv of an executable that is not
+      Python (a name on PATH or a path first), always exec'd;
+    - `arguments` (after the console script) and `environment`: templates (`TEMPLATE_FIELDS`)
+      filled in from the registry, for a program without a `process` of its own;
     - `endpoints`: the ports it serves;
     - `runs_on`: when it runs;
-    - `process`: its orchestrator `Process` class as "module:Class" (the flags and environment
-      it gets from the registry, and what restarts it); None for the orchestrator itself, which
-      the backend starts on every node;
+    - `process`: its orchestrator `Process` class as "module:Class" (its flags and environment
+      from the registry, and what restarts it), for the programs that need code for it; without
+      one the orchestrator runs it from its templates, restarted when they come out different;
+    - `supervised`: whether the orchestrator runs it (all but the orchestrator itself, which the
+      backend starts on every node);
     - `series`: what reports plot from its metrics;
     - `job`: its Prometheus job (its name by default, when it serves metrics);
     - `stop_grace`: seconds between SIGTERM and SIGKILL (None: the orchestrator's
@@ -186,10 +199,14 @@ class Program:
     """
 
     name: str
-    entry: str
+    entry: str | None = None
     endpoints: tuple[Endpoint, ...] = ()
-    runs_on: RunsOn = RunsOn()
+    runs_on: RunsOn = RunsOn(frozenset({Role.REPLICA}))
     process: str | None = None
+    command: tuple[str, ...] = ()
+    arguments: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict, hash=False)
+    supervised: bool = True
     series: tuple[Series, ...] = ()
     job: str | None = None
     stop_grace: float | None = None
@@ -203,13 +220,22 @@ class Program:
 
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise refuse("its name must be lowercase letters, digits and '-'")
-        if not isinstance(self.entry, str) or not _TARGET.match(self.entry):
+        if (self.entry is None) == (not self.command):
+            raise refuse("give it one way to start: an entry ('module:function') or a command")
+        if self.entry is not None and not (
+            isinstance(self.entry, str) and _TARGET.match(self.entry)
+        ):
             raise refuse(f"entry {self.entry!r} is not 'module:function'")
+        if not all(isinstance(part, str) and part for part in self.command):
+            raise refuse(f"command {self.command!r} is not a sequence of non-empty strings")
         if self.process is not None and not _TARGET.match(self.process):
             raise refuse(f"process {self.process!r} is not 'module:Class'")
+        if self.process is not None and (self.command or self.arguments or self.environment):
+            raise refuse("a process of its own makes its command line: no command, arguments "
+                         "or environment beside it")  # fmt: skip
         if not isinstance(self.runs_on, RunsOn) or not self.runs_on.roles:
             raise refuse("it runs on no role (runs_on.roles is empty)")
-        if self.process is not None and self.runs_on.roles not in SUPERVISED_ROLES:
+        if self.supervised and self.runs_on.roles not in SUPERVISED_ROLES:
             roles = ", ".join(sorted(self.runs_on.roles))
             raise refuse(
                 f"the orchestrator runs a program on subnet nodes or on API boundary nodes, "
@@ -247,6 +273,35 @@ class Program:
             )
         if self.stop_grace is not None and not self.stop_grace > 0:
             raise refuse(f"stop_grace {self.stop_grace!r} is not a number of seconds > 0")
+        sample = self.context("node", "127.0.0.1", "0", "subnet", "node.example", Path("/data"))
+        for template in (*self.command, *self.arguments, *self.environment.values()):
+            try:
+                template.format(**sample)
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                raise refuse(
+                    f"template {template!r}: {exc!r}; it may name {', '.join(TEMPLATE_FIELDS)}, "
+                    f"ports and listen by endpoint name ({', '.join(sorted(names)) or 'none'})"
+                ) from None
+
+    def context(
+        self, node_id: str, ip: str, version: str, subnet_id: str, domain: str, data_dir: Path
+    ) -> dict[str, object]:
+        """What its templates are filled in with (`TEMPLATE_FIELDS`) on a node."""
+        shown = f"[{ip}]" if ":" in ip else ip
+        return {
+            "node_id": node_id,
+            "ip": ip,
+            "version": version,
+            "subnet_id": subnet_id,
+            "domain": domain,
+            "data_dir": str(data_dir),
+            "ports": {e.name: e.port for e in self.endpoints},
+            "listen": {e.name: f"{shown}:{e.port}" for e in self.endpoints},
+        }
+
+    def fill(self, templates: Iterable[str], context: Mapping[str, object]) -> list[str]:
+        """`templates` filled in with `context` (`context()`)."""
+        return [template.format(**context) for template in templates]
 
     @property
     def metrics(self) -> Endpoint | None:
@@ -259,9 +314,9 @@ class Program:
         return None if self.metrics is None else self.job or self.name
 
     @property
-    def supervised(self) -> bool:
-        """Whether the orchestrator runs it (every program but the orchestrator)."""
-        return self.process is not None
+    def forkable(self) -> bool:
+        """Whether a fork server can run it (a Python entry point), rather than an exec."""
+        return self.entry is not None
 
 
 def check_programs(programs: Iterable[Program]) -> tuple[Program, ...]:

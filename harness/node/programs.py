@@ -19,7 +19,7 @@ from typing import Any
 from harness.node import catalog
 
 PROGRAMS: dict[str, str] = {
-    **{program.name: program.entry for program in catalog.PROGRAMS},
+    **{p.name: p.entry for p in catalog.PROGRAMS if p.entry is not None},
     "registry-service": "harness.node.registry.__main__:main",  # the swarm backend's registry
 }
 

@@ -146,6 +146,8 @@ class ForkLauncher:
         self._orphans: set[asyncio.Task[None]] = set()
 
     async def launch(self, spec: LaunchSpec, log: Path, log_fd: int) -> Launched:
+        if not spec.forkable:  # not a Python program of ours: exec'd
+            return await ExecLauncher(os.environ).launch(spec, log, log_fd)
         client = await self._server()
         pid = await client.spawn(Spawn(spec.name, spec.argv, spec.env, str(log)))
         child = _Forked(pid)

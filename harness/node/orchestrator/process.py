@@ -54,6 +54,9 @@ class LaunchSpec:
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    forkable: bool = True
+    """Whether a fork server may run it (a Python program of `harness.node.programs`); else it
+    is exec'd, whatever the spawn mode."""
 
     def __repr__(self) -> str:
         # Env values may be secrets: show only the keys.
@@ -71,6 +74,12 @@ class Assignment:
     subnet_type: SubnetType | None
     node: NodeRecord
     open_gates: frozenset[str] = frozenset()
+
+
+def changed_keys(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """The names of the variables that differ between two environments (names only: values
+    may be secrets)."""
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
 
 
 C = TypeVar("C", bound=ProcessConfig)

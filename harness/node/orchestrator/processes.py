@@ -14,7 +14,8 @@ import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic
 
 from harness.node.catalog import IC_GATEWAY_DOMAIN, supervised
 from harness.node.description import Backoff, DescriptionError, Program
@@ -27,10 +28,12 @@ from harness.node.orchestrator.process import (
     Assignment,
     C,
     KeepRunning,
+    LaunchSpec,
     Process,
     ProcessConfig,
     Restart,
     RestartDecision,
+    changed_keys,
 )
 
 
@@ -170,13 +173,8 @@ class IcGatewayProcess(Process[IcGatewayConfig, IcGatewayArgs]):
     def restart_decision(self, args: IcGatewayArgs) -> RestartDecision:
         if args.version != self.args.version:
             return Restart(f"version changed from {self.args.version} to {args.version}")
-        new_env = IcGatewayProcess(self.config, args).environment()
-        old_env = self.environment()
-        changed = sorted(
-            k for k in new_env.keys() | old_env.keys() if new_env.get(k) != old_env.get(k)
-        )
+        changed = changed_keys(self.environment(), type(self)(self.config, args).environment())
         if changed:
-            # Key names only: values may be secrets.
             return Restart(f"its environment changed ({', '.join(changed)})")
         return KeepRunning()
 
@@ -246,6 +244,79 @@ class IcBoundaryProcess(Process[IcBoundaryConfig, IcBoundaryArgs]):
         return KeepRunning()
 
 
+# ------------------------------------------------------------------ a program's templates
+@dataclass(frozen=True)
+class DescribedConfig(ProcessConfig):
+    node_id: str
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class DescribedArgs:
+    version: str
+    subnet_id: str
+    ip: str
+    domain: str
+
+
+class DescribedProcess(Process[DescribedConfig, DescribedArgs]):
+    """A program whose description has no `Process` of its own: its command line and
+    environment are its description's templates filled in from the registry
+    (`Program.context`), and it is restarted when they come out different. A subclass per
+    program names it (`process_type_of`)."""
+
+    PROGRAM: ClassVar[Program]
+
+    @classmethod
+    def configure(cls, flags: OrchestratorConfig) -> DescribedConfig:
+        return DescribedConfig(flags.ic_binary_directory, flags.node_id, flags.data_dir)
+
+    @classmethod
+    def args_for(cls, assignment: Assignment) -> DescribedArgs:
+        node = assignment.node
+        return DescribedArgs(
+            assignment.version, assignment.subnet_id or "", node.ip, node.domain or ""
+        )
+
+    @property
+    def version(self) -> str:
+        return self.args.version
+
+    @property
+    def _context(self) -> dict[str, object]:
+        args, config = self.args, self.config
+        return self.PROGRAM.context(
+            config.node_id, args.ip, args.version, args.subnet_id, args.domain, config.data_dir
+        )
+
+    def arguments(self) -> list[str]:
+        return self.PROGRAM.fill(self.PROGRAM.arguments, self._context)
+
+    def environment(self) -> dict[str, str]:
+        context = self._context
+        return {k: v.format(**context) for k, v in self.PROGRAM.environment.items()}
+
+    def launch_spec(self) -> LaunchSpec:
+        program = self.PROGRAM
+        if program.forkable:
+            return super().launch_spec()
+        argv = program.fill(program.command, self._context)
+        return LaunchSpec(self.NAME, tuple(argv), MappingProxyType(self.environment()), False)
+
+    def restart_decision(self, args: DescribedArgs) -> RestartDecision:
+        if args.version != self.args.version:
+            return Restart(f"version changed from {self.args.version} to {args.version}")
+        old, new = self.launch_spec(), type(self)(self.config, args).launch_spec()
+        if old.argv != new.argv:
+            return Restart("its command line changed")
+        changed = sorted(
+            k for k in old.env.keys() | new.env.keys() if old.env.get(k) != new.env.get(k)
+        )
+        if changed:
+            return Restart(f"its environment changed ({', '.join(changed)})")  # names only
+        return KeepRunning()
+
+
 # ------------------------------------------------------------------------------------- specs
 @dataclass(frozen=True)
 class ProcessSpec(Generic[C, A]):
@@ -274,9 +345,16 @@ class ProcessSpec(Generic[C, A]):
 def process_type_of(program: Program) -> type[Process[Any, Any]]:
     """The `Process` class a supervised program's description names; `DescriptionError` when
     it cannot be imported or is not a `Process` for a program of that name."""
+    if not program.supervised:
+        raise DescriptionError(f"program {program.name!r}: the orchestrator does not run it")
     target = program.process
     if target is None:
-        raise DescriptionError(f"program {program.name!r}: the orchestrator does not run it")
+        described: type[Process[Any, Any]] = type(
+            f"Described_{program.name.replace('-', '_')}",
+            (DescribedProcess,),
+            {"NAME": program.name, "PROGRAM": program, "__module__": __name__},
+        )
+        return described
     module, _, name = target.partition(":")
     try:
         found = getattr(importlib.import_module(module), name)
