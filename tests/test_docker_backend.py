@@ -27,7 +27,7 @@ from harness.driver.backends.engine import engine
 from harness.driver.backends.swarm import SwarmBackend
 from harness.driver.state import state_root
 from harness.driver.waits import wait_until
-from harness.node.layout import NODE_PORTS
+from harness.node.catalog import NODE_PORTS
 
 needs_docker = engines.needs_docker("docker backend")
 

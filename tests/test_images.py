@@ -95,7 +95,7 @@ def test_code_change_rebuilds_only_the_project_layer(
         assert not report.base_built
         layers = report.layer_steps
         assert [s.cached for s in layers] == [True] * (len(layers) - 1) + [False]
-        assert layers[-1].instruction.startswith("COPY harness/ ")
+        assert layers[-1].instruction.startswith("COPY site/ ")
         probe = client.containers.run(
             report.tag,
             entrypoint=["/opt/harness/bin/python", "-c"],
@@ -170,6 +170,41 @@ def test_every_node_program_gets_a_launcher() -> None:
     launcher = images.launcher(programs["replica"]).decode()
     assert launcher.startswith("#!/opt/harness/bin/python3\n")
     assert "from harness.node.replica.__main__ import main" in launcher
+
+
+def test_a_distribution_that_adds_node_programs_goes_into_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files (module and metadata, with the entry points) beside the harness's in the
+    venv's site-packages; not its console scripts or bytecode."""
+    (tmp_path / "acme_probe").mkdir()
+    (tmp_path / "acme_probe" / "__init__.py").write_text(
+        "from harness.node.description import Program\n"
+        "PROBE = Program('acme-probe', command=('true',))\n"
+    )
+    info = tmp_path / "acme_probe-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-probe\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[harness.programs]\nprobe = acme_probe:PROBE\n")
+    (info / "RECORD").write_text(
+        "acme_probe/__init__.py,,\n"
+        "acme_probe/__pycache__/__init__.cpython-311.pyc,,\n"
+        "acme_probe-1.0.dist-info/METADATA,,\n"
+        "acme_probe-1.0.dist-info/entry_points.txt,,\n"
+        "acme_probe-1.0.dist-info/RECORD,,\n"
+        "../../../bin/acme-probe,,\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (dist,) = images.added_distributions()
+    assert dist.name == "acme-probe"
+    files = images.site_files(images.package_dir())
+    assert sorted(name for name in files if not name.startswith("harness/")) == [
+        "acme_probe-1.0.dist-info/METADATA",
+        "acme_probe-1.0.dist-info/RECORD",
+        "acme_probe-1.0.dist-info/entry_points.txt",
+        "acme_probe/__init__.py",
+    ]
+    assert "harness/node/catalog.py" in files
 
 
 def test_base_tag_follows_the_apt_sources(tmp_path: Path) -> None:

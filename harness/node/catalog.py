@@ -162,6 +162,8 @@ def merged(ours: Iterable[Program], theirs: Iterable[Program]) -> tuple[Program,
 
 PROGRAMS: tuple[Program, ...] = merged(OURS, installed())
 """Every node program, in start order."""
+NODE_PORTS: tuple[int, ...] = tuple(sorted({e.port for p in PROGRAMS for e in p.endpoints}))
+"""Every port a node's programs may serve (what a container publishes)."""
 
 
 def program(name: str) -> Program:

@@ -165,6 +165,7 @@ class Backoff:
 DEFAULT_BACKOFF = Backoff()
 _NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+\Z")
 
 
 TEMPLATE_FIELDS = ("node_id", "ip", "version", "subnet_id", "domain", "data_dir", "ports", "listen")
@@ -185,6 +186,7 @@ class Program:
       Python (a name on PATH or a path first), always exec'd;
     - `arguments` (after the console script) and `environment`: templates (`TEMPLATE_FIELDS`)
       filled in from the registry, for a program without a `process` of its own;
+    - `packages`: the Debian packages its command needs in a node image (docker, swarm);
     - `endpoints`: the ports it serves;
     - `runs_on`: when it runs;
     - `process`: its orchestrator `Process` class as "module:Class" (its flags and environment
@@ -206,6 +208,7 @@ class Program:
     command: tuple[str, ...] = ()
     arguments: tuple[str, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict, hash=False)
+    packages: tuple[str, ...] = ()
     supervised: bool = True
     series: tuple[Series, ...] = ()
     job: str | None = None
@@ -233,6 +236,9 @@ class Program:
         if self.process is not None and (self.command or self.arguments or self.environment):
             raise refuse("a process of its own makes its command line: no command, arguments "
                          "or environment beside it")  # fmt: skip
+        for package in self.packages:
+            if not isinstance(package, str) or not _PACKAGE.match(package):
+                raise refuse(f"package {package!r} is not a Debian package name")
         if not isinstance(self.runs_on, RunsOn) or not self.runs_on.roles:
             raise refuse("it runs on no role (runs_on.roles is empty)")
         if self.supervised and self.runs_on.roles not in SUPERVISED_ROLES:

@@ -29,7 +29,6 @@ class Port(enum.IntEnum):
     IC_GATEWAY_METRICS = 9325  # ic-gateway's metrics
 
 
-NODE_PORTS: tuple[Port, ...] = tuple(Port)
 UNPRIVILEGED_IC_GATEWAY_PORT = 8880
 """Where ic-gateway listens on the local backend when port 80 may not be bound (not root)."""
 REGISTRY_SERVICE_PORT = 8000

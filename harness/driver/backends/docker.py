@@ -18,8 +18,9 @@ How a node maps onto Docker:
   part.
 - Containers run as the host user, so everything in the run directory stays removable by the
   run; binding port 80 still works (`net.ipv4.ip_unprivileged_port_start=0`).
-- Every node port (`harness.node.layout.NODE_PORTS`) is published on 127.0.0.1 only, on a
-  random host port; `endpoint()` returns the mapping read when the container started.
+- Every node port (`harness.node.catalog.NODE_PORTS`: its programs' endpoints) is published on
+  127.0.0.1 only, on a random host port; `endpoint()` returns the mapping read when the
+  container started.
 - Every container and network carries the testnet's labels (`engine.testnet_labels`);
   `teardown()` removes the testnet's, `sweep()` those of dead runs. These labels are the
   reaper: testcontainers' Ryuk needs an image pull, so the harness's containers
@@ -87,7 +88,8 @@ from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
-from harness.node.layout import NODE_PORTS, DataDir
+from harness.node.catalog import NODE_PORTS
+from harness.node.layout import DataDir
 from harness.node.tls import plain_http
 
 log = logging.getLogger(__name__)

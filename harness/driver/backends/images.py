@@ -5,17 +5,21 @@ an installed harness builds images as well as a checkout does.
 Three layers, each rebuilt only when its inputs change:
 
 1. base `harness-base:<hash>`: a minimal Debian rootfs (python3, python3-venv, tini,
-   ca-certificates, microsocks) made by mmdebstrap from the host's apt sources and
-   `docker import`ed. Its hash covers the recipe, the suite, the architecture and the sources
-   file. About a minute, once per machine.
+   ca-certificates, microsocks, and the packages node programs' descriptions ask for,
+   `Program.packages`) made by mmdebstrap from the host's apt sources and `docker import`ed. Its
+   hash covers the recipe, the suite, the architecture and the sources file. About a minute,
+   once per machine.
 2. dependencies (hash: the node lock file, the entrypoint, the programs' launchers): the wheels
    pinned (with hashes) by `node_image/requirements.lock`, downloaded on the host into a cached
    wheelhouse (`pip download --only-binary=:all:` for Debian's CPython 3.11) and installed into a
    venv at /opt/harness with `pip install --no-index --require-hashes`; pip itself is removed
    again. Only what the node programs import: no pytest, testcontainers, docker or rich.
-3. project (hash: the files of `harness.node`): the node programs' package copied into the
+3. project (hash: the files of `harness.node`, and of every distribution installed beside the
+   harness that adds node programs through the entry point group `harness.programs`, its
+   metadata included): the node programs' package and those distributions copied into the
    venv, with .pyc compiled on the host. One step, so a code change costs one layer; a change
-   to the driver costs none.
+   to the driver costs none. Such a distribution brings no dependencies of its own: a node has
+   the node lock's.
 
 The node image `harness-node:<hash>` hashes all of that and the Dockerfile; when that tag exists
 nothing is built at all.
@@ -50,7 +54,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker
@@ -61,6 +65,9 @@ from rich.console import Console
 import harness
 from harness.driver.backends.engine import engine, short
 from harness.driver.errors import HarnessError
+from harness.node.catalog import ENTRY_POINT_GROUP
+from harness.node.catalog import PROGRAMS as CATALOG
+from harness.node.programs import PROGRAMS
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +224,15 @@ def rootfs_image_tag(
     return f"{repository}:{_digest(recipe)}"
 
 
+def base_packages() -> tuple[str, ...]:
+    """The base image's Debian packages: `BASE_PACKAGES` and those the node programs need
+    (`Program.packages`, e.g. a side-car's server)."""
+    needed = {package for program in CATALOG for package in program.packages}
+    return (*BASE_PACKAGES, *sorted(needed - set(BASE_PACKAGES)))
+
+
 def base_image_tag(sources: Path) -> str:
-    return rootfs_image_tag(BASE_REPOSITORY, BASE_PACKAGES, sources)
+    return rootfs_image_tag(BASE_REPOSITORY, base_packages(), sources)
 
 
 def _image_exists(client: docker.DockerClient, tag: str) -> bool:
@@ -231,7 +245,7 @@ def _image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 def ensure_base_image(client: docker.DockerClient, status: Status) -> tuple[str, bool]:
     """The base image's tag, and whether it had to be made now."""
-    return ensure_rootfs_image(client, status, BASE_REPOSITORY, BASE_PACKAGES)
+    return ensure_rootfs_image(client, status, BASE_REPOSITORY, base_packages())
 
 
 def ensure_rootfs_image(
@@ -373,23 +387,47 @@ def package_files(package: Path) -> dict[str, bytes]:
 
 
 def node_programs() -> dict[str, str]:
-    """The console scripts of the installed harness that run node programs (`replica`,
-    `orchestrator`, ...), name -> `module:function`, from the distribution's entry points."""
-    try:
-        distribution = importlib.metadata.distribution("harness")
-    except importlib.metadata.PackageNotFoundError:
-        raise ImageBuildError(
-            "the harness distribution is not installed (no metadata with its console scripts): "
-            "install it, e.g. `pip install -e .` in a checkout"
-        ) from None
-    programs = {
-        entry.name: entry.value
-        for entry in distribution.entry_points
-        if entry.group == "console_scripts" and entry.value.startswith(f"harness.{NODE_PACKAGE}.")
-    }
-    if not programs:
-        raise ImageBuildError("the installed harness declares no node programs (console scripts)")
-    return programs
+    """The programs a node image gets a launcher for, name -> `module:function`: every node
+    program with a Python entry point (`harness.node.programs.PROGRAMS`: the harness's, those
+    of the distributions installed beside it) and the registry service."""
+    return dict(PROGRAMS)
+
+
+def added_distributions() -> list[importlib.metadata.Distribution]:
+    """The distributions installed beside the harness that add node programs (entry point
+    group `harness.programs`), each once."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist
+        if dist is None:
+            raise ImageBuildError(
+                f"entry point {entry_point.name} = {entry_point.value}: its distribution is not "
+                "known, so a node image cannot take it in"
+            )
+        if _normalise(dist.name) != "harness":
+            found.setdefault(_normalise(dist.name), dist)
+    return [found[name] for name in sorted(found)]
+
+
+def distribution_files(dist: importlib.metadata.Distribution) -> dict[str, bytes]:
+    """The files of an installed distribution that go into a node's site-packages (its
+    metadata with the entry points included), by path relative to site-packages; what it
+    installed elsewhere (console scripts) and bytecode stay out."""
+    files: dict[str, bytes] = {}
+    for name in dist.files or ():
+        relative = PurePosixPath(name.as_posix())
+        if relative.is_absolute() or ".." in relative.parts:
+            continue
+        if any(part in _SKIPPED_PARTS for part in relative.parts) or (
+            relative.suffix in _SKIPPED_SUFFIXES
+        ):
+            continue
+        path = Path(str(dist.locate_file(name)))
+        if path.is_file():
+            files[relative.as_posix()] = path.read_bytes()
+    if not files:
+        raise ImageBuildError(f"the distribution {dist.name} has no files to put in a node image")
+    return files
 
 
 def launcher(target: str) -> bytes:
@@ -398,6 +436,15 @@ def launcher(target: str) -> bytes:
     return (
         f"#!{VENV_PYTHON}\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n"
     ).encode()
+
+
+def site_files(package: Path) -> dict[str, bytes]:
+    """What goes into a node's site-packages: the `harness` package at `package`
+    (`package_files`) and the distributions that add node programs (`added_distributions`)."""
+    files = package_files(package)
+    for dist in added_distributions():
+        files.update(distribution_files(dist))
+    return files
 
 
 def _files_digest(files: Mapping[str, bytes]) -> str:
@@ -444,7 +491,14 @@ def node_recipe(base_tag: str, package: Path | None = None) -> NodeRecipe:
         base_tag=base_tag,
         lock=lock,
         launchers={name: launcher(target) for name, target in sorted(node_programs().items())},
-        files=package_files(package or package_dir()),
+        files={
+            **package_files(package or package_dir()),
+            **{
+                name: data
+                for d in added_distributions()
+                for name, data in distribution_files(d).items()
+            },
+        },
         dockerfile=resources.joinpath(DOCKERFILE).read_bytes(),
         entrypoint=resources.joinpath(ENTRYPOINT).read_bytes(),
     )
@@ -458,7 +512,8 @@ def _write_files(directory: Path, files: Mapping[str, bytes]) -> None:
 
 
 def _write_context(context: Path, recipe: NodeRecipe, wheels: Path) -> None:
-    """The build context: `deps/` for the dependency step, `harness/` for the last one."""
+    """The build context: `deps/` for the dependency step, `site/` (what goes into the venv's
+    site-packages) for the last one."""
     (context / "Dockerfile").write_bytes(recipe.dockerfile)
     deps = context / "deps"
     shutil.copytree(wheels, deps / "wheels")
@@ -467,13 +522,13 @@ def _write_context(context: Path, recipe: NodeRecipe, wheels: Path) -> None:
     _write_files(deps / "bin", recipe.launchers)
     for path in [deps / ENTRYPOINT, *(deps / "bin").iterdir()]:
         path.chmod(0o755)
-    _write_files(context, recipe.files)
+    _write_files(context / "site", recipe.files)
     if sys.version_info[:2] == tuple(map(int, TARGET_PYTHON.split("."))):
         # Same bytecode format as the image's python: ship .pyc so that nodes start without
         # compiling (they may run as a user who cannot write __pycache__ there).
         compileall.compile_dir(
-            context / "harness",
-            ddir=f"{SITE_PACKAGES}/harness",
+            context / "site",
+            ddir=SITE_PACKAGES,
             quiet=2,
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
         )

@@ -13,7 +13,8 @@ import socket
 
 from harness.driver.claims import Claims
 from harness.driver.errors import BackendUnavailable
-from harness.node.layout import NODE_PORTS, Port
+from harness.node.catalog import NODE_PORTS
+from harness.node.layout import Port
 
 # 127.1-99.x.y: the harness's own tests use 127.100-250 for single programs.
 _FIRST_OCTET = range(1, 100)
