@@ -26,9 +26,10 @@ from harness.node.description import (
     Serves,
     check_programs,
 )
+from harness.node.orchestrator.args import PROCESS_NAMES
 from harness.node.orchestrator.metrics import OrchestratorMetrics
 from harness.node.orchestrator.policy import open_gates
-from harness.node.orchestrator.processes import PROCESS_NAMES, process_specs, process_type_of
+from harness.node.orchestrator.processes import process_specs, process_type_of
 from harness.node.registry import NodeRecord, RegistrySnapshot, SubnetRecord, SubnetType
 from harness.node.registry.records import ApiBoundaryNodeRecord
 from harness.node.status import StatusResponse, encode_status

@@ -85,6 +85,10 @@ def test_all_flags(tmp_path: Path) -> None:
         (["--ic-gateway-env-file", "/no/such/env"], "cannot read environment file /no/such/env"),
         (["--log-level", "chatty"], "invalid choice: 'CHATTY'"),
         (["--node-id", " "], "--node-id must not be empty"),
+        (["--program-binary", "ic-gateway"], "'ic-gateway' is not NAME=PATH"),
+        (["--program-binary", "nginx=/bin/sh"], "'nginx' is no program the orchestrator runs"),
+        (["--program-binary", "replica=/no/such/file"], "'/no/such/file' is not a file"),
+        (["--program-binary", "replica=/etc/passwd"], "'/etc/passwd' is not executable"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(extra: list[str], message: str | None, capsys) -> None:
@@ -95,6 +99,11 @@ def test_bad_flags_exit_2_with_a_message(extra: list[str], message: str | None, 
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert (message or "the following arguments are required: --node-id") in err
+
+
+def test_a_program_is_run_from_the_executable_it_is_swapped_for(tmp_path: Path) -> None:
+    config = parse_args([*REQUIRED, "--program-binary", "ic-gateway=/bin/sh"])
+    assert dict(config.program_binaries) == {"ic-gateway": Path("/bin/sh")}
 
 
 def test_env_file_syntax() -> None:

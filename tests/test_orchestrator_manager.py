@@ -20,6 +20,7 @@ import pytest
 
 from harness.node.catalog import IC_BOUNDARY, IC_GATEWAY, REPLICA
 from harness.node.description import Role
+from harness.node.orchestrator.args import PROCESS_NAMES
 from harness.node.orchestrator.errors import ProcessStartError, ProcessStopError
 from harness.node.orchestrator.events import EventJournal
 from harness.node.orchestrator.fake import FakeRunner
@@ -28,7 +29,6 @@ from harness.node.orchestrator.metrics import OrchestratorMetrics
 from harness.node.orchestrator.policy import Member, MultipleProcessesManager
 from harness.node.orchestrator.process import Assignment
 from harness.node.orchestrator.processes import (
-    PROCESS_NAMES,
     IcBoundaryConfig,
     IcBoundaryProcess,
     IcGatewayConfig,

@@ -108,3 +108,21 @@ def test_machine_labels_pin_a_subnet_or_one_node() -> None:
         ("subnet-0-node-1", "zone=b"),
         ("unassigned-node-0", "disk=ssd"),
     ]
+
+
+def test_a_program_s_binary_is_checked_and_kept_in_the_topology_document(tmp_path) -> None:
+    from harness.driver.topology import topology_document, topology_from_document
+
+    script = tmp_path / "ic-gateway"
+    script.write_text("#!/bin/sh\n")
+    topology = InternetComputer().add_subnet(Subnet(SubnetType.CLOUD_ENGINE).add_nodes(1))
+    with pytest.raises(TopologyError, match=rf"with_binary\('ic-gateway'\): {script} is no exe"):
+        topology.with_binary("ic-gateway", script).plan()
+    script.chmod(0o755)
+    assert topology.plan().binaries == (("ic-gateway", str(script)),)
+    again = topology_from_document(topology_document(topology))
+    assert again.binaries == {"ic-gateway": str(script)}
+    with pytest.raises(TopologyError, match="'nginx' is no program the orchestrator runs"):
+        InternetComputer().add_fast_single_node_subnet(SubnetType.SYSTEM).with_binary(
+            "nginx", script
+        ).plan()

@@ -168,11 +168,14 @@ class Testnet:
             backend_type = get_backend(backend) if isinstance(backend, str) else backend
             if self.plan.prometheus:
                 require_support(backend_type)
+            options = dataclasses.replace(
+                options or BackendOptions(), binaries=dict(self.plan.binaries)
+            )
             self.backend: Backend = backend_type(
                 run,
                 self.testnet_id,
                 self.directory / "nodes",
-                (options or BackendOptions()).sized_for(len(self.plan.nodes)),
+                options.sized_for(len(self.plan.nodes)),
             )
         except BaseException:
             if not self.attached:

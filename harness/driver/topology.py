@@ -13,12 +13,15 @@ message that names the problem. `plan()` turns the declaration into concrete nod
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 from harness.driver.errors import TopologyError
+from harness.node.catalog import supervised
 from harness.node.registry import SubnetType
 
 DEFAULT_REPLICA_VERSION = "1.0.0"
@@ -27,6 +30,7 @@ FEATURES = frozenset({"ic_gateway"})
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
+PROCESS_NAMES = tuple(program.name for program in supervised())
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 _MACHINE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}=[A-Za-z0-9._-]{1,63}$")
 
@@ -96,6 +100,7 @@ class Plan:
     nodes: tuple[PlannedNode, ...]
     unassigned_nodes_version: str
     prometheus: bool = False  # a Prometheus beside the testnet (`with_prometheus`)
+    binaries: tuple[tuple[str, str], ...] = ()  # (program, executable): `with_binary`
 
 
 @dataclass
@@ -110,6 +115,7 @@ class InternetComputer:
     unassigned_nodes_version: str = DEFAULT_REPLICA_VERSION
     machine_labels: dict[str, str] = field(default_factory=dict)
     prometheus: bool = False
+    binaries: dict[str, str] = field(default_factory=dict)
 
     def add_subnet(self, subnet: Subnet) -> Self:
         if not isinstance(subnet, Subnet):
@@ -153,6 +159,18 @@ class InternetComputer:
         self.prometheus = enabled
         return self
 
+    def with_binary(self, program: str, path: str | os.PathLike[str]) -> Self:
+        """Run `program` (one the orchestrator runs: `replica`, `ic-gateway`, `ic-boundary`,
+        or one of yours) from the executable at `path` instead of the harness's own, on every
+        node: the real `ic-gateway` binary, say, or your own replica build. It is exec'd, never
+        forked, with the arguments and environment the orchestrator makes for the program from
+        the registry (ic-gateway's are those of the IC's ic-gateway.env: LISTEN_PLAIN, IC_URL,
+        DOMAIN, METRICS_LISTEN), and supervised, checked and reported as the harness's own.
+        On docker and swarm it is mounted, read-only, at the same path into every node, so it
+        must run on the node image's Debian."""
+        self.binaries[program] = str(Path(path).absolute())
+        return self
+
     def node_count(self) -> int:
         return sum(s.nodes for s in self.subnets) + self.unassigned_nodes + self.api_boundary_nodes
 
@@ -187,6 +205,14 @@ class InternetComputer:
                 names.add(subnet.name)
             if not subnet.replica_version:
                 raise TopologyError(f"{label}: replica version is empty")
+        for program, path in self.binaries.items():
+            if program not in PROCESS_NAMES:
+                raise TopologyError(
+                    f"with_binary: {program!r} is no program the orchestrator runs; programs: "
+                    f"{', '.join(PROCESS_NAMES)}"
+                )
+            if not Path(path).is_file() or not os.access(path, os.X_OK):
+                raise TopologyError(f"with_binary({program!r}): {path} is no executable file")
         if self.api_boundary_domains and len(self.api_boundary_domains) != self.api_boundary_nodes:
             raise TopologyError(
                 f"{self.api_boundary_nodes} API boundary node(s) but "
@@ -260,6 +286,7 @@ class InternetComputer:
             tuple(labelled),
             self.unassigned_nodes_version,
             prometheus=self.prometheus,
+            binaries=tuple(sorted(self.binaries.items())),
         )
 
 
@@ -285,6 +312,7 @@ def topology_document(topology: InternetComputer) -> dict[str, Any]:
         "api_boundary_domains": list(topology.api_boundary_domains),
         "machine_labels": dict(topology.machine_labels),
         "prometheus": topology.prometheus,
+        "binaries": dict(topology.binaries),
     }
 
 
@@ -310,6 +338,7 @@ def topology_from_document(document: Mapping[str, Any]) -> InternetComputer:
             unassigned_nodes_version=str(document["unassigned_nodes_version"]),
             machine_labels=dict(document["machine_labels"]),
             prometheus=bool(document["prometheus"]),
+            binaries=dict(document.get("binaries", {})),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TopologyError(f"not a topology document ({type(exc).__name__}: {exc})") from None
@@ -320,7 +349,8 @@ def topology_from_document(document: Mapping[str, Any]) -> InternetComputer:
 def topology_differences(wanted: InternetComputer, running: InternetComputer) -> list[str]:
     """How the topology `running` differs from `wanted`, one line per difference (none: they
     are the same testnet): subnets, node counts, versions, launch gates, unassigned and API
-    boundary nodes, machine labels, Prometheus. The testnet's name is not compared."""
+    boundary nodes, machine labels, programs' binaries, Prometheus. The testnet's name is not
+    compared."""
     differences = []
 
     def compare(what: str, want: object, have: object) -> None:
@@ -345,6 +375,7 @@ def topology_differences(wanted: InternetComputer, running: InternetComputer) ->
     if wanted.api_boundary_nodes == running.api_boundary_nodes:
         compare("API boundary domains", wanted.boundary_domains(), running.boundary_domains())
     compare("machine labels", wanted.machine_labels, running.machine_labels)
+    compare("programs' binaries", wanted.binaries, running.binaries)
     compare(
         "Prometheus",
         "one" if wanted.prometheus else "none",

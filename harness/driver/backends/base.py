@@ -45,6 +45,9 @@ class BackendOptions:
     spawn: str = "fork"  # one of SPAWN_MODES
     """How node programs start: forked by a fork server that has imported them (`fork`), or
     exec'd from their console scripts (`exec`); see `harness.node.forkserver`."""
+    binaries: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Programs run from another executable (`InternetComputer.with_binary`): program ->
+    absolute path, the same inside a container (it is mounted there)."""
 
     def sized_for(self, nodes: int) -> BackendOptions:
         """These options with the registry poll interval of a testnet of `nodes` nodes."""
@@ -123,6 +126,7 @@ class Backend(abc.ABC):
             "--registry-poll-interval", str(self.options.sized_for(0).registry_poll_interval),
             "--check-interval", str(self.options.check_interval),
             "--spawn", self.options.spawn,
+            *(f"--program-binary={name}={path}" for name, path in self.options.binaries.items()),
             *extra,
         ]  # fmt: skip
 

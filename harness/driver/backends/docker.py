@@ -307,6 +307,8 @@ class DockerBackend(
                 )
             )
         )
+        for path in self.options.binaries.values():  # `with_binary`: at the same path, read-only
+            container.with_volume_mapping(path, path, "ro")
         ports: dict[str, Any] = container.ports
         for port in NODE_PORTS:
             ports[f"{port}/tcp"] = (PUBLISH_HOST, None)  # random host port, loopback only

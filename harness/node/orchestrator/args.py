@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sysconfig
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from harness.node.catalog import IC_GATEWAY_DOMAIN
+from harness.node.catalog import IC_GATEWAY_DOMAIN, supervised
 from harness.node.layout import REGISTRY_SERVICE_PORT, DataDir, Port
 from harness.node.listen import ListenAddress, parse_listen
 from harness.node.orchestrator.envfile import EnvFileError, read_env_file
@@ -24,6 +25,7 @@ DEFAULT_DASHBOARD_LISTEN = ListenAddress("0.0.0.0", Port.DASHBOARD)
 DEFAULT_CHECK_INTERVAL = 10.0  # the IC's CHECK_INTERVAL_SECS
 DEFAULT_REGISTRY_POLL_INTERVAL = 0.2
 DEFAULT_STOP_GRACE_PERIOD = 10.0
+PROCESS_NAMES = tuple(program.name for program in supervised())
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -54,6 +56,8 @@ class OrchestratorConfig:
     ic_gateway_domain: str = IC_GATEWAY_DOMAIN
     log_level: str = "INFO"
     spawn: str = "fork"  # SPAWN_MODES: how programs start (see `launchers`)
+    program_binaries: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
+    """Programs run from another executable (`--program-binary NAME=PATH`), always exec'd."""
 
     @property
     def layout(self) -> DataDir:
@@ -127,6 +131,20 @@ def _existing_file(value: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{value!r} is not a file")
     return path.absolute()
+
+
+def _program_binary(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAME=PATH")
+    if name not in PROCESS_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is no program the orchestrator runs; programs: {', '.join(PROCESS_NAMES)}"
+        )
+    executable = _existing_file(path)
+    if not os.access(executable, os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path!r} is not executable")
+    return name, executable
 
 
 def _env_file(value: str) -> Mapping[str, str]:
@@ -206,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL"
     )
     parser.add_argument(
+        "--program-binary",
+        type=_program_binary,
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="run the program NAME (replica, ic-gateway, ...) from the executable PATH instead "
+        "of the harness's, exec'd with the arguments and environment it gets (repeatable)",
+    )
+    parser.add_argument(
         "--spawn",
         choices=SPAWN_MODES,
         default="fork",
@@ -239,4 +266,5 @@ def parse_args(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         ic_gateway_domain=ns.ic_gateway_domain,
         log_level=ns.log_level,
         spawn=ns.spawn,
+        program_binaries=MappingProxyType(dict(ns.program_binary)),
     )

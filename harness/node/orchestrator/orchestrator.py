@@ -38,7 +38,7 @@ from prometheus_client import make_asgi_app
 
 from harness.node.description import Role
 from harness.node.layout import parse_pid_record
-from harness.node.orchestrator.args import OrchestratorConfig
+from harness.node.orchestrator.args import PROCESS_NAMES, OrchestratorConfig
 from harness.node.orchestrator.boundary_node import BoundaryNodeCheck
 from harness.node.orchestrator.dashboard import (
     Dashboard,
@@ -59,7 +59,7 @@ from harness.node.orchestrator.manager import (
 from harness.node.orchestrator.metrics import OrchestratorMetrics
 from harness.node.orchestrator.pgroup import KILL_TIMEOUT
 from harness.node.orchestrator.policy import programs_of
-from harness.node.orchestrator.processes import PROCESS_NAMES, ReplicaProcess, process_specs
+from harness.node.orchestrator.processes import ReplicaProcess, process_specs
 from harness.node.orchestrator.runner import ProcessRunner, SubprocessRunner
 from harness.node.orchestrator.states import ProcessState
 from harness.node.orchestrator.tasks import TaskTracker
@@ -143,6 +143,7 @@ class Orchestrator:
             on_exit=self._wake.set,
             spawn=self.tasks.spawn,
             launcher=self.launcher,
+            binary=self.config.program_binaries.get(name),
         )
 
     def _on_registry_error(self, version: int, exc: Exception) -> None:

@@ -375,7 +375,3 @@ def process_specs(programs: Iterable[Program] | None = None) -> tuple[ProcessSpe
     start order, each with its `Process` type."""
     chosen = supervised() if programs is None else tuple(programs)
     return tuple(ProcessSpec(program, process_type_of(program)) for program in chosen)
-
-
-PROCESS_NAMES: tuple[str, ...] = tuple(program.name for program in supervised())
-"""The programs the orchestrator runs, in start order (the metrics' `process` labels)."""

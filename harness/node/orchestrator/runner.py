@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -124,8 +125,10 @@ class SubprocessRunner:
         on_exit: Callable[[], None] = lambda: None,
         spawn: Spawn | None = None,
         launcher: Launcher | None = None,
+        binary: Path | None = None,
     ) -> None:
         self._name = name
+        self.binary = binary  # run from this executable instead (`--program-binary`), exec'd
         self.launcher: Launcher = launcher or ExecLauncher(os.environ)
         self.data_dir = data_dir
         self.stop_grace_period = stop_grace_period
@@ -160,6 +163,9 @@ class SubprocessRunner:
     async def start(self, spec: LaunchSpec) -> int:
         if self._child is not None:
             raise RuntimeError(f"{self._name} process is still running (pid {self._child.pid})")
+        if self.binary is not None:
+            argv = (str(self.binary), *spec.argv[1:])
+            spec = dataclasses.replace(spec, argv=argv, forkable=False)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         command = shlex.join(spec.argv)
