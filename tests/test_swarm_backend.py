@@ -26,6 +26,7 @@ from harness.driver.backends import engine as engine_module
 from harness.driver.backends import swarm as swarm_backend
 from harness.driver.backends.engine import engine
 from harness.driver.backends.swarm import SwarmBackend
+from harness.driver.backends.swarm import tasks as swarm_tasks
 from harness.driver.waits import wait_until
 
 
@@ -149,9 +150,9 @@ def test_a_starting_node_whose_name_the_overlay_lost_gets_a_new_task(
     service scaled back to 1, or the overlay's DNS has no record of the running task's name.
     The second is made here by taking the task's container off the overlay; the start's wait
     then asks for a new task, and the node comes up under its name. (The first cannot be made
-    at will; `_stuck` answers it with the same forced update.)"""
-    monkeypatch.setattr(swarm_backend, "UNRESOLVED_PATIENCE", 2.0)
-    monkeypatch.setattr(swarm_backend, "NO_TASK_PATIENCE", 1.0)
+    at will; `tasks.stuck` answers it with the same forced update.)"""
+    monkeypatch.setattr(swarm_tasks, "UNRESOLVED_PATIENCE", 2.0)
+    monkeypatch.setattr(swarm_tasks, "NO_TASK_PATIENCE", 1.0)
     topology = InternetComputer().add_subnet(Subnet(SubnetType.SYSTEM).add_nodes(1))
     with Testnet(topology, run, backend="swarm").start(timeout=90) as testnet:
         (node,) = testnet.nodes()

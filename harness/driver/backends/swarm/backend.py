@@ -1,53 +1,6 @@
-"""The swarm backend: every node is a Docker Swarm service, so a testnet can span every machine
-of an existing swarm. The harness must run on a manager of that swarm.
-
-How a testnet maps onto Swarm:
-
-- Network: one attachable overlay network per testnet, with a /24 from 10.200.0.0/13 picked at
-  random and checked against the engine's networks. Services use `endpoint_mode: dnsrr`
-  (virtual IPs and the ingress routing mesh need IPVS, which some engines, such as this
-  project's CI machines, lack).
-- Nodes: one service per node, one replica, restart on failure, hostname and network alias the
-  node id. A task gets its IP from the overlay when it starts, and a new task (after a restart or
-  a move to another machine) gets another one, so the registry records a node's address as its
-  node id: a name that resolves to the node's current IP on the overlay (for its own programs,
-  through /etc/hosts). The node's data dir (logs, pid files, fault knobs) lives in its task's
-  container, never in a shared folder.
-- Placement: the swarm scheduler puts each new task on the machine running the fewest, which
-  spreads one-task services over the machines; a topology's machine label
-  (`InternetComputer.with_machine_label`) pins a node with a `node.labels.KEY==VALUE`
-  constraint.
-- Registry: a `registry-service` service (`harness.node.registry.http`) serves the testnet's
-  registry directory, read-only, on port 8000 under the network alias `registry`; the
-  orchestrators poll it with `--registry-url`. It is the one service pinned to the harness's
-  own machine, where the registry directory is written. It is created in `allocate()`, so its
-  task starts while the access container does, off the nodes' path; the first node's start
-  waits until it answers.
-- Access: one container of the node image on the overlay network, running `microsocks` (a
-  SOCKS5 proxy, Debian package), with its port published on 127.0.0.1 only. The harness's HTTP
-  client (`Testnet.http`) goes through it, so `endpoint()` is simply (node id, port), resolved
-  inside the overlay; nothing of a node is published on any host interface.
-- Labels: services, the access container, task containers and the network carry the docker
-  backend's labels (`org.harness.run-id`, `org.harness.testnet-id`, ...), so `teardown()`,
-  `harness down --all` and the sweep at the start of every run remove them the same way.
-- Starts wait until the node answers through the access proxy. Seen after a stop and a start
-  (twice in ~130 such starts here, once in CI): the service scaled back to 1 gets no task for a
-  minute, or its running task's name is missing from the overlay's DNS. A start stuck either
-  way (for `NO_TASK_PATIENCE`, `UNRESOLVED_PATIENCE` seconds) asks the swarm once for a new task
-  (a forced update); a start that fails anyway says what the swarm made of its tasks and what
-  the overlay's DNS answers.
-- Prometheus (`with_prometheus()`): a container of the Prometheus image on this machine, on
-  the overlay like the access proxy, scraping every node by its name (`prometheus_container`).
-- Faults: `kill_process` runs `kill` in the task's container; `stop_node`/`start_node` scale the
-  service to 0 and back (a new task); `partition_node`/`heal_node` refuse, then allow again,
-  every packet of the task's container but its loopback (iptables in its network namespace;
-  taking it off the overlay instead loses its DNS name there, which reconnecting does not bring
-  back); `pause_node` freezes the container. These use the engine of the machine the task runs
-  on, which the harness reaches only for tasks on its own machine: on another machine they
-  raise `HarnessError` naming it.
-- Images: the node image is built here; other machines need it under the same tag, e.g. from a
-  registry the user runs (`harness images push`, see README).
-"""
+"""`SwarmBackend`: a testnet's nodes as Swarm services on a per-testnet overlay network, its
+faults and logs through the task containers on this machine (the design is in the package's
+docstring)."""
 
 from __future__ import annotations
 
@@ -56,9 +9,7 @@ import io
 import ipaddress
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import tarfile
 import threading
 import time
@@ -66,11 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import docker
 import docker.errors
-import docker.types
 import httpx
 import requests
 from docker.models.containers import Container
@@ -91,68 +39,29 @@ from harness.driver.backends.engine import (
     BINARY_DIRECTORY,
     NODE_DATA,
     NODE_LABEL,
-    PUBLISH_HOST,
     TESTNET_LABEL,
-    HarnessContainer,
     exec_in,
     probe_ready,
-    published_port,
     ready_service,
 )
 from harness.driver.backends.images import IMAGE_REGISTRY_ENV, build_node_image, push_node_image
 from harness.driver.backends.prometheus_container import ContainerServer
-from harness.driver.errors import BackendUnavailable, HarnessError, NodeStartError
+from harness.driver.backends.swarm import access, partition, services
+from harness.driver.backends.swarm import tasks as swarm_tasks
+from harness.driver.backends.swarm.manager import swarm_node_id
+from harness.driver.backends.swarm.tasks import Task
+from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.logfiles import FOLLOW_INTERVAL
 from harness.driver.run import Run
-from harness.driver.socks import socks5_answers, socks_client
+from harness.driver.socks import socks_client
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import wait_until
-from harness.node.layout import REGISTRY_SERVICE_PORT
 
 log = logging.getLogger(__name__)
 
 NETWORK_POOL = ipaddress.IPv4Network("10.200.0.0/13")
-TINI = "/usr/bin/tini"
-PROXY_PORT = 1080
-REGISTRY_ALIAS = "registry"
 STARTUP_TIMEOUT = 60.0
 SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
-FAILED_TASK_STATES = ("failed", "rejected", "orphaned")
-# Refused rather than dropped: the access proxy's SOCKS handshake has no timeout in httpcore, so
-# a dropped connection would hold the harness for the kernel's SYN retries (~2 min). Outgoing
-# ICMP stays allowed, or the refusals themselves (ICMP port unreachable) would be refused.
-_PARTITION_TAG = ("-m", "comment", "--comment", "harness-partition", "-j", "REJECT")
-PARTITION_RULES = (
-    ("INPUT", "!", "-i", "lo", *_PARTITION_TAG),
-    ("OUTPUT", "!", "-o", "lo", "!", "-p", "icmp", *_PARTITION_TAG),
-)
-PLACEMENT_PATIENCE = 5.0  # seconds a task may stay pending for a reason before the start fails
-# Seconds a start may be stuck (`_stuck`) before the swarm is asked for a new task: with no task
-# meant to run, and with a running task whose name does not resolve.
-NO_TASK_PATIENCE = 5.0
-UNRESOLVED_PATIENCE = 10.0
-LIVE_TASK_STATES = (
-    "new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
-)  # fmt: skip
-
-
-def swarm_node_id(client: docker.DockerClient) -> str:
-    """The swarm node id of the engine the harness talks to, which must be a manager;
-    `BackendUnavailable` saying how to get one otherwise."""
-    try:
-        swarm = client.info().get("Swarm") or {}
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise BackendUnavailable(f"the docker engine does not answer: {exc}") from None
-    if swarm.get("LocalNodeState") != "active":
-        raise BackendUnavailable(
-            "the docker engine is not part of a swarm; make it one with "
-            "`docker swarm init --advertise-addr 127.0.0.1` (one machine) or join it to yours"
-        )
-    if not swarm.get("ControlAvailable"):
-        raise BackendUnavailable(
-            "the docker engine is a swarm worker; run the harness on a manager of the swarm"
-        )
-    return str(swarm["NodeID"])
 
 
 @dataclass
@@ -182,13 +91,9 @@ class SwarmBackend(
 
     def lacks(self, capability: type) -> str | None:
         if capability is Partitionable:
-            if shutil.which("nsenter") is None or shutil.which("iptables") is None:
-                return (
-                    "partitioning a swarm node needs nsenter and iptables on its machine "
-                    "(Debian packages util-linux and iptables)"
-                )
-            if os.geteuid() != 0:
-                return "partitioning a swarm node needs root (iptables in its network namespace)"
+            reason = partition.unavailable()
+            if reason is not None:
+                return reason
         return super().lacks(capability)
 
     def http_client(self) -> httpx.Client:
@@ -218,7 +123,7 @@ class SwarmBackend(
     def http_proxy(self) -> str | None:
         if self._access is None:
             return None
-        return f"socks5://{PUBLISH_HOST}:{published_port(self._access, PROXY_PORT)}"
+        return access.proxy_url(self._access)
 
     # Addresses, network, access.
     def allocate(self, plan: Plan, registry_path: Path) -> Mapping[str, str]:
@@ -252,68 +157,35 @@ class SwarmBackend(
     def _start_access(self) -> Container:
         """The SOCKS5 proxy on the overlay that the harness reaches every node through."""
         assert self._image is not None
-        access = HarnessContainer(self._image).with_name(f"{self.network_name}-access")
-        access.with_kwargs(
-            entrypoint=[TINI, "--", "microsocks", "-i", "0.0.0.0", "-p", str(PROXY_PORT)],
-            labels={**self.labels, NODE_LABEL: "access"},
-            network=self.network_name,
-        )
-        ports: dict[str, Any] = access.ports
-        ports[f"{PROXY_PORT}/tcp"] = (PUBLISH_HOST, None)  # random host port, loopback only
-        access.start()
-        container = access.get_wrapped_container()
-
-        def mapped() -> int:
-            container.reload()
-            if container.status != "running":
-                raise HarnessError(f"the access proxy container is {container.status}")
-            return published_port(container, PROXY_PORT)
-
-        port = wait_until(mapped, "the access proxy's published port", 10.0, 0.1)
-        # Published is not listening: until microsocks listens, the engine's port accepts and
-        # closes, and a request through it fails ("Malformed reply" from socksio).
-        wait_until(
-            lambda: socks5_answers(PUBLISH_HOST, port) or None,
-            f"the access proxy answering SOCKS5 on {PUBLISH_HOST}:{port}",
+        container = access.start_access(
+            self._image,
+            f"{self.network_name}-access",
+            self.labels,
+            self.network_name,
             self.startup_timeout,
-            0.05,
         )
-        self._http = socks_client(f"socks5://{PUBLISH_HOST}:{port}", timeout=2.0)
+        self._http = socks_client(access.proxy_url(container), timeout=2.0)
         return container
 
     # The registry service.
     def _create_registry(self, registry_path: Path) -> Service:
-        """The registry service, created (not waited for): it serves `registry_path`, which
-        has no version yet (the service answers `latest` 0 until the first is written)."""
         assert self._image is not None
-        registry_path.mkdir(parents=True, exist_ok=True)  # a bind mount's source must exist
-        service: Service = self._client.services.create(  # type: ignore[no-untyped-call]
+        return services.create_registry_service(
+            self._client,
             self._image,
-            command=[TINI, "--", "registry-service"],
-            args=["--store", "/registry", "--listen", f"0.0.0.0:{REGISTRY_SERVICE_PORT}"],
+            registry_path,
             name=f"{self.network_name}-registry",
             labels={**self.labels, NODE_LABEL: "registry"},
-            container_labels={**self.labels, NODE_LABEL: "registry"},
-            mounts=[
-                docker.types.Mount(
-                    "/registry", str(registry_path.resolve()), type="bind", read_only=True
-                )
-            ],
-            constraints=[f"node.id=={self._machine}"],
-            networks=[
-                docker.types.NetworkAttachmentConfig(self.network_name, aliases=[REGISTRY_ALIAS])
-            ],
-            endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
-            restart_policy=docker.types.RestartPolicy(condition="any"),
+            network=self.network_name,
+            machine=self._machine,
         )
-        return service
 
     def _await_registry(self) -> None:
         """Wait (once, for every node's start) until the registry service answers."""
         with self._lock:
             if self._registry_answered:
                 return
-            url = f"http://{REGISTRY_ALIAS}:{REGISTRY_SERVICE_PORT}/api/v1/registry/latest"
+            url = f"{services.REGISTRY_URL}/api/v1/registry/latest"
             wait_until(
                 lambda: self._answers(url) or None,
                 f"the registry service of testnet {self.testnet_id}",
@@ -354,161 +226,96 @@ class SwarmBackend(
         assert self._image is not None
         arguments = self.orchestrator_arguments(
             node.node_id,
-            f"http://{REGISTRY_ALIAS}:{REGISTRY_SERVICE_PORT}",
+            services.REGISTRY_URL,
             str(NODE_DATA.root),
             "0.0.0.0",
             "--ic-binary-directory",
             BINARY_DIRECTORY,
         )
-        labels = {**self.labels, NODE_LABEL: node.node_id}
-        constraints = []
-        if node.machine_label is not None:
-            key, _, value = node.machine_label.partition("=")
-            constraints.append(f"node.labels.{key}=={value}")
-        service: Service = self._client.services.create(  # type: ignore[no-untyped-call]
+        return services.create_node_service(
+            self._client,
             self._image,
-            args=arguments,
+            node,
             name=self._service_name(node.node_id),
-            hostname=node.node_id,
-            labels=labels,
-            container_labels=labels,
-            constraints=constraints,
-            networks=[
-                docker.types.NetworkAttachmentConfig(self.network_name, aliases=[node.node_id])
-            ],
-            endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
-            restart_policy=docker.types.RestartPolicy(condition="on-failure"),
-            # Docker's SIGKILL comes after the orchestrator's own SIGTERM-then-SIGKILL.
-            stop_grace_period=int(engine.stop_timeout(self.options) * 1e9),
+            arguments=arguments,
+            labels={**self.labels, NODE_LABEL: node.node_id},
+            network=self.network_name,
+            stop_timeout=engine.stop_timeout(self.options),
+            binaries=tuple(self.options.binaries.values()),
         )
-        return service
 
-    def _tasks(self, local: _SwarmNode) -> list[dict[str, Any]]:
-        if local.service is None:
+    def _tasks(self, local: _SwarmNode) -> list[Task]:
+        return self._service_tasks(local.service)
+
+    @staticmethod
+    def _service_tasks(service: Service | None) -> list[Task]:
+        """The service's tasks, on any machine of the swarm (none for a service gone)."""
+        if service is None:
             return []
         try:
-            return list(local.service.tasks())  # type: ignore[no-untyped-call]
+            return list(service.tasks())  # type: ignore[no-untyped-call]
         except docker.errors.NotFound:
             return []
 
-    def _running_tasks(self, local: _SwarmNode) -> list[dict[str, Any]]:
-        return self._live(self._tasks(local))
-
-    @staticmethod
-    def _live(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Tasks meant to run and not yet ended (from `new` to `running`)."""
-        return [
-            t
-            for t in tasks
-            if t.get("DesiredState") == "running"
-            and (t.get("Status") or {}).get("State") in LIVE_TASK_STATES
-        ]
+    def _running_tasks(self, local: _SwarmNode) -> list[Task]:
+        return swarm_tasks.live(self._tasks(local))
 
     def _await_ready(self, local: _SwarmNode) -> None:
         node = local.planned
         service = ready_service(node.subnet_id is not None)
         last = "nothing observed yet"
         started = time.monotonic()
+        since = swarm_tasks.created_since(time.time())
         assert self._http is not None
-        since = self._started_since(started)
         replaced = False
         while True:
             tasks = self._tasks(local)  # one listing a round, for both checks below
-            problem = self._task_problem(tasks, since, time.monotonic() - started)
+            problem = swarm_tasks.problem(tasks, since, time.monotonic() - started)
             if problem is not None:
                 raise self._start_error(local, problem)
             ready, last = probe_ready(self._http, node.node_id, service.port, service)
             if ready:
                 return
             waited = time.monotonic() - started
-            if not replaced and waited > NO_TASK_PATIENCE:
-                stuck = self._stuck(node.node_id, tasks, last, waited)
-                if stuck is not None:
-                    log.warning(
-                        "node %s: %s after %.0f s; asking the swarm for a new task",
-                        node.node_id,
-                        stuck,
-                        waited,
-                    )
-                    assert local.service is not None
-                    local.service.reload()
-                    local.service.force_update()  # type: ignore[no-untyped-call]
-                    replaced = True
-                    # The task replaced may end rejected ("error while removing network"):
-                    # its end is the harness's doing, only the new task's state counts now.
-                    since = self._started_since(time.monotonic())
+            stuck = (
+                None
+                if replaced
+                else swarm_tasks.stuck(node.node_id, tasks, last, waited, self._resolve)
+            )
+            if stuck is not None:
+                log.warning(
+                    "node %s: %s after %.0f s; asking the swarm for a new task",
+                    node.node_id,
+                    stuck,
+                    waited,
+                )
+                assert local.service is not None
+                local.service.reload()
+                local.service.force_update()  # type: ignore[no-untyped-call]
+                replaced = True
+                # The task replaced may end rejected ("error while removing network"): its
+                # end is the harness's doing, only the new task's state counts now.
+                since = swarm_tasks.created_since(time.time())
             if waited > self.startup_timeout:
                 raise self._start_error(
                     local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
                 )
             time.sleep(0.1)
 
-    def _stuck(
-        self, name: str, tasks: list[dict[str, Any]], last: str, waited: float
-    ) -> str | None:
-        """Why the swarm will not bring node `name` up by itself, if it is one of the two ways
-        seen after a stop and a start: no task meant to run (the service scaled back to 1, the
-        orchestrator made none; a task is made within a second otherwise), or a running task
-        whose name the overlay's DNS does not resolve (the access proxy, microsocks, says
-        "general failure" for that) after `UNRESOLVED_PATIENCE` seconds."""
-        live = self._live(tasks)
-        if not live:
-            return "the swarm made no task for it"
-        if (
-            waited > UNRESOLVED_PATIENCE
-            and "General SOCKS server failure" in last
-            and any((t.get("Status") or {}).get("State") == "running" for t in live)
-            and self._resolve(name) is None
-        ):
-            return f"its task runs, but the overlay's DNS has no {name}"
-        return None
-
     def _resolve(self, name: str) -> str | None:
-        """What `name` resolves to on the overlay (asked in the access proxy's container), or
-        None when it does not."""
+        """What `name` resolves to on the overlay, or None when it does not."""
         if self._access is None:
             return None
-        try:
-            code, output = exec_in(self._access, ["getent", "hosts", name])
-        except (docker.errors.DockerException, requests.RequestException):
-            return None
-        return output.decode(errors="replace").strip() or None if code == 0 else None
-
-    @staticmethod
-    def _task_problem(tasks: list[dict[str, Any]], since: str, waited: float) -> str | None:
-        """Why the node's task will not come up, if the swarm says so (`tasks`): a task created
-        since `since` that failed, or one still pending with a reason (no machine satisfies its
-        placement) after `PLACEMENT_PATIENCE` seconds."""
-        for task in reversed(tasks):
-            status = task.get("Status") or {}
-            if task.get("CreatedAt", "") < since:
-                continue
-            state, error = status.get("State"), status.get("Err", "")
-            if state in FAILED_TASK_STATES:
-                return f"its task {state}: {error}"
-            if state == "pending" and error and waited > PLACEMENT_PATIENCE:
-                return f"the swarm cannot place it: {error}"
-        return None
-
-    @staticmethod
-    def _started_since(monotonic_start: float) -> str:
-        """An RFC 3339 UTC time a little before `monotonic_start`, comparable as text with
-        the engine's `CreatedAt` (tasks of earlier starts do not count as this one's)."""
-        wall = time.time() - (time.monotonic() - monotonic_start) - 1.0
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+        return access.resolve(self._access, name)
 
     def _start_error(self, local: _SwarmNode, reason: str) -> NodeStartError:
         output = b"".join(self._service_logs(local.planned.node_id))
         tail = output[-3000:].decode(errors="replace")
-        tasks = [
-            f"  {t.get('CreatedAt', '?')[:23]} {(t.get('Status') or {}).get('State')} "
-            f"(desired {t.get('DesiredState')}) {(t.get('Status') or {}).get('Err', '')}".rstrip()
-            for t in sorted(self._tasks(local), key=lambda t: t.get("CreatedAt", ""))[-5:]
-        ]
+        tasks = swarm_tasks.summary(self._tasks(local))
         resolved = self._resolve(local.planned.node_id)
         return NodeStartError(
             f"node {local.planned.node_id} did not come up: {reason}\n"
-            f"--- its tasks (created, state) ---\n" + ("\n".join(tasks) or "  none") + "\n"
+            f"--- its tasks (created, state) ---\n{tasks}\n"
             f"--- {local.planned.node_id} on the overlay's DNS: {resolved or 'no record'}\n"
             f"--- orchestrator output (docker service logs) ---\n{tail}"
         )
@@ -584,16 +391,10 @@ class SwarmBackend(
             with ThreadPoolExecutor(min(16, len(containers))) as pool:
                 list(pool.map(stop, containers))
 
-    @staticmethod
-    def _running_anywhere(service: Service | None) -> list[dict[str, Any]]:
+    @classmethod
+    def _running_anywhere(cls, service: Service | None) -> list[Task]:
         """The service's running tasks, on any machine of the swarm."""
-        if service is None:
-            return []
-        try:
-            tasks = list(service.tasks())  # type: ignore[no-untyped-call]
-        except docker.errors.NotFound:
-            return []
-        return [t for t in tasks if (t.get("Status") or {}).get("State") == "running"]
+        return swarm_tasks.running(cls._service_tasks(service))
 
     def _container(self, node_id: str) -> Container:
         containers = self._local_containers(node_id)
@@ -624,14 +425,12 @@ class SwarmBackend(
         again does not bring back."""
         local = self._node(node_id)
         pid = self._netns_pid(node_id)
-        for rule in PARTITION_RULES:
-            result = _netns_iptables(pid, "-I", *rule)
-            if result.returncode != 0:
-                self._drop_partition_rules(pid)
-                raise HarnessError(
-                    f"cannot partition node {node_id}: iptables in its network namespace said "
-                    f"{result.stderr.strip()!r} (partitions need root on the node's machine)"
-                )
+        refused = partition.insert_rules(pid)
+        if refused is not None:
+            raise HarnessError(
+                f"cannot partition node {node_id}: iptables in its network namespace said "
+                f"{refused!r} (partitions need root on the node's machine)"
+            )
         local.partitioned_pid = pid
 
     def heal_node(self, node_id: str) -> None:
@@ -640,7 +439,7 @@ class SwarmBackend(
             return
         with contextlib.suppress(HarnessError):  # a replaced task has no rules to remove
             if self._netns_pid(node_id) == local.partitioned_pid:
-                self._drop_partition_rules(local.partitioned_pid)
+                partition.drop_rules(local.partitioned_pid)
         local.partitioned_pid = None
 
     def _netns_pid(self, node_id: str) -> int:
@@ -650,14 +449,6 @@ class SwarmBackend(
         if pid <= 0:
             raise HarnessError(f"node {node_id} is not running")
         return pid
-
-    @staticmethod
-    def _drop_partition_rules(pid: int) -> None:
-        for rule in PARTITION_RULES:
-            for _ in range(100):
-                deleted = _netns_iptables(pid, "-D", *rule)
-                if deleted.returncode != 0:
-                    break
 
     def _exec(self, node_id: str, command: list[str]) -> tuple[int, bytes]:
         return exec_in(self._container(node_id), command)
@@ -826,19 +617,3 @@ class SwarmBackend(
                 10.0,
                 0.05,
             )
-
-
-def _netns_iptables(pid: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """iptables in the network namespace of process `pid` (a container's)."""
-    nsenter, iptables = shutil.which("nsenter"), shutil.which("iptables")
-    if nsenter is None or iptables is None:
-        raise BackendUnavailable(
-            "partitioning a swarm node needs nsenter and iptables on its machine "
-            "(Debian packages util-linux and iptables)"
-        )
-    return subprocess.run(
-        [nsenter, "-t", str(pid), "-n", iptables, "-w", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
