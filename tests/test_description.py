@@ -63,6 +63,10 @@ def sidecar(**changes: object) -> Program:
         ({"process": "ReplicaProcess"}, "process 'ReplicaProcess' is not 'module:Class'"),
         ({"runs_on": RunsOn(frozenset())}, "it runs on no role"),
         (
+            {"runs_on": RunsOn(frozenset({Role.REPLICA}), gate="acme")},
+            "its gate 'acme' is no node feature of the registry's (ic_gateway)",
+        ),
+        (
             {"process": "x.y:Z", "runs_on": RunsOn()},
             "the orchestrator runs a program on subnet nodes or on API boundary nodes, not on "
             "api_boundary, replica, unassigned",

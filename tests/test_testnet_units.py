@@ -30,7 +30,7 @@ from harness.driver import (
     sweep,
 )
 from harness.driver.testnet import RECORD_FILE
-from harness.driver.waits import wait_until
+from harness.driver.waits import GiveUp, wait_until
 from harness.node.layout import REPLICA_FAULTS_FILE, Port
 
 
@@ -275,3 +275,18 @@ def test_a_wait_ends_at_once_when_its_check_fails_unexpectedly() -> None:
 
 def _not_yet() -> None:
     raise HarnessError("not yet")
+
+
+def test_a_wait_s_check_gives_up_at_once_however_long_the_wait_had_left() -> None:
+    calls = 0
+
+    def exited() -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise HarnessError("not yet")
+        raise GiveUp("the program exited with status 3: it will not get ready")
+
+    with pytest.raises(GiveUp, match="exited with status 3"):
+        wait_until(exited, "a program that exits", timeout=600)
+    assert calls == 3

@@ -24,6 +24,7 @@ figures. `client()` stays an `httpx.AsyncClient` for a test's own requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ import httpx
 
 from harness.driver.errors import NodeNotReady
 from harness.driver.services import Service, service_named, unready
+from harness.driver.waits import await_until
 from harness.node.catalog import IC_GATEWAY_DOMAIN
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
 from harness.node.tls import plain_http
@@ -270,13 +272,14 @@ class AsyncTestnet:
         last: dict[str, NodeHealth] = {}
 
         async def until_healthy(session: aiohttp.ClientSession, node: dict[str, Any]) -> None:
-            while True:
-                left = deadline - time.monotonic()
+            async def healthy() -> NodeHealth | None:
+                left = deadline - time.monotonic()  # a probe never outlasts the wait
                 health = await probe_node(session, node, max(0.1, min(PROBE_TIMEOUT, left)))
                 last[health.node_id] = health
-                if health.healthy or time.monotonic() >= deadline:
-                    return
-                await asyncio.sleep(POLL_INTERVAL)
+                return health if health.healthy else None
+
+            with contextlib.suppress(NodeNotReady):  # said below, for every node at once
+                await await_until(healthy, f"node {node['id']}", timeout, POLL_INTERVAL)
 
         async with _session(self.testnet.backend.http_proxy) as session:
             await asyncio.gather(*(until_healthy(session, node) for node in nodes))

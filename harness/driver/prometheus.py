@@ -31,8 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from harness.driver.backends.capabilities import PrometheusBeside, PrometheusSer
 from harness.driver.backends.prometheus_process import LOG_FILE
 from harness.driver.errors import CapabilityMissing, HarnessError
 from harness.driver.sampler import SERIES, UP_SERIES, Sample
+from harness.driver.waits import GiveUp, wait_until
 from harness.node.catalog import PROGRAMS
 from harness.node.tls import plain_http
 
@@ -179,55 +179,47 @@ class Prometheus:
         return self
 
     def _await_ready(self, url: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer yet"
         with httpx.Client(trust_env=False, verify=plain_http(), timeout=1.0) as client:
-            while True:
+
+            def ready() -> bool:
                 code = self.server.exit_status()
                 if code is not None:
-                    raise HarnessError(
-                        f"Prometheus exited with status {code} before it was ready at "
-                        f"{url}; the end of {self.log_path}:\n{self.log_tail()}"
-                    )
-                try:
-                    response = client.get(f"{url}/-/ready")
-                    if response.status_code == 200:
-                        return
-                    last = f"/-/ready answered {response.status_code}"
-                except httpx.HTTPError as exc:
-                    last = repr(exc)
-                if time.monotonic() > deadline:
-                    raise HarnessError(
-                        f"Prometheus was not ready at {url} within {timeout:.0f} s "
-                        f"({last}); the end of {self.log_path}:\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
+                    raise GiveUp(f"Prometheus exited with status {code} before it was ready")
+                response = client.get(f"{url}/-/ready")
+                if response.status_code != 200:
+                    raise HarnessError(f"/-/ready answered {response.status_code}")
+                return True
+
+            self._wait(ready, f"Prometheus ready at {url}", timeout)
 
     def await_scraped(self, expected: int, timeout: float = SCRAPED_TIMEOUT) -> None:
         """Wait until it has `expected` active targets, each scraped at least once (up or
         down): Prometheus hands targets to its scrapers on a fixed 5 s ticker, its first
         scrapes come ~5-6 s after it started, and a testnet's record should cover its tests
         from their first second. `HarnessError` saying how far it got when it does not."""
-        deadline = time.monotonic() + timeout
-        seen = "no answer yet"
         with httpx.Client(trust_env=False, verify=plain_http(), timeout=1.0) as client:
-            while True:
+
+            def scraped() -> bool:
+                response = client.get(f"{self.url}/api/v1/targets", params={"state": "active"})
                 try:
-                    response = client.get(f"{self.url}/api/v1/targets", params={"state": "active"})
                     active = response.json()["data"]["activeTargets"]
-                    scraped = [t for t in active if t.get("health") != "unknown"]
-                    if len(active) >= expected and len(scraped) == len(active):
-                        return
-                    seen = f"{len(active)} active targets, {len(scraped)} of them scraped"
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    seen = repr(exc)
-                if time.monotonic() > deadline:
-                    raise HarnessError(
-                        f"Prometheus at {self.url} did not scrape its {expected} targets within "
-                        f"{timeout:.0f} s ({seen}); the end of {self.log_path}:\n"
-                        f"{self.log_tail()}"
-                    )
-                time.sleep(0.1)
+                except (ValueError, KeyError) as exc:
+                    raise HarnessError(f"/api/v1/targets answered {exc!r}") from None
+                done = [t for t in active if t.get("health") != "unknown"]
+                if len(active) < expected or len(done) != len(active):
+                    raise HarnessError(f"{len(active)} active targets, {len(done)} of them scraped")
+                return True
+
+            self._wait(
+                scraped, f"Prometheus at {self.url} scraping its {expected} targets", timeout
+            )
+
+    def _wait(self, check: Callable[[], bool], what: str, timeout: float) -> None:
+        """`wait_until(check)`; what ends it early or late says so with the end of the log."""
+        try:
+            wait_until(check, what, timeout, interval=0.1)
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}; the end of {self.log_path}:\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, Self
 
 from harness.driver.errors import TopologyError
-from harness.node.catalog import supervised
+from harness.node.catalog import PROGRAMS, supervised
 from harness.node.registry import SubnetType
 
 DEFAULT_REPLICA_VERSION = "1.0.0"
 MAX_NODES = 1000  # the local backend's; docker and swarm hold 250 (a /24 network)
-FEATURES = frozenset({"ic_gateway"})
+FEATURES = frozenset(gate for p in PROGRAMS if (gate := p.runs_on.gate) is not None)
+"""The node features a subnet may turn on: the launch gates of the node programs."""
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
@@ -19,6 +20,44 @@ or something that is not a status yet. Anything else is a bug in the check or in
 at, and ends the wait at once."""
 
 
+class GiveUp(HarnessError):
+    """Raised by a wait's check when what it waits for will not come (the process it waits for
+    has exited, say): the wait ends at once with it, however long it had left."""
+
+
+class _Attempts:
+    """What a wait has seen so far: its attempts, the last observation, its time."""
+
+    def __init__(self, what: str, timeout: float, not_yet: tuple[type[Exception], ...]) -> None:
+        self.what = what
+        self.timeout = timeout
+        self.not_yet = not_yet
+        self.start = time.monotonic()
+        self.count = 0
+        self.last = "nothing observed yet"
+
+    def saw(self, exc: Exception | None) -> None:
+        """One attempt: its check returned None (`exc` None) or raised `exc`, which is raised
+        again unless it says "not yet"."""
+        self.count += 1
+        if exc is None:
+            self.last = "condition not met"
+        elif isinstance(exc, GiveUp) or not isinstance(exc, self.not_yet):
+            raise exc
+        else:
+            self.last = f"{type(exc).__name__}: {exc}"
+
+    def pause(self, interval: float) -> float:
+        """How long to sleep before the next attempt; `NodeNotReady` when the time is up."""
+        elapsed = time.monotonic() - self.start
+        if elapsed >= self.timeout:
+            raise NodeNotReady(
+                f"{self.what} timed out after {elapsed:.1f}s on attempt {self.count}. "
+                f"Last: {self.last}"
+            )
+        return min(interval, max(0.0, self.timeout - elapsed))
+
+
 def wait_until(
     check: Callable[[], T | None],
     what: str,
@@ -29,24 +68,39 @@ def wait_until(
     """Call `check` until it returns something other than None.
 
     `check` returns the value waited for, or None to keep waiting; an exception of `not_yet` it
-    raises counts as "not yet" and is remembered, any other propagates at once. On timeout,
+    raises counts as "not yet" and is remembered, any other propagates at once, as does
+    `GiveUp` (the check's way to end the wait: it will not come). On timeout,
     `NodeNotReady` names `what`, the time waited, the attempts and the last observation.
     """
-    start = time.monotonic()
-    attempts = 0
-    last: str = "nothing observed yet"
+    attempts = _Attempts(what, timeout, not_yet)
     while True:
-        attempts += 1
         try:
             value = check()
+        except Exception as exc:
+            attempts.saw(exc)
+        else:
             if value is not None:
                 return value
-            last = "condition not met"
-        except not_yet as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        elapsed = time.monotonic() - start
-        if elapsed >= timeout:
-            raise NodeNotReady(
-                f"{what} timed out after {elapsed:.1f}s on attempt {attempts}. Last: {last}"
-            )
-        time.sleep(min(interval, max(0.0, timeout - elapsed)))
+            attempts.saw(None)
+        time.sleep(attempts.pause(interval))
+
+
+async def await_until(
+    check: Callable[[], Awaitable[T | None]],
+    what: str,
+    timeout: float,
+    interval: float = 0.05,
+    not_yet: tuple[type[Exception], ...] = NOT_YET,
+) -> T:
+    """`wait_until` for an async check, in an event loop."""
+    attempts = _Attempts(what, timeout, not_yet)
+    while True:
+        try:
+            value = await check()
+        except Exception as exc:
+            attempts.saw(exc)
+        else:
+            if value is not None:
+                return value
+            attempts.saw(None)
+        await asyncio.sleep(attempts.pause(interval))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.node.registry.records import RegistrySnapshot, SubnetType
+from harness.node.registry.records import KNOWN_FEATURES, RegistrySnapshot, SubnetType
 
 
 class DescriptionError(ValueError):
@@ -241,6 +241,12 @@ class Program:
                 raise refuse(f"package {package!r} is not a Debian package name")
         if not isinstance(self.runs_on, RunsOn) or not self.runs_on.roles:
             raise refuse("it runs on no role (runs_on.roles is empty)")
+        gate = self.runs_on.gate
+        if gate is not None and gate not in KNOWN_FEATURES:
+            raise refuse(
+                f"its gate {gate!r} is no node feature of the registry's "
+                f"({', '.join(sorted(KNOWN_FEATURES))})"
+            )
         if self.supervised and self.runs_on.roles not in SUPERVISED_ROLES:
             roles = ", ".join(sorted(self.runs_on.roles))
             raise refuse(

@@ -46,7 +46,6 @@ import ipaddress
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +86,7 @@ from harness.driver.backends.prometheus_container import ContainerServer
 from harness.driver.errors import HarnessError, NodeStartError
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
-from harness.driver.waits import wait_until
+from harness.driver.waits import GiveUp, wait_until
 from harness.node.catalog import NODE_PORTS
 from harness.node.layout import DataDir
 from harness.node.tls import plain_http
@@ -100,8 +99,8 @@ STARTUP_TIMEOUT = 60.0
 PORT_MAPPING_TIMEOUT = 10.0
 
 
-class ContainerExited(NodeStartError):
-    """The node's container stopped while it was being waited for."""
+class ContainerExited(NodeStartError, GiveUp):
+    """The node's container stopped while it was being waited for: the wait ends at once."""
 
 
 class NodeReadyWaitStrategy(WaitStrategy):
@@ -110,8 +109,8 @@ class NodeReadyWaitStrategy(WaitStrategy):
     testcontainers' `HttpWaitStrategy` cannot do the first: it decodes bodies as text.
 
     A container that exits (or restarts) ends the wait at once; a port mapping Docker has not
-    filled in yet is waited out. The loop is its own: testcontainers' polling helper is not
-    there in every version the harness supports."""
+    filled in yet is waited out. The harness's `wait_until` polls: testcontainers' polling
+    helper is not there in every version the harness supports."""
 
     POLL_INTERVAL = 0.1
 
@@ -129,20 +128,15 @@ class NodeReadyWaitStrategy(WaitStrategy):
         return f"ready {service.program.name} {service.name} on port {service.port}"
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
-        deadline = time.monotonic() + self.timeout
         with httpx.Client(trust_env=False, verify=plain_http(), timeout=2.0) as http:
-            while True:
-                try:
-                    if self._check(container, http):
-                        return
-                except ConnectionError as exc:  # the port mapping lags behind the start
-                    self.last = str(exc)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"node {self.node_id}: no {self.what} within {self.timeout:.0f} s; "
-                        f"last: {self.last}"
-                    )
-                time.sleep(self.POLL_INTERVAL)
+
+            def ready() -> bool:
+                if not self._check(container, http):
+                    raise HarnessError(self.last)
+                return True
+
+            # A port mapping not filled in yet is a ConnectionError: an OSError, "not yet".
+            wait_until(ready, f"node {self.node_id}: {self.what}", self.timeout, self.POLL_INTERVAL)
 
     def _check(self, container: WaitStrategyTarget, http: httpx.Client) -> bool:
         container.reload()

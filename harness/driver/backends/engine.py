@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
@@ -39,6 +38,7 @@ from harness.driver.errors import BackendUnavailable, HarnessError
 from harness.driver.run import docker_engine_configured
 from harness.driver.services import Service, service_named, unready
 from harness.driver.state import state_root
+from harness.driver.waits import GiveUp, wait_until
 from harness.node.layout import CONTAINER_DATA_DIR, DataDir, parse_pid_record
 
 log = logging.getLogger(__name__)
@@ -118,21 +118,24 @@ def _remove_network(network: Any, timeout: float = 20.0) -> None:
     """Remove a network; an overlay keeps "active endpoints" for a moment after the containers
     of removed services are gone, and stays "in use by task" while the swarm has not yet
     deleted the tasks of removed services (a task never placed, say), so those are waited out."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def removed() -> bool:
         try:
             network.remove()
-            return
         except docker.errors.NotFound:
-            return
+            return True
         except docker.errors.APIError as exc:
             if "not found" in str(exc):  # a swarm network removed meanwhile, still listed
-                return
-            busy = "active endpoints" in str(exc) or "in use by task" in str(exc)
-            if not busy or time.monotonic() > deadline:
-                log.warning("cannot remove docker network %s: %s", network.name, exc)
-                return
-            time.sleep(0.2)
+                return True
+            if "active endpoints" in str(exc) or "in use by task" in str(exc):
+                raise HarnessError(str(exc)) from None  # not yet
+            raise GiveUp(str(exc)) from None
+        return True
+
+    try:
+        wait_until(removed, f"docker network {network.name} removed", timeout, interval=0.2)
+    except HarnessError as exc:
+        log.warning("cannot remove docker network %s: %s", network.name, exc)
 
 
 def sweep_labelled(
