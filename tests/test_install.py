@@ -154,17 +154,22 @@ SIDECAR_PACKAGE = '''\
 """Acme's side-car on every subnet node: busybox's httpd, no Python program, which the
 orchestrator execs, supervises and restarts as it does the harness's own programs."""
 
-from harness.node.description import Endpoint, Program, Role, RunsOn, Serves
+from harness.node.description import Endpoint, Program, Role, RunsOn, Serves, Series
 
 SIDECAR = Program(
     "acme-httpd",
     command=(
         "sh",
         "-c",
-        "mkdir -p {data_dir}/acme-www && echo acme > {data_dir}/acme-www/index.html"
+        "mkdir -p {data_dir}/acme-www && cd {data_dir}/acme-www && echo acme > index.html"
+        " && printf '# TYPE acme_pages_total counter\\nacme_pages_total 7\\n' > metrics"
         " && exec busybox httpd -f -p {listen[acme]} -h {data_dir}/acme-www",
     ),
-    endpoints=(Endpoint("acme", 8090, Serves.HEALTH, path="/index.html"),),
+    endpoints=(
+        Endpoint("acme", 8090, Serves.HEALTH, path="/index.html"),
+        Endpoint("acme_metrics", 8090, Serves.METRICS),  # a static file: /metrics
+    ),
+    series=(Series("acme_pages_total", "acme_pages", "Acme's pages, per node", "pages"),),
     runs_on=RunsOn(frozenset({Role.REPLICA})),
     packages=("busybox",),  # in a node image (docker, swarm)
     stop_grace=2.0,
@@ -214,6 +219,8 @@ def test_the_side_car_is_supervised_listed_and_awaited(testnet: Testnet) -> None
     assert "acme-httpd" in node.programs and "acme-httpd" not in spare.programs
     urls = {n["id"]: n["urls"] for n in testnet.describe()["nodes"]}
     assert "acme" not in urls[spare.node_id]
+    assert urls[node.node_id]["acme_metrics"] == urls[node.node_id]["acme"]
+    assert node.metric("acme_pages_total", port=8090) == 7  # scraped as every program's
     with httpx.Client(trust_env=False) as client:
         assert client.get(urls[node.node_id]["acme"] + "/index.html").text == "acme\\n"
     local = testnet.describe()["backend"] == "local"
@@ -311,3 +318,7 @@ def test_a_user_project_adds_a_side_car_through_an_entry_point(
     (testnet_dir,) = [p for p in artifacts.iterdir() if p.is_dir()]
     logs = sorted(path.name for path in testnet_dir.glob("nodes/subnet-0-node-0/*.log"))
     assert "acme-httpd.log" in logs, logs
+    metrics = testnet_dir / "nodes" / "subnet-0-node-0" / "metrics-acme-httpd-8090.txt"
+    assert "acme_pages_total 7" in metrics.read_text()  # scraped into the artifacts
+    # Sampled and plotted in the test's report, as its description says.
+    assert "data-series='acme_pages'" in (artifacts / "report.html").read_text()

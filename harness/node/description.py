@@ -60,7 +60,8 @@ class Host(enum.Enum):
 @dataclass(frozen=True)
 class Endpoint:
     """One port of a program: its name among the node's URLs (`describe()`), the port, what
-    it serves, the Host it answers to (None: any) and, for `HEALTH`, the path that answers."""
+    it serves, the Host it answers to (None: any) and, for `HEALTH`, the path that answers.
+    A program's metrics (`/metrics`) may be served on the port of its API or health."""
 
     name: str
     port: int
@@ -254,7 +255,7 @@ class Program:
                 f"not on {roles}"
             )
         names: set[str] = set()
-        ports: set[int] = set()
+        ports: set[tuple[int, bool]] = set()  # (port, metrics): /metrics may share a port
         for endpoint in self.endpoints:
             if not isinstance(endpoint, Endpoint):
                 raise refuse(f"{endpoint!r} is not an Endpoint")
@@ -264,7 +265,8 @@ class Program:
                              f"one of {', '.join(s.name for s in Serves)}")  # fmt: skip
             if not isinstance(endpoint.port, int) or not 0 < endpoint.port < 65536:
                 raise refuse(f"{what} has no port (got {endpoint.port!r})")
-            if endpoint.name in names or endpoint.port in ports:
+            port = (endpoint.port, endpoint.serves is Serves.METRICS)
+            if endpoint.name in names or port in ports:
                 raise refuse(f"{what} on port {endpoint.port}: a name or port given twice")
             if not endpoint.path.startswith("/"):
                 raise refuse(f"{what}: path {endpoint.path!r} does not start with '/'")
@@ -273,7 +275,7 @@ class Program:
                     f"{what} answers to the node's domain: give it RunsOn(needs_domain=True)"
                 )
             names.add(endpoint.name)
-            ports.add(endpoint.port)
+            ports.add(port)
         metrics = [e for e in self.endpoints if e.serves is Serves.METRICS]
         if len(metrics) > 1:
             raise refuse("it serves metrics on more than one port")
