@@ -27,7 +27,7 @@ import pytest
 import uvicorn
 from conftest import Program
 from prometheus_client.parser import text_string_to_metric_families
-from raw_http import RESET, SILENCE, Answer, RawServer
+from raw_http import HANG_UP, RESET, SILENCE, Answer, RawServer
 
 from harness.node.boundary.app import host_allowed
 from harness.node.boundary.config import StaticUpstream, load_config, parse_upstreams
@@ -43,6 +43,7 @@ from harness.node.boundary.upstream import (
     make_client,
 )
 from harness.node.registry import LocalStore, NodeRecord, RegistrySnapshot, SubnetRecord, SubnetType
+from harness.node.retry import Failure
 from harness.node.settings import ConfigError, parse_duration
 from harness.node.status import CONTENT_TYPE_CBOR, StatusResponse, decode_status, encode_status
 
@@ -654,6 +655,32 @@ def test_unreachable_replica_is_skipped_and_slow_one_times_out(
         assert bn.metric("ic_boundary_upstream_errors_total", subnet="s-x", error="timeout") == 1
 
 
+def test_429_and_5xx_answers_go_to_the_next_replica_other_answers_do_not(
+    fake_replicas: Callable[[int], FakeReplicas], boundary: Callable[..., Boundary]
+) -> None:
+    replicas = fake_replicas(3)
+    bn = boundary("--upstreams", ",".join(f"s-x={replicas.url(ip)}" for ip in replicas.ips))
+    bn.wait_healthy("s-x", 3)
+    with bn.api as api:
+        for status in (503, 429):
+            replicas.seen.clear()
+            response = api.post("/api/v3/subnet/s-x/query", headers={"x-want-status": str(status)})
+            # Every healthy replica of the pool once; the last one's answer is the client's.
+            assert response.status_code == status
+            assert sorted(replicas.served_by()) == sorted(replicas.ips)
+            assert response.headers["x-replica"] == replicas.served_by()[-1]
+        replicas.seen.clear()
+        response = api.post("/api/v3/subnet/s-x/query", headers={"x-want-status": "404"})
+        assert response.status_code == 404
+        assert len(replicas.seen) == 1
+    # An answer is no failure to forward: every replica stays healthy, no upstream error counted.
+    assert bn.metric("ic_boundary_healthy_replicas", subnet="s-x") == 3
+    for error in ("connect", "timeout", "other"):
+        assert bn.metric("ic_boundary_upstream_errors_total", subnet="s-x", error=error) is None
+    requests = "ic_boundary_requests_total"
+    assert bn.metric(requests, method="POST", request_type="query", status="503", subnet="s-x") == 1
+
+
 # `forward` and `probe` on their own, against raw TCP stand-ins for a replica.
 def send(
     replica: RawServer,
@@ -727,7 +754,6 @@ def test_forward_sends_a_zero_length_with_an_empty_post_and_none_with_a_get() ->
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
-        (b"", "closed the connection without answering"),
         (b"HTTP/1.1 200 OK\r\ncontent-len", "broken answer: closed the connection half-way"),
         # After "broken answer: ", aiohttp's parser's own words, which vary by version: only
         # what every version allowed says is checked.
@@ -738,17 +764,29 @@ def test_forward_sends_a_zero_length_with_an_empty_post_and_none_with_a_get() ->
         (b"NOT HTTP AT ALL\r\n\r\n", "broken answer: * HTTP/*NOT HTTP AT ALL"),
         (RESET, "connection lost: Connection reset by peer"),
     ],
-    ids=["closed-unanswered", "head-cut-short", "body-cut-short", "garbage", "reset"],
+    ids=["head-cut-short", "body-cut-short", "garbage", "reset"],
 )
 def test_forward_a_broken_exchange_is_502_other(answer: Answer, reason: str) -> None:
     replica = RawServer([answer])
     with pytest.raises(UpstreamError) as raised:
         send(replica)
     error = raised.value
-    assert type(error) is UpstreamError  # not retried: the replica may have processed it
+    assert type(error) is UpstreamError
+    assert not error.failure.retryable  # the replica may have processed it
     assert (error.kind, error.status) == ("other", 502)
     assert fnmatch.fnmatchcase(error.reason, reason + "*"), error.reason
     assert str(error) == f"{error.url}: {error.reason}"
+    assert len(replica.requests) == 1
+
+
+def test_forward_a_connection_closed_unanswered_is_unreachable() -> None:
+    replica = RawServer([HANG_UP])
+    with pytest.raises(UpstreamUnreachable) as raised:
+        send(replica)
+    # Not answered at all: as safe to send to the next replica as a refused connection.
+    assert raised.value.failure is Failure.UNANSWERED
+    assert (raised.value.kind, raised.value.status) == ("connect", 502)
+    assert raised.value.reason == "closed the connection without answering"
     assert len(replica.requests) == 1
 
 

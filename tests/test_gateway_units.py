@@ -21,6 +21,7 @@ from harness.node.gateway.proxy import host_of
 from harness.node.gateway.routes import Target, match_route
 from harness.node.gateway.upstream import Upstream, UpstreamRequest, UpstreamResponse
 from harness.node.listen import ListenAddress
+from harness.node.retry import Failure
 from harness.node.settings import ConfigError, parse_duration
 from harness.node.status import StatusResponse, encode_status
 
@@ -235,23 +236,27 @@ def _forward(forwarder: Forwarder) -> tuple[UpstreamResponse, Upstream]:
     return asyncio.run(forwarder.forward(REQUEST))
 
 
-def test_connect_errors_and_5xx_are_retried_with_doubling_pauses() -> None:
+def test_connect_errors_hang_ups_and_5xx_are_retried_with_doubling_pauses() -> None:
     refused = UpstreamUnreachable("http://a", "Connection refused")
-    upstream = ScriptedUpstream("http://a", [refused, 503, 429, 200])
+    hung_up = UpstreamUnreachable(
+        "http://a", "closed the connection unanswered", Failure.UNANSWERED
+    )
+    upstream = ScriptedUpstream("http://a", [refused, hung_up, 503, 429, 200])
     attempts: list[tuple[str, str]] = []
     forwarder = Forwarder(
-        [upstream], 4, 0.02, 5.0, lambda u, outcome: attempts.append((u.url, outcome))
+        [upstream], 5, 0.02, 5.0, lambda u, outcome: attempts.append((u.url, outcome))
     )
     response, used = _forward(forwarder)
     assert (response.status, used) == (200, upstream)
     assert attempts == [
+        ("http://a", "backend_error_connect"),
         ("http://a", "backend_error_connect"),
         ("http://a", "503"),
         ("http://a", "429"),
         ("http://a", "200"),
     ]
     pauses = [b - a for a, b in zip(upstream.calls, upstream.calls[1:], strict=False)]
-    for pause, expected in zip(pauses, (0.02, 0.04, 0.08), strict=True):
+    for pause, expected in zip(pauses, (0.02, 0.04, 0.08, 0.16), strict=True):
         assert expected <= pause < expected + 0.1
 
 
@@ -271,10 +276,13 @@ def test_last_answer_is_passed_on_and_last_error_raised() -> None:
     assert len(upstream.calls) == 1
 
 
-def test_4xx_and_broken_answers_are_not_retried() -> None:
+@pytest.mark.parametrize(
+    "failure", [Failure.BROKEN_ANSWER, Failure.CONNECTION_LOST, Failure.TIMED_OUT, Failure.OTHER]
+)
+def test_4xx_and_failures_after_sending_are_not_retried(failure: Failure) -> None:
     upstream = ScriptedUpstream("http://a", [404, 200])
     assert _forward(Forwarder([upstream], 4, 0.001, 5.0))[0].status == 404
-    broken = UpstreamError("http://a", "sent a broken answer")
+    broken = UpstreamError("http://a", f"failed: {failure.value}", failure)
     upstream = ScriptedUpstream("http://a", [broken, 200])
     with pytest.raises(UpstreamError):
         _forward(Forwarder([upstream], 4, 0.001, 5.0))

@@ -8,8 +8,10 @@ Answers of ic-boundary's own are ``text/plain`` with the IC's CORS headers:
 - 503 ``no healthy replica for subnet <id>``; 502 replica unreachable or broken answer;
   504 replica too slow (``--upstream-timeout``).
 
-A replica that refuses the connection is marked unhealthy until its next good probe, and the
-request goes to the next healthy replica of the same pool.
+A request that fails in a way `harness.node.retry` calls retryable (no connection, closed before
+any answer, a 429 or 5xx answer) goes to the next healthy replica of the same pool, each replica
+tried once; when none is left the last answer, or error, is the client's. A replica that could
+not be connected to is also marked unhealthy until its next good probe.
 """
 
 from __future__ import annotations
@@ -24,13 +26,8 @@ import aiohttp
 
 from harness.node.boundary.metrics import NO_SUBNET, BoundaryMetrics
 from harness.node.boundary.routing import Balancer, NoReplica, RouteMismatch, Target, match_route
-from harness.node.boundary.upstream import (
-    Headers,
-    UpstreamError,
-    UpstreamResponse,
-    UpstreamUnreachable,
-    forward,
-)
+from harness.node.boundary.upstream import Headers, UpstreamError, UpstreamResponse, forward
+from harness.node.retry import Failure, retryable_status
 from harness.node.serve import Receive, Scope, Send
 from harness.node.status import CORS_HEADERS
 
@@ -161,22 +158,37 @@ class BoundaryApp:
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else path
         if query:
             target += "?" + query.decode("latin-1")
-        last_error: UpstreamError | None = None
+        last: UpstreamResponse | UpstreamError | None = None
         for candidate_subnet, replica in candidates:
             outcome.subnet = candidate_subnet
             try:
-                return await forward(self.client, replica.url, method, target, headers, body)
-            except UpstreamUnreachable as exc:
-                self.metrics.upstream_errors.labels(candidate_subnet, exc.kind).inc()
-                log.warning("replica %s unreachable, trying the next one: %s", replica, exc)
-                self.balancer.mark_unhealthy(replica)
-                last_error = exc
+                response = await forward(self.client, replica.url, method, target, headers, body)
             except UpstreamError as exc:
                 self.metrics.upstream_errors.labels(candidate_subnet, exc.kind).inc()
-                log.warning("replica %s failed %s %s: %s", replica, method, path, exc)
-                return _text(exc.status, f"replica {replica.node_id} failed: {exc}")
-        assert last_error is not None
-        return _text(last_error.status, f"no replica reachable; last error: {last_error}")
+                if not exc.failure.retryable:
+                    log.warning("replica %s failed %s %s: %s", replica, method, path, exc)
+                    return _text(exc.status, f"replica {replica.node_id} failed: {exc}")
+                log.warning(
+                    "replica %s failed %s %s, trying the next one: %s", replica, method, path, exc
+                )
+                if exc.failure is Failure.NOT_CONNECTED:
+                    self.balancer.mark_unhealthy(replica)
+                last = exc
+            else:
+                if not retryable_status(response.status):
+                    return response
+                log.warning(
+                    "replica %s answered %s %s with %d, trying the next one",
+                    replica,
+                    method,
+                    path,
+                    response.status,
+                )
+                last = response
+        if isinstance(last, UpstreamResponse):
+            return last
+        assert last is not None
+        return _text(last.status, f"no replica reachable; last error: {last}")
 
 
 async def _read_body(headers: Headers, receive: Receive) -> bytes:

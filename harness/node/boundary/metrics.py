@@ -6,8 +6,8 @@
   (``/health``, 404, 405, 413, a status request with no healthy replica).
 - ``ic_boundary_request_duration_seconds{method, request_type, subnet}``: histogram of the
   same requests, from the request's start until its answer is ready to send.
-- ``ic_boundary_upstream_errors_total{subnet, error}``: failed forwards (``connect``,
-  ``timeout``, ``other``); a connect error is retried on the next healthy replica.
+- ``ic_boundary_upstream_errors_total{subnet, error}``: failed forwards (``connect``: no
+  connection or closed unanswered, retried on the next healthy replica; ``timeout``; ``other``).
 - ``ic_boundary_replicas{subnet}`` and ``ic_boundary_healthy_replicas{subnet}``: replicas in
   the routing table and the healthy ones among them, read at scrape time.
 - ``ic_boundary_registry_version``: the registry version in use (0 with ``--upstreams``).

@@ -1,5 +1,6 @@
 """Forwarding one request to one replica over aiohttp, with aiohttp's errors mapped to ours in
-one place (`forward`).
+one place (`forward`), each with the `harness.node.retry.Failure` that decides whether the request
+goes to the next replica.
 
 Hop-by-hop headers (RFC 9110 §7.6.1: ``Connection`` and the headers it names, ``Keep-Alive``,
 ``TE``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-*``, ``Trailer``) are dropped both ways,
@@ -25,6 +26,7 @@ import aiohttp
 from harness.node import http_client
 from harness.node.http_client import os_reason, parser_reason
 from harness.node.proxy_headers import HeaderFilter
+from harness.node.retry import Failure, failure_of
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -33,20 +35,22 @@ _TO_CLIENT = HeaderFilter((b"content-length", b"date"))  # uvicorn adds its own 
 
 
 class UpstreamError(Exception):
-    """A replica did not answer; `kind` is the metric label, `status` what the client gets.
-    Its text is ``<replica URL>: <reason>``."""
+    """A replica did not answer; `kind` is the metric label, `status` what the client gets,
+    `failure` why, and so whether the next replica is tried (`harness.node.retry`). Its text is
+    ``<replica URL>: <reason>``."""
 
     kind = "other"
     status = 502
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, failure: Failure, reason: str) -> None:
         super().__init__(f"{url}: {reason}")
         self.url = url
+        self.failure = failure
         self.reason = reason
 
 
 class UpstreamUnreachable(UpstreamError):
-    """No connection could be made: the request never reached the replica, retrying is safe."""
+    """No connection could be made, or it was closed before any answer."""
 
     kind = "connect"
 
@@ -104,31 +108,31 @@ async def forward(
 def _error(
     url: str, exc: aiohttp.ClientError | TimeoutError, timeout: aiohttp.ClientTimeout
 ) -> UpstreamError:
-    """Our error for what aiohttp raised. The order matters: aiohttp's timeouts are also
-    connection errors and `TimeoutError`s, and a connect timeout is also a timeout."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # `sock_connect`
-        # Connecting timed out: the request was not sent, so it is as safe to retry as a refusal.
-        return UpstreamUnreachable(
-            url, f"connect timeout: not connected in {_s(timeout.sock_connect)}"
+    """Our error for what aiohttp raised: its words here, its `Failure` from `retry`."""
+    failure = failure_of(exc)
+    if failure is Failure.NOT_CONNECTED:
+        if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unroutable, TLS handshake
+            return UpstreamUnreachable(url, failure, f"cannot connect: {os_reason(exc.os_error)}")
+        return UpstreamUnreachable(  # `sock_connect`
+            url, failure, f"connect timeout: not connected in {_s(timeout.sock_connect)}"
         )
-    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unroutable, TLS handshake
-        return UpstreamUnreachable(url, f"cannot connect: {os_reason(exc.os_error)}")
-    if isinstance(exc, aiohttp.ServerTimeoutError):  # `sock_read`
-        return UpstreamTimeout(
-            url, f"no answer in time: nothing received in {_s(timeout.sock_read)}"
-        )
-    if isinstance(exc, TimeoutError):  # `total`, the bound of the whole request
-        return UpstreamTimeout(url, f"no answer in time: not done in {_s(timeout.total)}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        # `message` is aiohttp's text while no answer had begun, else the part it had parsed.
-        if isinstance(exc.message, str):
-            return UpstreamError(url, "closed the connection without answering")
-        return UpstreamError(url, "broken answer: closed the connection half-way through it")
-    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
-        return UpstreamError(url, f"broken answer: {parser_reason(exc)}")
-    if isinstance(exc, aiohttp.ClientOSError):  # reset or broken pipe, after connecting
-        return UpstreamError(url, f"connection lost: {os_reason(exc)}")
-    return UpstreamError(url, f"{type(exc).__name__}: {exc}")
+    if failure is Failure.UNANSWERED:
+        return UpstreamUnreachable(url, failure, "closed the connection without answering")
+    if failure is Failure.TIMED_OUT:
+        if isinstance(exc, aiohttp.ServerTimeoutError):  # `sock_read`
+            waited = f"nothing received in {_s(timeout.sock_read)}"
+        else:  # `total`, the bound of the whole request
+            waited = f"not done in {_s(timeout.total)}"
+        return UpstreamTimeout(url, failure, f"no answer in time: {waited}")
+    if failure is Failure.BROKEN_ANSWER:
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return UpstreamError(
+                url, failure, "broken answer: closed the connection half-way through it"
+            )
+        return UpstreamError(url, failure, f"broken answer: {parser_reason(exc)}")
+    if failure is Failure.CONNECTION_LOST and isinstance(exc, OSError):
+        return UpstreamError(url, failure, f"connection lost: {os_reason(exc)}")
+    return UpstreamError(url, failure, f"{type(exc).__name__}: {exc}")
 
 
 def _s(seconds: float | None) -> str:

@@ -3,10 +3,11 @@ dfinity/ic-gateway, serving the IC API on plain HTTP (`LISTEN_PLAIN`, port 80 on
 
 A request goes through `proxy.GatewayApp`: forward-proxy requests are refused, the Host must be
 one of `DOMAIN`, the path one of `routes`, the body at most `IC_REQUEST_MAX_SIZE`; then
-`forward.Forwarder` sends it to a replica of `IC_URL` (retries on connect errors, 429 and 5xx;
-one deadline, `IC_RESPONSE_TIMEOUT`) through `upstream.AiohttpUpstream`, with headers rewritten
-by `headers`. `GET /health` is 204 while a replica's `/api/v2/status` says healthy
-(`health.HealthCheck`), 503 otherwise. What each failure answers is decided in `errors`;
-metrics (`metrics`) are served on `METRICS_LISTEN`; settings are read by `config`.
+`forward.Forwarder` sends it to a replica of `IC_URL` (retrying what `harness.node.retry` says:
+connect errors, hang-ups before any answer, 429 and 5xx; one deadline, `IC_RESPONSE_TIMEOUT`)
+through `upstream.AiohttpUpstream`, with headers rewritten by `headers`. `GET /health` is 204
+while a replica's `/api/v2/status` says healthy (`health.HealthCheck`), 503 otherwise. What each
+failure answers is decided in `errors`; metrics (`metrics`) are served on `METRICS_LISTEN`;
+settings are read by `config`.
 Run it as `ic-gateway` or `python -m harness.node.gateway`.
 """

@@ -16,12 +16,15 @@ into a ``text/plain`` answer with `status`, the message as body and `headers` ad
         ├── UpstreamTimeout      504 backend_timeout
         └── UpstreamUnhealthy    503 backend_unhealthy       (/health only)
 
-The labels follow the real gateway's `ErrorCause` names where it has one.
+The labels follow the real gateway's `ErrorCause` names where it has one. Whether a failed
+attempt is tried again is not the class's call but its `failure`'s (`harness.node.retry`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from harness.node.retry import Failure
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -107,24 +110,25 @@ class PayloadTooLarge(ClientError):
 
 
 class UpstreamError(GatewayError):
-    """The replica at `upstream` (its base URL) did not give a usable answer."""
+    """The replica at `upstream` (its base URL) did not give a usable answer; `failure` says
+    why, and so whether the request may be sent again (`harness.node.retry`)."""
 
     status = 502
     label = "backend_error_other"
-    # Whether another attempt may succeed: the request is known not to have been processed.
-    retriable = False
 
-    def __init__(self, upstream: str, message: str) -> None:
+    def __init__(self, upstream: str, message: str, failure: Failure = Failure.OTHER) -> None:
         super().__init__(f"upstream {upstream} {message}")
         self.upstream = upstream
+        self.failure = failure
 
 
 class UpstreamUnreachable(UpstreamError):
     label = "backend_error_connect"
-    retriable = True
 
-    def __init__(self, upstream: str, detail: str) -> None:
-        super().__init__(upstream, f"unreachable: {detail}")
+    def __init__(
+        self, upstream: str, detail: str, failure: Failure = Failure.NOT_CONNECTED
+    ) -> None:
+        super().__init__(upstream, f"unreachable: {detail}", failure)
 
 
 class UpstreamTimeout(UpstreamError):
@@ -132,7 +136,11 @@ class UpstreamTimeout(UpstreamError):
     label = "backend_timeout"
 
     def __init__(self, upstream: str, seconds: float) -> None:
-        super().__init__(upstream, f"did not answer within {seconds:g}s (--ic-response-timeout)")
+        super().__init__(
+            upstream,
+            f"did not answer within {seconds:g}s (--ic-response-timeout)",
+            Failure.TIMED_OUT,
+        )
 
 
 class UpstreamUnhealthy(UpstreamError):

@@ -3,13 +3,12 @@ deadline.
 
 A request is tried at most `IC_REQUEST_RETRIES` times in all (the real gateway counts the same
 way; 0 and 1 both mean one attempt), pausing `IC_REQUEST_RETRY_INTERVAL` before the first retry
-and doubling the pause after each. It is retried when the replica could not be reached or
-closed the connection unanswered, and when it answered 429 or 5xx (`status_needs_retry`, as
-ic-gateway's `status_code_needs_retrying`); the last answer is passed on when all attempts
-answered that way. Each request starts at the next URL of the list and each retry moves on to
-the one after. Attempts, pauses and reading the answer together get `IC_RESPONSE_TIMEOUT`;
-past it during an attempt the request fails with `UpstreamTimeout` (504), during a pause it
-ends with what the last attempt gave.
+and doubling the pause after each. Which failures and answers are retried is the rule shared
+with ic-boundary, `harness.node.retry` (could not connect, closed unanswered, 429 or 5xx); the
+last answer is passed on when all attempts answered that way. Each request starts at the next
+URL of the list and each retry moves on to the one after. Attempts, pauses and reading the
+answer together get `IC_RESPONSE_TIMEOUT`; past it during an attempt the request fails with
+`UpstreamTimeout` (504), during a pause it ends with what the last attempt gave.
 """
 
 from __future__ import annotations
@@ -20,15 +19,12 @@ from collections.abc import Callable, Sequence
 
 from harness.node.gateway.errors import UpstreamError, UpstreamTimeout
 from harness.node.gateway.upstream import Upstream, UpstreamRequest, UpstreamResponse
+from harness.node.retry import retryable_status
 
 log = logging.getLogger(__name__)
 
 # Called once per attempt with the upstream and the outcome: a status code or an error label.
 AttemptHook = Callable[[Upstream, str], None]
-
-
-def status_needs_retry(status: int) -> bool:
-    return status == 429 or status >= 500
 
 
 class Forwarder:
@@ -70,13 +66,13 @@ class Forwarder:
                     except UpstreamError as exc:
                         outcome = exc
                         self._attempted(upstream, exc.label)
-                        if last or not exc.retriable:
+                        if last or not exc.failure.retryable:
                             raise
                         log.debug("retrying %s in %gs: %s", request.target, pause, exc)
                     else:
                         outcome = response
                         self._attempted(upstream, str(response.status))
-                        if last or not status_needs_retry(response.status):
+                        if last or not retryable_status(response.status):
                             return response, upstream
                         log.debug(
                             "retrying %s in %gs: got %d", request.target, pause, response.status

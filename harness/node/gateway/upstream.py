@@ -1,5 +1,6 @@
 """The replica behind the gateway: one `Upstream` interface, its aiohttp implementation, and the
-one place where aiohttp's errors become ours (`UpstreamUnreachable`, `UpstreamError`).
+one place where aiohttp's errors become ours (`UpstreamUnreachable`, `UpstreamError`), each with
+the `harness.node.retry.Failure` that decides whether it is retried.
 
 `AiohttpUpstream` sends requests as they are given (the proxy has already rewritten headers;
 aiohttp adds only ``Host`` and ``Content-Length``; header values as `harness.node.http_client`
@@ -23,6 +24,7 @@ import aiohttp
 from harness.node import http_client
 from harness.node.gateway.errors import UpstreamError, UpstreamUnreachable
 from harness.node.http_client import os_reason, parser_reason
+from harness.node.retry import Failure, failure_of
 
 Header = tuple[bytes, bytes]
 
@@ -104,21 +106,25 @@ class AiohttpUpstream(Upstream):
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnreachable(self.url, os_reason(exc.os_error)) from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            # `message` is aiohttp's text while no answer had begun, else the part it parsed.
-            if isinstance(exc.message, str):
-                # Closed before any answer (e.g. a kept-alive connection the replica just
-                # shut): nothing was processed, as safe to retry as a refused connection.
-                raise UpstreamUnreachable(self.url, "closed the connection unanswered") from exc
-            raise UpstreamError(self.url, "sent a broken answer: closed it half-way") from exc
-        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-            raise UpstreamError(self.url, f"sent a broken answer: {parser_reason(exc)}") from exc
-        except aiohttp.ClientOSError as exc:  # reset or broken pipe, after connecting
-            raise UpstreamError(self.url, f"failed: connection lost: {os_reason(exc)}") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(self.url, f"failed: {type(exc).__name__}: {exc}") from exc
+            raise _error(self.url, exc) from exc
         return UpstreamResponse(
             response.status, [(name.lower(), value) for name, value in response.raw_headers], body
         )
+
+
+def _error(url: str, exc: aiohttp.ClientError) -> UpstreamError:
+    """Our error for what aiohttp raised: its words here, its `Failure` from `retry`."""
+    failure = failure_of(exc)
+    if failure is Failure.NOT_CONNECTED and isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(url, os_reason(exc.os_error), failure)
+    if failure is Failure.UNANSWERED:
+        # E.g. a kept-alive connection the replica just shut; a connect error by its label.
+        return UpstreamUnreachable(url, "closed the connection unanswered", failure)
+    if failure is Failure.BROKEN_ANSWER:
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return UpstreamError(url, "sent a broken answer: closed it half-way", failure)
+        return UpstreamError(url, f"sent a broken answer: {parser_reason(exc)}", failure)
+    if failure is Failure.CONNECTION_LOST and isinstance(exc, OSError):
+        return UpstreamError(url, f"failed: connection lost: {os_reason(exc)}", failure)
+    return UpstreamError(url, f"failed: {type(exc).__name__}: {exc}", failure)
