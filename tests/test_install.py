@@ -187,7 +187,6 @@ SIDECAR_SYSTEST = """\
 import signal
 import time
 
-import httpx
 import psutil
 import pytest
 
@@ -221,8 +220,7 @@ def test_the_side_car_is_supervised_listed_and_awaited(testnet: Testnet) -> None
     assert "acme" not in urls[spare.node_id]
     assert urls[node.node_id]["acme_metrics"] == urls[node.node_id]["acme"]
     assert node.metric("acme_pages_total", port=8090) == 7  # scraped as every program's
-    with httpx.Client(trust_env=False) as client:
-        assert client.get(urls[node.node_id]["acme"] + "/index.html").text == "acme\\n"
+    assert node.get(8090, "/index.html").text == "acme\\n"  # through the swarm's proxy too
     local = testnet.describe()["backend"] == "local"
     first = node.await_process("acme-httpd", running=True)
     if local:  # its pid is the host's

@@ -171,9 +171,11 @@ _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+\Z")
 
 TEMPLATE_FIELDS = ("node_id", "ip", "version", "subnet_id", "domain", "data_dir", "ports", "listen")
 """What a program's `command`, `arguments` and `environment` may name, as `str.format` fields:
-`{ip}`, `{version}` (the subnet's replica version, or the API boundary node's), `{subnet_id}`,
-`{domain}` (the node's, or empty), `{node_id}`, `{data_dir}` (the node's data directory),
-`{ports[NAME]}` (the port of its endpoint NAME) and `{listen[NAME]}` (`ip:port` of it)."""
+`{ip}` (the node's address in the registry: an IP, on swarm its host name), `{version}` (the
+subnet's replica version, or the API boundary node's), `{subnet_id}`, `{domain}` (the node's,
+or empty), `{node_id}`, `{data_dir}` (the node's data directory), `{ports[NAME]}` (the port of
+its endpoint NAME) and `{listen[NAME]}` (`IP:PORT` of it, the address an IP, what a server
+binds)."""
 
 
 @dataclass(frozen=True)
@@ -298,10 +300,19 @@ class Program:
                 ) from None
 
     def context(
-        self, node_id: str, ip: str, version: str, subnet_id: str, domain: str, data_dir: Path
+        self,
+        node_id: str,
+        ip: str,
+        version: str,
+        subnet_id: str,
+        domain: str,
+        data_dir: Path,
+        bind_ip: str | None = None,
     ) -> dict[str, object]:
-        """What its templates are filled in with (`TEMPLATE_FIELDS`) on a node."""
-        shown = f"[{ip}]" if ":" in ip else ip
+        """What its templates are filled in with (`TEMPLATE_FIELDS`) on a node; `bind_ip`: the
+        IP of `ip` when that is a host name (listen addresses take it)."""
+        bind = bind_ip or ip
+        shown = f"[{bind}]" if ":" in bind else bind
         return {
             "node_id": node_id,
             "ip": ip,

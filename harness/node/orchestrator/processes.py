@@ -10,7 +10,10 @@ file and a dashboard line for each.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import ipaddress
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +248,20 @@ class IcBoundaryProcess(Process[IcBoundaryConfig, IcBoundaryArgs]):
 
 
 # ------------------------------------------------------------------ a program's templates
+def _address_of(host: str) -> str:
+    """`host` as an IP (the registry names swarm nodes by host name, which a server such as
+    busybox's httpd cannot bind); `host` itself when it is one or does not resolve."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
+    except OSError:
+        return host
+
+
 @dataclass(frozen=True)
 class DescribedConfig(ProcessConfig):
     node_id: str
@@ -282,11 +299,17 @@ class DescribedProcess(Process[DescribedConfig, DescribedArgs]):
     def version(self) -> str:
         return self.args.version
 
-    @property
+    @functools.cached_property
     def _context(self) -> dict[str, object]:
         args, config = self.args, self.config
         return self.PROGRAM.context(
-            config.node_id, args.ip, args.version, args.subnet_id, args.domain, config.data_dir
+            config.node_id,
+            args.ip,
+            args.version,
+            args.subnet_id,
+            args.domain,
+            config.data_dir,
+            _address_of(args.ip),
         )
 
     def arguments(self) -> list[str]:
