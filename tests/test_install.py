@@ -66,6 +66,26 @@ def _engine() -> str | None:
 ENGINE = _engine()
 
 
+def _needs_engine(backend: str, what: str) -> None:
+    """Skip, saying so, a docker or swarm case without its engine."""
+    if backend == "docker" and ENGINE is None:
+        pytest.skip(f"NO DOCKER ENGINE: {what} not tested on docker")
+    if backend == "swarm" and ENGINE != "swarm":
+        pytest.skip(f"NO SWARM: {what} not tested on swarm (scripts/test's swarm step runs it)")
+
+
+def _user_env(tmp_path: Path) -> dict[str, str]:
+    """The user's environment: none of this session's Python, venv or pytest settings, and a
+    state root of the test's own."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTHON", "VIRTUAL_ENV", "PYTEST"))
+    }
+    env["HARNESS_STATE_DIR"] = str(tmp_path / "state")
+    return env
+
+
 @pytest.fixture(scope="module")
 def user_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv outside the checkout with the wheel and the user's own pytest pin."""
@@ -105,22 +125,12 @@ def user_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_a_user_project_runs_a_systest_with_the_installed_harness(
     user_venv: Path, tmp_path: Path, backend: str
 ) -> None:
-    if backend == "docker" and ENGINE is None:
-        pytest.skip("NO DOCKER ENGINE: the installed wheel not tested on docker")
-    if backend == "swarm" and ENGINE != "swarm":
-        pytest.skip(
-            "NO SWARM: the installed wheel not tested on swarm (scripts/test's swarm step runs it)"
-        )
+    _needs_engine(backend, "the installed wheel")
     project = tmp_path / "their-project"
     project.mkdir()
     (project / "test_gateways.py").write_text(USER_SYSTEST)
     python = str(user_venv / "bin" / "python")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PYTHON", "VIRTUAL_ENV", "PYTEST"))
-    }
-    env["HARNESS_STATE_DIR"] = str(tmp_path / "state")
+    env = _user_env(tmp_path)
     where = _run(
         [python, "-c", "import harness, pytest; print(harness.__file__, pytest.__version__)"],
         cwd=project,
@@ -274,22 +284,11 @@ def test_a_user_project_adds_a_side_car_through_an_entry_point(
     `harness.programs`) is run, listed, awaited, killed and restarted like the harness's own
     programs, on a node of a subnet and on a node that joins one; in containers, from a node
     image that took the distribution in (and busybox, which its description asks for)."""
-    if backend == "docker" and ENGINE is None:
-        pytest.skip("NO DOCKER ENGINE: a user's side-car not tested on docker")
-    if backend == "swarm" and ENGINE != "swarm":
-        pytest.skip(
-            "NO SWARM: a user's side-car not tested on swarm (scripts/test's swarm step runs it)"
-        )
+    _needs_engine(backend, "a user's side-car")
     project = tmp_path / "their-project"
     project.mkdir()
     (project / "test_sidecar.py").write_text(SIDECAR_SYSTEST)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PYTHON", "VIRTUAL_ENV", "PYTEST"))
-    }
-    env["HARNESS_STATE_DIR"] = str(tmp_path / "state")
-    env["PYTHONPATH"] = str(sidecar_path)
+    env = {**_user_env(tmp_path), "PYTHONPATH": str(sidecar_path)}
     result = subprocess.run(
         [
             str(user_venv / "bin" / "python"),

@@ -50,12 +50,12 @@ from harness.driver.backends.swarm import access, partition, services
 from harness.driver.backends.swarm import tasks as swarm_tasks
 from harness.driver.backends.swarm.manager import swarm_node_id
 from harness.driver.backends.swarm.tasks import Task
-from harness.driver.errors import HarnessError, NodeStartError
+from harness.driver.errors import HarnessError, NodeNotReady, NodeStartError
 from harness.driver.logfiles import FOLLOW_INTERVAL
 from harness.driver.run import Run
 from harness.driver.socks import socks_client
 from harness.driver.topology import Plan, PlannedNode
-from harness.driver.waits import wait_until
+from harness.driver.waits import GiveUp, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -263,20 +263,23 @@ class SwarmBackend(
     def _await_ready(self, local: _SwarmNode) -> None:
         node = local.planned
         service = ready_service(node.subnet_id is not None)
-        last = "nothing observed yet"
         started = time.monotonic()
         since = swarm_tasks.created_since(time.time())
         assert self._http is not None
+        http = self._http
         replaced = False
-        while True:
+        last = "nothing observed yet"
+
+        def ready() -> bool:
+            nonlocal since, replaced, last
             tasks = self._tasks(local)  # one listing a round, for both checks below
-            problem = swarm_tasks.problem(tasks, since, time.monotonic() - started)
-            if problem is not None:
-                raise self._start_error(local, problem)
-            ready, last = probe_ready(self._http, node.node_id, service.port, service)
-            if ready:
-                return
             waited = time.monotonic() - started
+            problem = swarm_tasks.problem(tasks, since, waited)
+            if problem is not None:
+                raise GiveUp(problem)
+            up, last = probe_ready(http, node.node_id, service.port, service)
+            if up:
+                return True
             stuck = (
                 None
                 if replaced
@@ -296,11 +299,16 @@ class SwarmBackend(
                 # The task replaced may end rejected ("error while removing network"): its
                 # end is the harness's doing, only the new task's state counts now.
                 since = swarm_tasks.created_since(time.time())
-            if waited > self.startup_timeout:
-                raise self._start_error(
-                    local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
-                )
-            time.sleep(0.1)
+            raise HarnessError(last)  # not yet
+
+        try:
+            wait_until(ready, f"node {node.node_id}", self.startup_timeout, interval=0.1)
+        except GiveUp as exc:
+            raise self._start_error(local, str(exc)) from None
+        except NodeNotReady:
+            raise self._start_error(
+                local, f"not ready within {self.startup_timeout:.0f} s; last: {last}"
+            ) from None
 
     def _resolve(self, name: str) -> str | None:
         """What `name` resolves to on the overlay, or None when it does not."""
