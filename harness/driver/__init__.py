@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from harness.driver.testnet import SubnetView, Testnet, TopologySnapshot
     from harness.driver.topology import InternetComputer, Subnet
     from harness.node.catalog import IC_GATEWAY_DOMAIN
+    from harness.node.description import Role
     from harness.node.registry import SubnetType
     from harness.node.status import ReplicaHealthStatus, StatusResponse
 
@@ -61,6 +62,7 @@ _EXPORTS = {
     "Fault": "harness.driver.faults",
     "HarnessError": "harness.driver.errors",
     "IC_GATEWAY_DOMAIN": "harness.node.catalog",
+    "Role": "harness.node.description",
     "InternetComputer": "harness.driver.topology",
     "LoadReport": "harness.driver.aio",
     "LogCheckFailed": "harness.driver.errors",
@@ -136,6 +138,7 @@ __all__ = [
     "PrefixClash",
     "ReplicaFaults",
     "ReplicaHealthStatus",
+    "Role",
     "Run",
     "Signal",
     "StatusResponse",
