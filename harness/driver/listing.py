@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from harness.node.description import Role
+
 
 def testnet_lines(document: Mapping[str, Any]) -> list[str]:
     """The testnet of `Testnet.describe()` as lines of text: its nodes grouped by subnet, then
@@ -28,9 +30,9 @@ def testnet_lines(document: Mapping[str, Any]) -> list[str]:
     width = max((len(name) for node in nodes for name in node["urls"]), default=0)
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for node in nodes:
-        if node["role"] == "replica":
+        if node["role"] == Role.REPLICA:
             title = f"subnet {node['subnet']} ({node['subnet_type']})"
-        elif node["role"] == "api_boundary":
+        elif node["role"] == Role.API_BOUNDARY:
             title = "API boundary nodes"
         else:
             title = "unassigned nodes"

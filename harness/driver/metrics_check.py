@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.driver.errors import HarnessError, MetricsScrapeError
-from harness.node.layout import Port
+from harness.node.catalog import ORCHESTRATOR, REPLICA
+from harness.node.description import Program
 
 DEFAULT_REPLICA_METRICS: Mapping[str, float] = {
     "critical_errors": 0,
@@ -96,7 +97,16 @@ class MetricThresholds:
         check_prefix_free(self.orchestrator)
 
     def by_port(self) -> dict[int, dict[str, float]]:
-        return {Port.REPLICA_METRICS: self.replica, Port.ORCHESTRATOR_METRICS: self.orchestrator}
+        return {
+            _metrics_port(REPLICA): self.replica,
+            _metrics_port(ORCHESTRATOR): self.orchestrator,
+        }
+
+
+def _metrics_port(program: Program) -> int:
+    endpoint = program.metrics
+    assert endpoint is not None, f"{program.name} serves metrics"
+    return endpoint.port
 
 
 @dataclass(frozen=True)
