@@ -180,6 +180,7 @@ SIDECAR = Program(
         Endpoint("acme_metrics", 8090, Serves.METRICS),  # a static file: /metrics
     ),
     series=(Series("acme_pages_total", "acme_pages", "Acme's pages, per node", "pages"),),
+    thresholds={"acme_pages_total": 7},  # checked after every test
     runs_on=RunsOn(frozenset({Role.REPLICA})),
     packages=("busybox",),  # in a node image (docker, swarm)
     stop_grace=2.0,
@@ -246,6 +247,12 @@ def test_the_side_car_is_supervised_listed_and_awaited(testnet: Testnet) -> None
     testnet.registry.assign_node(spare.node_id, "subnet-0")
     spare.await_ready(30)
     assert "acme-httpd" in spare.programs and spare.process_pid("acme-httpd") is not None
+
+
+@pytest.mark.xfail(strict=True, reason="the metric checks cover the side-car's own metrics")
+@pytest.mark.metric_thresholds(update={"acme-httpd": {"acme_pages_total": 6}})
+def test_the_side_car_s_own_metrics_are_checked(testnet: Testnet) -> None:
+    testnet.node("subnet-0-node-0").await_ready(30)
 """
 
 
@@ -311,7 +318,12 @@ def test_a_user_project_adds_a_side_car_through_an_entry_point(
     assert "test_sidecar.py::test_the_side_car_is_supervised_listed_and_awaited PASSED" in (
         result.stdout
     )
-    (artifacts,) = [p for p in (project / "artifacts").iterdir() if p.is_dir()]
+    assert "test_sidecar.py::test_the_side_car_s_own_metrics_are_checked XFAIL" in result.stdout
+    artifacts = (
+        project
+        / "artifacts"
+        / ("test_sidecar.py_test_the_side_car_is_supervised_listed_and_awaited")
+    )
     (testnet_dir,) = [p for p in artifacts.iterdir() if p.is_dir()]
     logs = sorted(path.name for path in testnet_dir.glob("nodes/subnet-0-node-0/*.log"))
     assert "acme-httpd.log" in logs, logs

@@ -57,7 +57,23 @@ def test_remove_and_remove_all() -> None:
     assert "critical_errors" not in thresholds.replica
     with pytest.raises(HarnessError, match="is not checked"):
         thresholds.remove("critical_errors")
-    assert thresholds.remove_all().by_port() == {9090: {}, 9091: {}}
+    assert thresholds.remove_all().programs == {
+        "orchestrator": {},
+        "replica": {},
+        "ic-gateway": {},
+        "ic-boundary": {},
+    }
+
+
+def test_every_program_that_serves_metrics_has_thresholds_from_its_description() -> None:
+    thresholds = MetricThresholds.defaults()
+    assert thresholds.replica["critical_errors"] == 0  # the IC's defaults, in the replica's
+    assert thresholds.orchestrator["orchestrator_processes_start_attempts_total"] == 1
+    assert thresholds.programs["ic-gateway"] == {}
+    thresholds.update("ic-gateway", "ic_gateway_http_total", 100)
+    assert thresholds.programs["ic-gateway"] == {"ic_gateway_http_total": 100}
+    with pytest.raises(HarnessError, match="no node program 'nginx' serves metrics to check"):
+        thresholds.update("nginx", "x", 1)
 
 
 def test_bad_exposition_is_a_scrape_error() -> None:

@@ -104,17 +104,28 @@ def test_thresholds_marker_builds_the_checked_maps(pytester: pytest.Pytester) ->
         @pytest.mark.metric_thresholds(remov=["critical_errors"])
         def test_typo(request):
             thresholds_for(request.node)
+
+        @pytest.mark.metric_thresholds(update={"ic-gateway": {"ic_gateway_http_total": 9}})
+        def test_any_program(request):
+            assert thresholds_for(request.node).programs["ic-gateway"] == {
+                "ic_gateway_http_total": 9
+            }
+
+        @pytest.mark.metric_thresholds(update={"nginx": {"requests": 1}})
+        def test_unknown_program(request):
+            thresholds_for(request.node)
         """
     )
     result = pytester.runpytest()
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=2, failed=3)
     output = result.stdout.str()
     assert (
         "`orchestrator_tasks_failed_total` is a prefix of `orchestrator_tasks_failed_total_x`"
         in output
     )
-    assert "metric_thresholds takes update_replica=, update_orchestrator=, remove=, " in output
+    assert "metric_thresholds takes update=, update_replica=, update_orchestrator=, " in output
     assert "got ['remov']" in output
+    assert "metric_thresholds: no node program 'nginx' serves metrics to check" in output
 
 
 XDIST_SYSTESTS = """

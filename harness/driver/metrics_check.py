@@ -17,23 +17,10 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.driver.errors import HarnessError, MetricsScrapeError
-from harness.node.catalog import ORCHESTRATOR, REPLICA
-from harness.node.description import Program
+from harness.node.catalog import ORCHESTRATOR, PROGRAMS, REPLICA
 
-DEFAULT_REPLICA_METRICS: Mapping[str, float] = {
-    "critical_errors": 0,
-    "consensus_invalidated_artifacts": 0,
-    "dkg_invalidated_artifacts": 0,
-    "idkg_invalidated_artifacts": 0,
-    "certification_invalidated_artifacts": 0,
-    "canister_http_invalidated_artifacts": 0,
-}
-DEFAULT_ORCHESTRATOR_METRICS: Mapping[str, float] = {
-    "orchestrator_cup_deserialization_failed_total": 0,
-    "orchestrator_state_removal_failed_total": 0,
-    "orchestrator_tasks_failed_total": 0,
-    "orchestrator_processes_start_attempts_total": 1,
-}
+DEFAULT_REPLICA_METRICS: Mapping[str, float] = REPLICA.thresholds
+DEFAULT_ORCHESTRATOR_METRICS: Mapping[str, float] = ORCHESTRATOR.thresholds
 # Sample suffixes prometheus_client adds to counters/histograms that hold timestamps, not counts.
 _TIMESTAMP_SUFFIX = "_created"
 
@@ -56,57 +43,59 @@ def check_prefix_free(names: Iterable[str]) -> None:
 
 @dataclass
 class MetricThresholds:
-    """Maximum allowed values per metric-name prefix, for replicas (9090) and orchestrators
-    (9091). Start from `defaults()` and update/remove per test."""
+    """Maximum allowed values per metric-name prefix, per node program (its description's
+    `thresholds` by default: the IC's for the replica, 9090, and the orchestrator, 9091). Start
+    from `defaults()` and update/remove per test."""
 
-    replica: dict[str, float] = field(default_factory=dict)
-    orchestrator: dict[str, float] = field(default_factory=dict)
+    programs: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
     def defaults(cls) -> MetricThresholds:
-        return cls(dict(DEFAULT_REPLICA_METRICS), dict(DEFAULT_ORCHESTRATOR_METRICS))
+        return cls({p.name: dict(p.thresholds) for p in PROGRAMS if p.metrics is not None})
+
+    @property
+    def replica(self) -> dict[str, float]:
+        return self.programs.setdefault(REPLICA.name, {})
+
+    @property
+    def orchestrator(self) -> dict[str, float]:
+        return self.programs.setdefault(ORCHESTRATOR.name, {})
+
+    def update(self, program: str, name: str, maximum: float) -> MetricThresholds:
+        """Check `name` (a prefix) of `program`'s metrics against `maximum`."""
+        if program not in self.programs:
+            raise HarnessError(
+                f"no node program {program!r} serves metrics to check; programs: "
+                f"{sorted(self.programs)}"
+            )
+        self.programs[program][name] = maximum
+        check_prefix_free(self.programs[program])
+        return self
 
     def update_replica_metric(self, name: str, maximum: float) -> MetricThresholds:
-        self.replica[name] = maximum
-        check_prefix_free(self.replica)
-        return self
+        return self.update(REPLICA.name, name, maximum)
 
     def update_orchestrator_metric(self, name: str, maximum: float) -> MetricThresholds:
-        self.orchestrator[name] = maximum
-        check_prefix_free(self.orchestrator)
-        return self
+        return self.update(ORCHESTRATOR.name, name, maximum)
 
     def remove(self, name: str) -> MetricThresholds:
-        """Stop checking `name` (in both maps), like the IC's `remove_metrics_to_check`."""
-        if name not in self.replica and name not in self.orchestrator:
-            raise HarnessError(
-                f"metric {name!r} is not checked; checked: "
-                f"{sorted({*self.replica, *self.orchestrator})}"
-            )
-        self.replica.pop(name, None)
-        self.orchestrator.pop(name, None)
+        """Stop checking `name` (of every program), like the IC's `remove_metrics_to_check`."""
+        holding = [limits for limits in self.programs.values() if name in limits]
+        if not holding:
+            checked = sorted({n for limits in self.programs.values() for n in limits})
+            raise HarnessError(f"metric {name!r} is not checked; checked: {checked}")
+        for limits in holding:
+            del limits[name]
         return self
 
     def remove_all(self) -> MetricThresholds:
-        self.replica.clear()
-        self.orchestrator.clear()
+        for limits in self.programs.values():
+            limits.clear()
         return self
 
     def validate(self) -> None:
-        check_prefix_free(self.replica)
-        check_prefix_free(self.orchestrator)
-
-    def by_port(self) -> dict[int, dict[str, float]]:
-        return {
-            _metrics_port(REPLICA): self.replica,
-            _metrics_port(ORCHESTRATOR): self.orchestrator,
-        }
-
-
-def _metrics_port(program: Program) -> int:
-    endpoint = program.metrics
-    assert endpoint is not None, f"{program.name} serves metrics"
-    return endpoint.port
+        for limits in self.programs.values():
+            check_prefix_free(limits)
 
 
 @dataclass(frozen=True)

@@ -751,7 +751,9 @@ class Testnet:
 
     # Metric checks.
     def check_metrics(self, thresholds: MetricThresholds | None = None) -> None:
-        """Check every node of every subnet against `thresholds` (default: the IC's defaults);
+        """Check every node of every subnet against `thresholds` (default: the programs'
+        descriptions', the IC's defaults for the replica and the orchestrator), each program it
+        runs now;
         raise `MetricCheckFailed` listing every offender. A failed scrape is an offender. After
         a `reset()`, a counter is checked as on a fresh testnet: its value when the testnet was
         fresh plus its increase since the reset (`Node.metrics`)."""
@@ -760,11 +762,12 @@ class Testnet:
         problems: list[str] = []
         for subnet in self.topology_snapshot().subnets:
             for node in subnet.nodes:
-                for port, limits in thresholds.by_port().items():
-                    if not limits:
+                for service in node.services():  # the programs it runs now
+                    limits = thresholds.programs.get(service.program.name)
+                    if service.serves is not Serves.METRICS or not limits:
                         continue
                     try:
-                        samples = node.metrics(port)
+                        samples = node.metrics(service.port)
                     except MetricsScrapeError as exc:
                         problems.append(f"Could not check metrics of node {node.node_id}: {exc}")
                         continue

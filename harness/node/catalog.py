@@ -51,6 +51,12 @@ ORCHESTRATOR = Program(
     ),
     runs_on=RunsOn(EVERY_ROLE),
     supervised=False,
+    thresholds={  # the IC's defaults
+        "orchestrator_cup_deserialization_failed_total": 0,
+        "orchestrator_state_removal_failed_total": 0,
+        "orchestrator_tasks_failed_total": 0,
+        "orchestrator_processes_start_attempts_total": 1,
+    },
     series=(
         Series(
             "orchestrator_processes_start_attempts_total",
@@ -77,6 +83,14 @@ REPLICA = Program(
     ),
     runs_on=RunsOn(frozenset({Role.REPLICA})),
     process="harness.node.orchestrator.processes:ReplicaProcess",
+    thresholds={  # the IC's defaults
+        "critical_errors": 0,
+        "consensus_invalidated_artifacts": 0,
+        "dkg_invalidated_artifacts": 0,
+        "idkg_invalidated_artifacts": 0,
+        "certification_invalidated_artifacts": 0,
+        "canister_http_invalidated_artifacts": 0,
+    },
     series=(
         Series(
             "replica_http_requests_total",

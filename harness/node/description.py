@@ -198,6 +198,8 @@ class Program:
     - `supervised`: whether the orchestrator runs it (all but the orchestrator itself, which the
       backend starts on every node);
     - `series`: what reports plot from its metrics;
+    - `thresholds`: the most each of its metrics (by name prefix) may read after a test (the
+      metric checks; a test changes them with the `metric_thresholds` marker);
     - `job`: its Prometheus job (its name by default, when it serves metrics);
     - `stop_grace`: seconds between SIGTERM and SIGKILL (None: the orchestrator's
       `--stop-grace-period`); `backoff`: its crash-loop backoff (None: the orchestrator's).
@@ -214,6 +216,7 @@ class Program:
     packages: tuple[str, ...] = ()
     supervised: bool = True
     series: tuple[Series, ...] = ()
+    thresholds: Mapping[str, float] = field(default_factory=dict, hash=False)
     job: str | None = None
     stop_grace: float | None = None
     backoff: Backoff | None = None
@@ -283,6 +286,11 @@ class Program:
             raise refuse("it serves metrics on more than one port")
         if self.job is not None and not metrics:
             raise refuse(f"Prometheus job {self.job!r} without a metrics endpoint")
+        if self.thresholds and not metrics:
+            raise refuse(f"thresholds of {', '.join(self.thresholds)} without a metrics endpoint")
+        for name, maximum in self.thresholds.items():
+            if not isinstance(maximum, int | float) or isinstance(maximum, bool):
+                raise refuse(f"threshold of {name!r}: {maximum!r} is not a number")
         if self.series and not metrics:
             raise refuse(
                 f"series {', '.join(s.series for s in self.series)} without a metrics endpoint"

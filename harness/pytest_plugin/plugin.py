@@ -274,8 +274,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "metric_thresholds(update_replica={}, update_orchestrator={}, remove=[], "
-        "remove_all=False): change the metric checks run after this test",
+        "metric_thresholds(update={program: {metric: max}}, update_replica={}, "
+        "update_orchestrator={}, remove=[], remove_all=False): change the metric checks run "
+        "after this test",
     )
     config.addinivalue_line(
         "markers",
@@ -695,6 +696,7 @@ def thresholds_for(item: pytest.Item) -> MetricThresholds:
     thresholds = MetricThresholds.defaults()
     for marker in reversed(list(item.iter_markers("metric_thresholds"))):
         unknown = set(marker.kwargs) - {
+            "update",
             "update_replica",
             "update_orchestrator",
             "remove",
@@ -702,8 +704,8 @@ def thresholds_for(item: pytest.Item) -> MetricThresholds:
         }
         if unknown or marker.args:
             raise pytest.UsageError(
-                f"{item.nodeid}: metric_thresholds takes update_replica=, update_orchestrator=, "
-                f"remove=, remove_all=; got {sorted(unknown) or marker.args}"
+                f"{item.nodeid}: metric_thresholds takes update=, update_replica=, "
+                f"update_orchestrator=, remove=, remove_all=; got {sorted(unknown) or marker.args}"
             )
         if marker.kwargs.get("remove_all"):
             thresholds.remove_all()
@@ -713,6 +715,12 @@ def thresholds_for(item: pytest.Item) -> MetricThresholds:
             thresholds.update_replica_metric(name, maximum)
         for name, maximum in marker.kwargs.get("update_orchestrator", {}).items():
             thresholds.update_orchestrator_metric(name, maximum)
+        for program, limits in marker.kwargs.get("update", {}).items():
+            for name, maximum in limits.items():
+                try:
+                    thresholds.update(program, name, maximum)
+                except HarnessError as exc:
+                    raise pytest.UsageError(f"{item.nodeid}: metric_thresholds: {exc}") from None
     return thresholds
 
 
