@@ -112,6 +112,16 @@ def sidecar(**changes: object) -> Program:
             "it serves metrics on more than one port",
         ),
         ({"stop_grace": 0}, "stop_grace 0 is not a number of seconds > 0"),
+        ({"command": ("sh",)}, "give it one way to start: an entry ('module:function') or a"),
+        (
+            {"entry": None, "command": ("httpd", "-p", "{listen[nope]}")},
+            "template '{listen[nope]}': KeyError('nope'); it may name node_id, ip, version",
+        ),
+        ({"packages": ("Busy Box",)}, "package 'Busy Box' is not a Debian package name"),
+        (
+            {"endpoints": (Endpoint("a", 8081, Serves.HEALTH),), "thresholds": {"x": 1}},
+            "thresholds of x without a metrics endpoint",
+        ),
     ],
 )
 def test_a_description_with_a_missing_piece_is_refused_naming_it(changes, message) -> None:
@@ -237,3 +247,49 @@ def test_readiness_is_judged_by_what_an_endpoint_serves() -> None:
     assert (unready(api, 200, b"<html>") or "").startswith("200: ")
     assert unready(dashboard, 200, b"") is None
     assert unready(dashboard, 503, b"") == "orchestrator dashboard answered 503"
+
+
+def test_a_program_s_grace_and_backoff_are_its_own_or_the_orchestrator_s(tmp_path) -> None:
+    from harness.node.description import Backoff
+    from harness.node.orchestrator.args import parse_args
+
+    flags = parse_args(["--node-id", "n", "--registry-local-store", "r", "--data-dir", "d"])
+    (own,) = process_specs([sidecar(stop_grace=2.5, backoff=Backoff(initial=1.0))])
+    assert own.stop_grace(flags) == 2.5
+    assert own.backoff(Backoff()) == Backoff(initial=1.0)
+    (default,) = process_specs([sidecar()])
+    assert default.stop_grace(flags) == flags.stop_grace_period
+    assert default.backoff(Backoff(maximum=5)) == Backoff(maximum=5)
+
+
+def test_a_program_without_a_process_of_its_own_runs_from_its_templates(tmp_path) -> None:
+    from harness.node.orchestrator.args import parse_args
+    from harness.node.orchestrator.process import Assignment, KeepRunning, Restart
+
+    program = sidecar(
+        entry=None,
+        command=("busybox", "httpd", "-f", "-p", "{listen[sidecar]}", "-h", "{data_dir}/www"),
+        environment={"NODE": "{node_id}", "SUBNET": "{subnet_id}", "AT": "{version}"},
+    )
+    process_type = process_type_of(program)
+    flags = parse_args(["--node-id", "n1", "--registry-local-store", "r", "--data-dir", "/d"])
+    node = NodeRecord("127.1.0.2")
+    first = process_type.build(
+        process_type.configure(flags),
+        process_type.args_for(Assignment("v1", "subnet-a", SubnetType.APPLICATION, node)),
+    )
+    spec = first.launch_spec()
+    assert spec.argv == ("busybox", "httpd", "-f", "-p", "127.1.0.2:8081", "-h", "/d/www")
+    assert dict(spec.env) == {"NODE": "n1", "SUBNET": "subnet-a", "AT": "v1"}
+    assert not spec.forkable  # a command is exec'd, whatever the spawn mode
+    same = process_type.args_for(Assignment("v1", "subnet-a", SubnetType.APPLICATION, node))
+    assert first.restart_decision(same) == KeepRunning()
+    moved = process_type.args_for(Assignment("v1", "subnet-b", SubnetType.APPLICATION, node))
+    assert first.restart_decision(moved) == Restart("its environment changed (SUBNET)")
+    upgraded = process_type.args_for(Assignment("v2", "subnet-a", SubnetType.APPLICATION, node))
+    assert first.restart_decision(upgraded) == Restart("version changed from v1 to v2")
+    other_ip = NodeRecord("127.1.0.3")
+    readdressed = process_type.args_for(
+        Assignment("v1", "subnet-a", SubnetType.APPLICATION, other_ip)
+    )
+    assert first.restart_decision(readdressed) == Restart("its command line changed")
