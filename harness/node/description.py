@@ -2,15 +2,17 @@
 reads (the orchestrator's supervision and policy, the fork servers, the driver's URLs, health
 waits, metric checks, Prometheus targets, logs and reports).
 
-A description holds how the program starts (a Python entry point to fork), the ports it serves
-and what each serves (`Endpoint`: the IC's API, metrics, or a health path), the Host it answers
-to, its Prometheus job and the series reports plot, when it runs (`RunsOn`: node roles, subnet
-types, a launch gate), its orchestrator `Process` (flags and environment from the registry) and
-its supervision (stop grace period, backoff). `Program.__post_init__` refuses a description
-with a missing or contradictory piece, naming it: at import, never as a timeout later.
+A description holds how the program starts (a Python entry point to fork, or a command to
+exec), the ports it serves and what each serves (`Endpoint`: the IC's API, metrics, or a health
+path), the Host it answers to, its Prometheus job, the series reports plot and the thresholds
+its metrics are checked against, when it runs (`RunsOn`: node roles, subnet types, a launch
+gate, a domain), its flags and environment from the registry (an orchestrator `Process`, or
+templates), the Debian packages it needs in a node image, and its supervision (stop grace
+period, backoff). `Program.__post_init__` refuses a description with a missing or
+contradictory piece, naming it: at import, never as a timeout later.
 
-Stdlib only, with `layout` and the registry's records: the driver imports it without pulling in
-a node program.
+Stdlib only, with the registry's records: the driver imports it without pulling in a node
+program.
 """
 
 from __future__ import annotations
@@ -69,11 +71,6 @@ class Endpoint:
     host: str | Host | None = None
     path: str = "/"
 
-    @property
-    def ready_check(self) -> bool:
-        """Whether a node waits for this endpoint to be ready (API and HEALTH ones)."""
-        return self.serves is not Serves.METRICS
-
 
 @dataclass(frozen=True)
 class Series:
@@ -126,14 +123,11 @@ class RunsOn:
         """Whether the program runs on the node at this registry version (`flags`: the gates
         the orchestrator's flags open)."""
         subnet_id = snapshot.subnet_of(node_id)
-        return self.admits(
-            role_of(snapshot, node_id),
-            None if subnet_id is None else snapshot.subnet_type(subnet_id),
-            frozenset({self.gate})
-            if self.gate and self.gate_open(snapshot, node_id, flags)
-            else frozenset(),
-            bool(snapshot.node_domain(node_id)),
-        )
+        subnet_type = None if subnet_id is None else snapshot.subnet_type(subnet_id)
+        gate = self.gate
+        opened = frozenset({gate}) if gate and self.gate_open(snapshot, node_id, flags) else flags
+        domain = bool(snapshot.node_domain(node_id))
+        return self.admits(role_of(snapshot, node_id), subnet_type, opened, domain)
 
 
 def role_of(snapshot: RegistrySnapshot, node_id: str) -> Role:
