@@ -24,8 +24,11 @@ Every program has one description, `harness.node.description.Program`, in
 (`RunsOn`: the role of the node, subnet types, a launch gate, a domain), its Prometheus job and
 plotted series, its stop grace period and backoff, and its `Process` class by name. The
 orchestrator's managers, runners, metric labels, pid files, dashboard lines and policy follow
-from it; so do the driver's URLs, health waits, Prometheus targets and reports. What is left to
-write is the program and its `Process` in `processes.py`::
+from it; so do the driver's URLs, health waits, Prometheus targets and reports. A program
+whose command line and environment its description's templates say (`command`, `arguments`,
+`environment`: a side-car, a program of a user's project) needs nothing more: the orchestrator
+runs it as a `DescribedProcess`. One that needs code for them gets a `Process` in
+`processes.py`::
 
     @dataclass(frozen=True)
     class NodeExporterConfig(ProcessConfig):
