@@ -41,10 +41,10 @@ from harness.driver.backends.base import Backend
 from harness.driver.backends.capabilities import PrometheusBeside, PrometheusServer
 from harness.driver.backends.prometheus_process import LOG_FILE
 from harness.driver.errors import CapabilityMissing, HarnessError
+from harness.driver.http import plain_client
 from harness.driver.sampler import SERIES, UP_SERIES, Sample
 from harness.driver.waits import GiveUp, wait_until
 from harness.node.catalog import PROGRAMS
-from harness.node.tls import plain_http
 
 JOBS = tuple(job for program in PROGRAMS if (job := program.scrape_job) is not None)
 """The scrape jobs, one per node program that serves metrics (`Program.scrape_job`)."""
@@ -179,7 +179,7 @@ class Prometheus:
         return self
 
     def _await_ready(self, url: str, timeout: float) -> None:
-        with httpx.Client(trust_env=False, verify=plain_http(), timeout=1.0) as client:
+        with plain_client(1.0) as client:
 
             def ready() -> bool:
                 code = self.server.exit_status()
@@ -197,7 +197,7 @@ class Prometheus:
         down): Prometheus hands targets to its scrapers on a fixed 5 s ticker, its first
         scrapes come ~5-6 s after it started, and a testnet's record should cover its tests
         from their first second. `HarnessError` saying how far it got when it does not."""
-        with httpx.Client(trust_env=False, verify=plain_http(), timeout=1.0) as client:
+        with plain_client(1.0) as client:
 
             def scraped() -> bool:
                 response = client.get(f"{self.url}/api/v1/targets", params={"state": "active"})
@@ -300,7 +300,7 @@ class Prometheus:
         for _program, metric, series, aggregation in SERIES:
             queries[series] = f"{aggregation} by (node) ({metric}{{{self._selector}}})"
         found: list[Sample] = []
-        with httpx.Client(trust_env=False, verify=plain_http(), timeout=QUERY_TIMEOUT) as client:
+        with plain_client(QUERY_TIMEOUT) as client:
             for series, query in queries.items():
                 params: dict[str, str | float] = {
                     "query": query,

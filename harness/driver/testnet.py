@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-import httpx
-
 from harness.driver.backend_registry import get_backend
 from harness.driver.backends.base import Backend, BackendOptions
 from harness.driver.backends.capabilities import PrometheusBeside, Stoppable
@@ -34,6 +32,7 @@ from harness.driver.errors import (
 )
 from harness.driver.faults import Fault, FaultTarget, fault_document, fault_from_document
 from harness.driver.holds import HoldWatch, release_hold, take_hold
+from harness.driver.http import plain_client
 from harness.driver.lifetime import expires, renew
 from harness.driver.logcheck import LogKey, LogMarks, LogPatterns, LogScan, scan
 from harness.driver.metrics_check import (
@@ -63,7 +62,6 @@ from harness.driver.topology import (
 from harness.driver.waits import wait_until
 from harness.node.description import Program, Role, Serves, role_of
 from harness.node.registry import RegistrySnapshot, SubnetType
-from harness.node.tls import plain_http
 
 if TYPE_CHECKING:
     from harness.driver.aio import AsyncTestnet
@@ -181,7 +179,7 @@ class Testnet:
             if not self.attached:
                 TESTNET_IDS.release(self.testnet_id)
             raise
-        self.http = httpx.Client(trust_env=False, verify=plain_http())
+        self.http = plain_client()
         self.sampler = Sampler(self._sample_targets, self.journal) if sample else None
         self._nodes: dict[str, Node] = {}
         self._active: list[Fault] = []

@@ -23,12 +23,12 @@ from rich.console import Console
 
 from harness.driver.backends.capabilities import what
 from harness.driver.errors import HarnessError
+from harness.driver.http import plain_client
 from harness.driver.logfiles import read_file
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 from harness.node.layout import DataDir, Port
 from harness.node.orchestrator.args import SPAWN_MODES as SPAWN_MODES
-from harness.node.tls import plain_http
 
 N = TypeVar("N")
 
@@ -103,7 +103,7 @@ class Backend(abc.ABC):
 
     def http_client(self) -> httpx.Client:
         """A client that reaches the nodes' endpoints (after `allocate()`)."""
-        return httpx.Client(trust_env=False, verify=plain_http())
+        return plain_client()
 
     @property
     def http_proxy(self) -> str | None:

@@ -84,12 +84,12 @@ from harness.driver.backends.engine import (
 from harness.driver.backends.images import build_node_image
 from harness.driver.backends.prometheus_container import ContainerServer
 from harness.driver.errors import HarnessError, NodeStartError
+from harness.driver.http import plain_client
 from harness.driver.run import Run
 from harness.driver.topology import Plan, PlannedNode
 from harness.driver.waits import GiveUp, wait_until
 from harness.node.catalog import NODE_PORTS
 from harness.node.layout import DataDir
-from harness.node.tls import plain_http
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class NodeReadyWaitStrategy(WaitStrategy):
         return f"ready {service.program.name} {service.name} on port {service.port}"
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
-        with httpx.Client(trust_env=False, verify=plain_http(), timeout=2.0) as http:
+        with plain_client(2.0) as http:
 
             def ready() -> bool:
                 if not self._check(container, http):
