@@ -157,6 +157,45 @@ def test_the_renderer_ends_when_the_session_s_process_dies(tmp_path: Path) -> No
         session.wait()
 
 
+def test_the_renderer_dies_with_the_session_even_when_it_cannot_read(tmp_path: Path) -> None:
+    """The kernel kills it with its session (PR_SET_PDEATHSIG), not only its reading the end
+    of its input: here it is stopped (SIGSTOP) while its session is SIGKILLed, so it could
+    read nothing (in CI's leak stress, one was still starting up, or warming up, when its
+    session died), and it is gone all the same, without ever running again."""
+    script = (
+        "import json, time\n"
+        "from harness.driver.report_worker import ReportWriter\n"
+        "writer = ReportWriter()\n"
+        "writer.start()\n"
+        "print(json.dumps(writer._renderer.process.pid), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    session = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    renderer: psutil.Process | None = None
+    try:
+        assert session.stdout is not None
+        renderer = psutil.Process(json.loads(session.stdout.readline()))
+        wait_until(  # past its start: it watches its input, so it has asked to die with us
+            lambda: True if renderer is not None and renderer.num_threads() >= 2 else None,
+            "the renderer watching its input",
+            30,
+        )
+        renderer.suspend()
+        session.kill()
+        session.wait(10)
+
+        def gone() -> bool | None:
+            assert renderer is not None
+            return True if not renderer.is_running() or renderer.status() == "zombie" else None
+
+        wait_until(gone, "the stopped renderer of a killed session ends", 30)
+    finally:
+        session.kill()
+        session.wait()
+        if renderer is not None and renderer.is_running():
+            renderer.kill()
+
+
 @contextlib.contextmanager
 def _serving(testnet_dir: Path) -> Iterator[Path]:
     """A testnet's renderer for the block, its socket answering."""

@@ -18,17 +18,21 @@ why. The renderer is one of two:
   of its own, so that Ctrl-C and a SIGTERM to the test's process group do not reach it: the
   test's process decides when it ends, and still has the report of an interrupted test written.
   It ends when told to, or at once when its input ends untold: when the test's process dies,
-  however it dies (even while it warms up).
+  however it dies (even while it warms up). Started from the session's main thread, it is also
+  SIGKILLed by the kernel the moment that thread ends (`PR_SET_PDEATHSIG`), whatever it is
+  doing then, even starting or stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import os
 import pickle
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -38,25 +42,29 @@ import traceback
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from harness.driver.report import REPORT_FILE, ReportPage, failed_page, warm_up, write_report
+if TYPE_CHECKING:
+    from harness.driver.report import ReportPage
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 RENDERER_SOCKET = "renderer.sock"
 """Where a testnet's renderer listens, in the testnet's directory."""
 CLOSE_TIMEOUT = 300.0
 """How long `close` waits for the reports still to render before it ends the renderer."""
 
-Job = tuple[Path, ReportPage]
+Job = tuple[Path, "ReportPage"]
 
 
 class _Own:
-    """A renderer of the session's own: a child process fed on its standard input."""
+    """A renderer of the session's own: a child process fed on its standard input. Started
+    from the session's main thread, it also dies with that thread (`--parent`)."""
 
     def __init__(self) -> None:
         self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  (closed by `end`)
+        main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            [sys.executable, "-m", __name__, *(["--parent", str(os.getpid())] if main else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=self.errors,
@@ -207,6 +215,8 @@ class ReportWriter:
         with self._lock:
             renderer, self._renderer = self._renderer, None
         ended = renderer.end(bool(pending)) if renderer is not None else ""
+        from harness.driver.report import REPORT_FILE, failed_page, write_report
+
         written = []
         for directory, _ in pending:
             path = directory / REPORT_FILE
@@ -224,7 +234,7 @@ def serve_reports(testnet_dir: Path, env: Mapping[str, str]) -> Iterator[Path]:
     path = testnet_dir / RENDERER_SOCKET
     with (testnet_dir / "renderer.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", __name__, "--serve", str(path)],
+            [sys.executable, "-m", __name__, "--serve", str(path), "--parent", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -257,6 +267,8 @@ def _address(path: Path) -> Iterator[str]:
 
 
 def _render(job: Job) -> None:
+    from harness.driver.report import REPORT_FILE, failed_page, write_report
+
     directory, page = job
     try:
         text = page.render()
@@ -289,6 +301,8 @@ def _own() -> None:
                 return
 
     threading.Thread(target=read, daemon=True, name="input").start()
+    from harness.driver.report import warm_up  # the drawing's imports, once the input is watched
+
     warm_up()
     while (job := jobs.get()) is not None:
         _render(job)
@@ -305,6 +319,8 @@ def _serve(path: Path) -> None:
         os._exit(0)  # mid-report or not: nobody is left to read it
 
     threading.Thread(target=until_input_ends, daemon=True).start()  # warming up too
+    from harness.driver.report import REPORT_FILE, warm_up
+
     warm_up()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         path.unlink(missing_ok=True)
@@ -328,12 +344,25 @@ def _serve(path: Path) -> None:
                     out.flush()
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when the thread that started it ends
+    (`PR_SET_PDEATHSIG`), however it ends and whatever this process is doing then (starting,
+    warming up, drawing, stopped); exit now if `parent` is gone already."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # not Linux: the end of its input still ends it
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", type=Path, metavar="SOCKET", help="a testnet's renderer")
+    parser.add_argument("--parent", type=int, metavar="PID", help="die with this process")
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        _die_with(args.parent)
     if args.serve is None:
-        warm_up()
         _own()
     else:
         _serve(args.serve)
