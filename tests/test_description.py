@@ -246,7 +246,7 @@ def test_readiness_is_judged_by_what_an_endpoint_serves() -> None:
     assert unready(api, 502, b"bad gateway") == "502: bad gateway"
     assert (unready(api, 200, b"<html>") or "").startswith("200: ")
     assert unready(dashboard, 200, b"") is None
-    assert unready(dashboard, 503, b"") == "orchestrator dashboard answered 503"
+    assert unready(dashboard, 503, b"") == "answered 503"
 
 
 def test_a_program_s_grace_and_backoff_are_its_own_or_the_orchestrator_s(tmp_path) -> None:

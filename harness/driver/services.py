@@ -104,4 +104,4 @@ def unready(service: Service, status_code: int, content: bytes) -> str | None:
         return None if status.is_healthy else f"health {status.replica_health_status}"
     if 200 <= status_code < 300:
         return None
-    return f"{service.program.name} {service.name} answered {status_code}"
+    return f"answered {status_code}"
