@@ -201,7 +201,7 @@ import time
 import psutil
 import pytest
 
-from harness.driver import InternetComputer, Subnet, SubnetType, Testnet
+from harness.driver import InternetComputer, MetricCheckFailed, Subnet, SubnetType, Testnet
 from harness.pytest_plugin import define_testnet
 
 testnet = define_testnet(
@@ -249,7 +249,11 @@ def test_the_side_car_is_supervised_listed_and_awaited(testnet: Testnet) -> None
     assert "acme-httpd" in spare.programs and spare.process_pid("acme-httpd") is not None
 
 
-@pytest.mark.xfail(strict=True, reason="the metric checks cover the side-car's own metrics")
+@pytest.mark.xfail(
+    strict=True,
+    raises=MetricCheckFailed,
+    reason="the metric checks cover the side-car's own metrics",
+)
 @pytest.mark.metric_thresholds(update={"acme-httpd": {"acme_pages_total": 6}})
 def test_the_side_car_s_own_metrics_are_checked(testnet: Testnet) -> None:
     testnet.node("subnet-0-node-0").await_ready(30)
