@@ -154,7 +154,7 @@ def test_a_process_class_that_does_not_fit_its_description_is_refused() -> None:
     with pytest.raises(DescriptionError, match="is called 'replica'"):
         process_type_of(wrong)
     with pytest.raises(DescriptionError, match="is not a Process"):
-        process_type_of(sidecar(process="harness.node.catalog:program"))
+        process_type_of(sidecar(process="harness.node.catalog:supervised"))
 
 
 def test_everything_is_derived_from_the_one_catalog() -> None:

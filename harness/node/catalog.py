@@ -180,14 +180,6 @@ NODE_PORTS: tuple[int, ...] = tuple(sorted({e.port for p in PROGRAMS for e in p.
 """Every port a node's programs may serve (what a container publishes)."""
 
 
-def program(name: str) -> Program:
-    """The program called `name`; a `KeyError` naming the known ones otherwise."""
-    for candidate in PROGRAMS:
-        if candidate.name == name:
-            return candidate
-    raise KeyError(f"no node program {name!r}; programs: {', '.join(p.name for p in PROGRAMS)}")
-
-
 def supervised() -> tuple[Program, ...]:
     """The programs the orchestrator runs, in start order."""
     return tuple(p for p in PROGRAMS if p.supervised)
