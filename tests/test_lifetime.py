@@ -16,6 +16,7 @@ from inner_pytest import BACKENDS, nothing_left, own_state  # noqa: F401 (autous
 from harness.driver import HarnessError
 from harness.driver.lifetime import describe_duration, parse_duration
 from harness.driver.run import tagged_processes
+from harness.driver.state import state_root
 
 TOPOLOGY = """
 from harness.driver import InternetComputer, Subnet, SubnetType
@@ -34,13 +35,27 @@ def _listing() -> list[dict[str, Any]]:
 
 def _await_gone(timeout: float) -> None:
     """Wait (no harness command but `ls` runs meanwhile) until no testnet is left and no
-    process of its run runs (the reaper and the owner end just after the testnet's record)."""
+    process of its run runs (the reaper and the owner end just after the testnet's record).
+    What is still there says why: the owner's and the reaper's logs."""
     deadline = time.monotonic() + timeout
     while _listing() or tagged_processes():
         assert time.monotonic() < deadline, (
-            f"still there after {timeout} s: {_listing()}, {tagged_processes()}"
+            f"still there after {timeout} s: {_listing()}, {tagged_processes()}\n{_logs()}"
         )
         time.sleep(0.2)
+
+
+def _logs() -> str:
+    """The ends of the owners' (`harness up --detach`) and the reapers' logs of every run."""
+    runs = state_root() / "runs"
+    found = sorted([*runs.glob("*/harness-up.log"), *runs.glob("*/*/reaper.log")])
+    return (
+        "\n".join(
+            f"--- {path}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:])
+            for path in found
+        )
+        or f"(no log under {runs})"
+    )
 
 
 @pytest.mark.parametrize(
