@@ -74,6 +74,32 @@ def _needs_engine(backend: str, what: str) -> None:
         pytest.skip(f"NO SWARM: {what} not tested on swarm (scripts/test's swarm step runs it)")
 
 
+def _user_pytest(
+    venv: Path, project: Path, env: dict[str, str], backend: str
+) -> subprocess.CompletedProcess[str]:
+    """The user's own `pytest` run in their project, on `backend`; it must pass."""
+    result = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--backend",
+            backend,
+            "-v",
+            "-rs",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result
+
+
 def _user_env(tmp_path: Path) -> dict[str, str]:
     """The user's environment: none of this session's Python, venv or pytest settings, and a
     state root of the test's own."""
@@ -139,15 +165,7 @@ def test_a_user_project_runs_a_systest_with_the_installed_harness(
     location, version = where.stdout.split()
     assert Path(location).is_relative_to(user_venv), "the harness must come from the user's venv"
     assert version == USER_PYTEST
-    result = subprocess.run(
-        [python, "-m", "pytest", "-p", "no:cacheprovider", "--backend", backend, "-v", "-rs"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    result = _user_pytest(user_venv, project, env, backend)
     assert f"pytest-{USER_PYTEST}" in result.stdout
     assert "test_gateways.py::test_gateways_answer PASSED" in result.stdout
     (artifacts,) = [p for p in (project / "artifacts").iterdir() if p.is_dir()]
@@ -312,25 +330,7 @@ def test_a_user_project_adds_a_side_car_through_an_entry_point(
     project.mkdir()
     (project / "test_sidecar.py").write_text(SIDECAR_SYSTEST)
     env = {**_user_env(tmp_path), "PYTHONPATH": str(sidecar_path)}
-    result = subprocess.run(
-        [
-            str(user_venv / "bin" / "python"),
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--backend",
-            backend,
-            "-v",
-            "-rs",
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    result = _user_pytest(user_venv, project, env, backend)
     assert "test_sidecar.py::test_the_side_car_is_supervised_listed_and_awaited PASSED" in (
         result.stdout
     )
