@@ -82,7 +82,12 @@ TESTNET_IDS = Claims("testnets")
 _numbers: dict[str, Iterator[int]] = defaultdict(itertools.count)
 ARTIFACT_SCRAPE_TIMEOUT = 2.0
 WORKERS = 16  # threads for what is done on every node at once
-SCRAPE_WAIT = 5.0  # how long a reset (or a start) waits for a metrics endpoint to answer
+SCRAPE_WAIT = 15.0
+"""How long a reset (or a start) waits for a metrics endpoint to answer: room for a starved
+machine, where one scrape may find no answer for seconds."""
+SCRAPE_ATTEMPT = 3.0
+"""One scrape's own time limit within `SCRAPE_WAIT`: a connection that gets no answer is given
+up (and closed) and the next attempt opens another, so one stuck connection is not the end."""
 
 
 def claim_testnet_id(name: str, run_id: str) -> str:
@@ -713,7 +718,9 @@ class Testnet:
             where = f"{node.node_id}:{port}"
             try:
                 text = wait_until(
-                    lambda: node.metrics_text(port), f"the metrics of {where}", SCRAPE_WAIT
+                    lambda: node.metrics_text(port, SCRAPE_ATTEMPT),
+                    f"the metrics of {where}",
+                    SCRAPE_WAIT,
                 )
             except NodeNotReady as exc:
                 if strict:
