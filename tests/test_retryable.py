@@ -1,6 +1,7 @@
 """The retry rule ic-gateway and ic-boundary share (`harness.node.retry`): which of aiohttp's
-errors and which answers are retryable, and both programs' real request paths (their ASGI apps,
-forwarding through aiohttp to raw TCP stand-ins for replicas) retrying the same failures alike.
+errors and which answers are retryable, and both programs' real request paths (ic-gateway's
+protocol-level server and upstream pool, ic-boundary's ASGI app forwarding through aiohttp, to
+raw TCP stand-ins for replicas) retrying the same failures alike.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from harness.node.boundary.upstream import make_client
 from harness.node.gateway.forward import Forwarder
 from harness.node.gateway.health import HealthCheck
 from harness.node.gateway.metrics import GatewayMetrics
-from harness.node.gateway.proxy import GatewayApp
-from harness.node.gateway.upstream import AiohttpUpstream, Clients
+from harness.node.gateway.proxy import Gateway, bad_request
+from harness.node.gateway.upstream import PooledUpstream
+from harness.node.http_server import HttpServer
+from harness.node.listen import ListenAddress
 from harness.node.retry import Failure, failure_of, retryable_status
+from harness.node.serve import bind
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\ncontent-length: 2\r\n\r\nok"
 HEAD_CUT_SHORT = b"HTTP/1.1 200 OK\r\ncontent-len"
@@ -201,12 +205,21 @@ async def _post(app: Any) -> httpx.Response:
 
 
 async def through_gateway(urls: list[str]) -> httpx.Response:
-    """ic-gateway with `urls` as IC_URL and one attempt per URL."""
-    async with Clients(1, urls) as clients:
-        upstreams = [AiohttpUpstream(url, clients) for url in urls]
-        forwarder = Forwarder(upstreams, len(urls), 0.001, TIMEOUT)
-        health = HealthCheck(upstreams, 1.0, TIMEOUT)
-        return await _post(GatewayApp({DOMAIN}, forwarder, health, GatewayMetrics(), 1024))
+    """ic-gateway with `urls` as IC_URL and one attempt per URL, served on a loopback port."""
+    upstreams = [PooledUpstream(url) for url in urls]
+    forwarder = Forwarder(upstreams, len(urls), 0.001, TIMEOUT)
+    health = HealthCheck(upstreams, 1.0, TIMEOUT)
+    gateway = Gateway({DOMAIN}, forwarder, health, GatewayMetrics())
+    sock = bind(ListenAddress("127.0.0.1", 0), "gateway")
+    port = sock.getsockname()[1]
+    stopped = asyncio.Event()
+    serving = asyncio.create_task(HttpServer(gateway, bad_request, 1024).serve(sock, stopped, 1))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            return await client.post(CALL, content=b"x", headers={"host": DOMAIN})
+    finally:
+        stopped.set()
+        await serving
 
 
 async def through_boundary(urls: list[str]) -> httpx.Response:

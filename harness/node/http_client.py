@@ -1,4 +1,4 @@
-"""What ic-gateway and ic-boundary share of forwarding over aiohttp: a client session made for a
+"""What ic-boundary needs to forward over aiohttp: a client session made for a
 proxy, header values and URLs as aiohttp wants them, and the words for what went wrong.
 
 A proxy's session adds no headers of its own (the client's are forwarded, or none; aiohttp adds
@@ -17,7 +17,6 @@ came.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable
 
 import aiohttp
@@ -64,14 +63,6 @@ def url(text: str) -> yarl.URL:
     segments resolved. Cached: building a URL costs more than the rest of a request, and
     targets repeat."""
     return yarl.URL(text, encoded=True)
-
-
-def os_reason(exc: OSError) -> str:
-    """The OS's words for an OS error ("Connection refused"); asyncio's texts for a failed
-    connect name the address instead ("Connect call failed ('127.0.0.1', 8080)")."""
-    if exc.errno is not None and exc.errno > 0:
-        return os.strerror(exc.errno)
-    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def parser_reason(exc: BaseException) -> str:

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import aiohttp
 
 from harness.node import http_client
-from harness.node.http_client import os_reason, parser_reason
+from harness.node.http_client import parser_reason
 from harness.node.proxy_headers import HeaderFilter
 from harness.node.retry import Failure, failure_of
+from harness.node.upstream_pool import os_reason
 
 Headers = list[tuple[bytes, bytes]]
 

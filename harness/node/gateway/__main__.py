@@ -6,9 +6,11 @@ or variables, 1 when a listen address cannot be bound.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
 import os
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -16,10 +18,11 @@ from harness.node.gateway.config import GatewayConfig, load_config
 from harness.node.gateway.forward import Forwarder
 from harness.node.gateway.health import HealthCheck
 from harness.node.gateway.metrics import GatewayMetrics
-from harness.node.gateway.protocol import GatewayHttpProtocol
-from harness.node.gateway.proxy import GatewayApp
-from harness.node.gateway.upstream import AiohttpUpstream, Clients
-from harness.node.serve import Servers, serve_program
+from harness.node.gateway.proxy import Gateway, bad_request
+from harness.node.gateway.upstream import PooledUpstream
+from harness.node.http_server import HttpServer
+from harness.node.listen import ListenAddress
+from harness.node.serve import bind, serve_program
 
 log = logging.getLogger("harness.node.gateway")
 
@@ -29,32 +32,58 @@ HEALTH_TIMEOUT = 5.0
 
 
 async def serve(config: GatewayConfig) -> None:
-    """Serve the gateway (and metrics, if configured) until a stop signal, then drain."""
+    """Serve the gateway (and metrics, if configured) until SIGTERM or SIGINT, then drain."""
     metrics = GatewayMetrics()
-    servers = Servers(graceful_timeout=max(1, math.ceil(config.graceful_timeout)))
-    async with Clients(config.network_http_client_count, config.ic_urls) as clients:
-        upstreams = [AiohttpUpstream(url, clients) for url in config.ic_urls]
-        forwarder = Forwarder(
-            upstreams,
-            config.ic_request_retries,
-            config.ic_request_retry_interval,
-            config.ic_response_timeout,
-            on_attempt=lambda upstream, outcome: metrics.attempted(upstream.authority, outcome),
+    upstreams = [PooledUpstream(url) for url in config.ic_urls]
+    forwarder = Forwarder(
+        upstreams,
+        config.ic_request_retries,
+        config.ic_request_retry_interval,
+        config.ic_response_timeout,
+        on_attempt=lambda upstream, outcome: metrics.attempted(upstream.authority, outcome),
+    )
+    health = HealthCheck(upstreams, HEALTH_TTL, min(HEALTH_TIMEOUT, config.ic_response_timeout))
+    gateway = Gateway(config.domains, forwarder, health, metrics)
+    listeners = [
+        (
+            HttpServer(gateway, bad_request, config.ic_request_max_size),
+            bind(config.listen_plain, "gateway"),
         )
-        health = HealthCheck(upstreams, HEALTH_TTL, min(HEALTH_TIMEOUT, config.ic_response_timeout))
-        app = GatewayApp(config.domains, forwarder, health, metrics, config.ic_request_max_size)
-        servers.add("gateway", app, config.listen_plain, http=GatewayHttpProtocol)
-        if config.metrics_listen is not None:
-            servers.add("metrics", metrics.app(), config.metrics_listen)
-        log.info(
-            "serving %s on %s (plain HTTP) for %s; metrics %s",
-            ", ".join(config.ic_urls),
-            servers.bound("gateway"),
-            ", ".join(sorted(config.domains)),
-            f"on {servers.bound('metrics')}" if config.metrics_listen is not None else "off",
+    ]
+    if config.metrics_listen is not None:
+        listeners.append(
+            (HttpServer(metrics.handler(), bad_request, 0), bind(config.metrics_listen, "metrics"))
         )
-        await servers.run()
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stop, stopped, sig)
+    log.info(
+        "serving %s on %s (plain HTTP) for %s; metrics %s",
+        ", ".join(config.ic_urls),
+        _address(listeners[0][1]),
+        ", ".join(sorted(config.domains)),
+        f"on {_address(listeners[1][1])}" if len(listeners) > 1 else "off",
+    )
+    try:
+        await asyncio.gather(
+            *(server.serve(sock, stopped, config.graceful_timeout) for server, sock in listeners)
+        )
+    finally:
+        for upstream in upstreams:
+            upstream.close()
     log.info("stopped")
+
+
+def _address(sock: socket.socket) -> ListenAddress:
+    """The address `sock` really listens on (useful with port 0)."""
+    host, port = sock.getsockname()[:2]
+    return ListenAddress(host, port)
+
+
+def _stop(stopped: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("received %s: stopping, draining in-flight requests", sig.name)
+    stopped.set()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

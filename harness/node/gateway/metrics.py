@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from harness.node.metrics_app import registry_app
-from harness.node.serve import ASGIApp
+from harness.node.http_server import Handler
+from harness.node.metrics_app import registry_handler
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LABELS = ("method", "http", "status", "error", "upstream")
@@ -74,6 +74,6 @@ class GatewayMetrics:
             child = self._attempts[key] = self.upstream_requests.labels(*key)
         child.inc()
 
-    def app(self) -> ASGIApp:
+    def handler(self) -> Handler:
         """`GET /metrics` in the Prometheus text format; other paths are 404."""
-        return registry_app(self.registry)
+        return registry_handler(self.registry)
