@@ -16,6 +16,10 @@ What a connection does:
 - Keep-alive as the client asks (HTTP/1.1 by default, HTTP/1.0 with ``Connection:
   keep-alive``); an answer that leaves a request's body unread, an upgrade or CONNECT, or a head
   the parser refuses (answered 400 with the parser's reason) closes the connection after it.
+- A refused body that is still coming is read and dropped after the answer (up to
+  `LINGER_BYTES`, `LINGER_SECONDS`, the idle timeout between reads), with the sending side
+  already shut: closing with unread data would reset the connection, and the client would lose
+  the answer (nginx's lingering close).
 - A client that leaves: the request waiting for its body gets `ClientGone`; one being answered
   is answered into the void.
 - Idle keep-alive connections are closed after `idle_timeout` by a sweep once a second over all
@@ -29,18 +33,26 @@ import asyncio
 import collections
 import http
 import logging
+import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import formatdate
 from typing import cast
+from urllib.parse import unquote
 
 import httptools
+
+from harness.node.listen import ListenAddress
 
 log = logging.getLogger(__name__)
 
 Header = tuple[bytes, bytes]
 
+LINGER_BYTES = 64 * 1024 * 1024
+"""How much of a refused body is still read (and dropped) after the answer, at most."""
+LINGER_SECONDS = 30.0
+"""How long a connection lingers so, at most (nginx's ``lingering_time``)."""
 PIPELINE_DEPTH = 8
 """Pipelined requests a connection keeps waiting before it stops reading."""
 SWEEP_INTERVAL = 1.0
@@ -178,6 +190,52 @@ def plain_answer(status: int, text: str, headers: tuple[Header, ...] = ()) -> An
     )
 
 
+class BadTarget(ValueError):
+    """A request target that is no URL."""
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes | None, str]:
+    """The raw path, the raw query (None when there is none) and the path decoded (``%xx``
+    undone, as an ASGI server's ``path``) of a request target; `BadTarget` when it is none."""
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise BadTarget(f"invalid request target {target[:200]!r}") from None
+    raw_path: bytes = url.path or b"/"
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
+    return raw_path, url.query or None, path
+
+
+async def serve_until_signal(
+    listeners: Sequence[tuple[HttpServer, socket.socket]], grace: float
+) -> None:
+    """Serve every (server, bound socket) until SIGTERM or SIGINT, then drain them all, each
+    request in flight getting at most `grace` seconds."""
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        log.info("received %s: stopping, draining in-flight requests", sig.name)
+        stopped.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        await asyncio.gather(*(server.serve(sock, stopped, grace) for server, sock in listeners))
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def bound_address(sock: socket.socket) -> ListenAddress:
+    """The address `sock` really listens on (useful with port 0)."""
+    host, port = sock.getsockname()[:2]
+    return ListenAddress(host, port)
+
+
 class _Clock:
     """The ``Date`` header, made again only when the second changes."""
 
@@ -209,6 +267,9 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.paused_for_good = False
         self.refusal: Answer | None = None
+        self.lingering = False
+        self.linger_until = 0.0
+        self._lingered = 0
         self.idle_since = self.loop.time()
         self._url = b""
         self._headers: list[Header] = []
@@ -235,6 +296,9 @@ class _Connection(asyncio.Protocol):
                 waiting._fail(ClientGone())
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self._linger_on(len(data))
+            return
         if self.closing or self.paused_for_good:
             return  # what follows an upgrade, a refused body or a bad head is not read
         self.idle_since = self.loop.time()
@@ -314,7 +378,7 @@ class _Connection(asyncio.Protocol):
             self.idle_since = self.loop.time()
         if self.refusal is not None:
             self._write(Request("GET", b"", "1.1", self.client), self.refusal, last=True)
-        elif self.paused_for_good and not self.closing:
+        elif self.paused_for_good and not self.closing and not self.lingering:
             self.close()  # an upgrade or a body left unread: nothing more can be read
 
     def _write(self, request: Request, answer: Answer, last: bool = False) -> None:
@@ -342,6 +406,32 @@ class _Connection(asyncio.Protocol):
             parts.append(answer.body)
         transport.write(b"".join(parts))
         if last:
+            if request.complete or not isinstance(request._error, BodyTooLarge):
+                self.close()
+            else:
+                self._linger()
+
+    def _linger(self) -> None:
+        """The answer to a refused body is out: shut the sending side and drop what the client
+        still sends, until it is done (its end of the stream closes the connection) or it has
+        sent or taken too much."""
+        transport = self.transport
+        assert transport is not None
+        if not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        self.lingering = True
+        self.parsing = None
+        self.idle_since = self.loop.time()
+        self.linger_until = self.idle_since + LINGER_SECONDS
+        self.paused = False
+        transport.resume_reading()
+
+    def _linger_on(self, size: int) -> None:
+        self._lingered += size
+        self.idle_since = self.loop.time()
+        if self._lingered > LINGER_BYTES or self.idle_since > self.linger_until:
             self.close()
 
     def _refuse(self, exc: httptools.HttpParserError) -> None:
@@ -377,6 +467,12 @@ class _Connection(asyncio.Protocol):
         if self.paused and not self.paused_for_good and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
+
+    def expired(self, now: float, idle_before: float) -> bool:
+        """Idle since before `idle_before`, or lingering past its time."""
+        if self.lingering and now > self.linger_until:
+            return True
+        return self.idle and self.idle_since < idle_before
 
     @property
     def idle(self) -> bool:
@@ -425,8 +521,11 @@ class HttpServer:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             cutoff = self.loop.time() - self.idle_timeout
+            now = self.loop.time()
             for connection in list(self.connections):
-                if connection.idle and connection.idle_since < cutoff:
+                if (connection.idle and connection.idle_since < cutoff) or (
+                    connection.lingering and now > connection.linger_until
+                ):
                     connection.close()
 
     async def _drain(self, grace: float) -> None:

@@ -46,7 +46,11 @@ def registry_app(
     return app
 
 
-def registry_handler(registry: CollectorRegistry, paths: Sequence[str] = ("/metrics",)) -> Handler:
+def registry_handler(
+    registry: CollectorRegistry,
+    paths: Sequence[str] = ("/metrics",),
+    before_scrape: Callable[[], object] | None = None,
+) -> Handler:
     """`registry_app` for `harness.node.http_server`: the same answers, without ASGI. The
     exposition format is the one the scraper's ``Accept`` header asks for."""
     served = frozenset(path.encode() for path in paths)
@@ -58,6 +62,8 @@ def registry_handler(registry: CollectorRegistry, paths: Sequence[str] = ("/metr
             return plain_answer(
                 404, f"not found: {path.decode('latin-1')} (metrics are served on {where})"
             )
+        if before_scrape is not None:
+            before_scrape()
         accept = next((value for name, value in request.headers if name == b"accept"), b"")
         encoder, content_type = choose_encoder(accept.decode("latin-1"))
         body = encoder(registry)

@@ -6,11 +6,8 @@ or variables, 1 when a listen address cannot be bound.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -20,8 +17,7 @@ from harness.node.gateway.health import HealthCheck
 from harness.node.gateway.metrics import GatewayMetrics
 from harness.node.gateway.proxy import Gateway, bad_request
 from harness.node.gateway.upstream import PooledUpstream
-from harness.node.http_server import HttpServer
-from harness.node.listen import ListenAddress
+from harness.node.http_server import HttpServer, bound_address, serve_until_signal
 from harness.node.serve import bind, serve_program
 
 log = logging.getLogger("harness.node.gateway")
@@ -54,36 +50,19 @@ async def serve(config: GatewayConfig) -> None:
         listeners.append(
             (HttpServer(metrics.handler(), bad_request, 0), bind(config.metrics_listen, "metrics"))
         )
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _stop, stopped, sig)
     log.info(
         "serving %s on %s (plain HTTP) for %s; metrics %s",
         ", ".join(config.ic_urls),
-        _address(listeners[0][1]),
+        bound_address(listeners[0][1]),
         ", ".join(sorted(config.domains)),
-        f"on {_address(listeners[1][1])}" if len(listeners) > 1 else "off",
+        f"on {bound_address(listeners[1][1])}" if len(listeners) > 1 else "off",
     )
     try:
-        await asyncio.gather(
-            *(server.serve(sock, stopped, config.graceful_timeout) for server, sock in listeners)
-        )
+        await serve_until_signal(listeners, config.graceful_timeout)
     finally:
         for upstream in upstreams:
             upstream.close()
     log.info("stopped")
-
-
-def _address(sock: socket.socket) -> ListenAddress:
-    """The address `sock` really listens on (useful with port 0)."""
-    host, port = sock.getsockname()[:2]
-    return ListenAddress(host, port)
-
-
-def _stop(stopped: asyncio.Event, sig: signal.Signals) -> None:
-    log.info("received %s: stopping, draining in-flight requests", sig.name)
-    stopped.set()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from urllib.parse import unquote
-
-import httptools
 
 from harness.node.gateway import headers as rewrite
 from harness.node.gateway.config import normalize_host
@@ -37,7 +34,15 @@ from harness.node.gateway.health import HealthCheck
 from harness.node.gateway.metrics import GatewayMetrics
 from harness.node.gateway.routes import Target, match_route
 from harness.node.gateway.upstream import UpstreamRequest
-from harness.node.http_server import Answer, BodyTooLarge, ClientGone, Request, plain_answer
+from harness.node.http_server import (
+    Answer,
+    BadTarget,
+    BodyTooLarge,
+    ClientGone,
+    Request,
+    plain_answer,
+    split_target,
+)
 from harness.node.status import CORS_HEADERS
 
 log = logging.getLogger(__name__)
@@ -131,9 +136,9 @@ class Gateway:
         if method == "CONNECT" or not (target.startswith(b"/") or target == b"*"):
             raise NotAProxy(method, target.decode("latin-1"))
         try:
-            url = httptools.parse_url(target)
-        except httptools.HttpParserInvalidURLError:
-            raise ClientError(f"Bad Request: invalid request target {target[:200]!r}") from None
+            raw_path, query, path = split_target(target)
+        except BadTarget as exc:
+            raise ClientError(f"Bad Request: {exc}") from None
 
         host: bytes | None = None
         for name, value in request.headers:
@@ -146,10 +151,6 @@ class Gateway:
         if not self._host_known(host):
             raise UnknownDomain(host.decode("latin-1"))
 
-        raw_path: bytes = url.path
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = unquote(path)
         route = match_route(path)
         if route is None:
             raise NotFound(path)
@@ -165,7 +166,6 @@ class Gateway:
             body = await request.read_body()
         except BodyTooLarge as exc:
             raise PayloadTooLarge(exc.limit, exc.seen) from None
-        query: bytes | None = url.query
         forwarded = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
         upstream_request = UpstreamRequest(
             method,

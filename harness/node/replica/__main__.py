@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
+import socket
 import sys
 from collections.abc import Sequence
 
-from harness.node.replica.app import api_app
+from harness.node.http_server import HttpServer, bound_address, serve_until_signal
+from harness.node.replica.app import MAX_BODY_BYTES, api_handler, bad_request
 from harness.node.replica.config import Config, parse_config
 from harness.node.replica.faults import FaultsFile
-from harness.node.replica.metrics import metrics_app
+from harness.node.replica.metrics import metrics_handler
 from harness.node.replica.rootkey import RootKeyError, default_root_key, load_root_key
 from harness.node.replica.runtime import Runtime
-from harness.node.serve import EXIT_BIND, BindError, Servers, run_program, setup_logging
+from harness.node.serve import EXIT_BIND, BindError, bind, run_program, setup_logging
 
 log = logging.getLogger("harness.node.replica")
 
@@ -45,31 +46,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return fail_at_start
     runtime = Runtime(config, root_key, faults_file)
-    servers = Servers(graceful_timeout=max(1, math.ceil(config.graceful_timeout)))
     try:
-        servers.add("api", api_app(runtime), config.http_listen)
-        servers.add("metrics", metrics_app(runtime.metrics, runtime.refresh), config.metrics_listen)
+        listeners = [
+            (
+                HttpServer(api_handler(runtime), bad_request, MAX_BODY_BYTES),
+                bind(config.http_listen, "api"),
+            ),
+            (
+                HttpServer(metrics_handler(runtime.metrics, runtime.refresh), bad_request, 0),
+                bind(config.metrics_listen, "metrics"),
+            ),
+        ]
     except BindError as exc:
         print(f"replica: error: {exc.strerror}", file=sys.stderr)
         return EXIT_BIND
-    run_program(lambda: _serve(config, servers, runtime))
+    run_program(lambda: _serve(config, listeners, runtime))
     log.info("stopped")
     return 0
 
 
-async def _serve(config: Config, servers: Servers, runtime: Runtime) -> None:
+async def _serve(
+    config: Config, listeners: list[tuple[HttpServer, socket.socket]], runtime: Runtime
+) -> None:
     ticker = asyncio.create_task(runtime.tick_forever())
     log.info(
         "replica %s (node %s, subnet %s): API on %s, metrics on %s, healthy after %gs",
         config.replica_version,
         config.node_id,
         config.subnet_id,
-        servers.bound("api"),
-        servers.bound("metrics"),
+        bound_address(listeners[0][1]),
+        bound_address(listeners[1][1]),
         config.warmup_seconds,
     )
     try:
-        await servers.run()
+        await serve_until_signal(listeners, config.graceful_timeout)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,5 @@
-"""The replica's public API (port 8080) as a raw ASGI app: status, canister/subnet rejects.
+"""The replica's public API (port 8080), a handler of `harness.node.http_server`: status,
+canister/subnet rejects.
 
 Checks run in the IC's order: route (404), method (405), body size (413), content type and
 CBOR (400), health (503), then the reject of `rejects.py`. Every answer carries the IC's CORS
@@ -14,23 +15,29 @@ import time
 
 import cbor2
 
+from harness.node.http_server import (
+    Answer,
+    BadTarget,
+    BodyTooLarge,
+    ClientGone,
+    Handler,
+    Request,
+    split_target,
+)
 from harness.node.replica.rejects import Reply, not_found, reject
 from harness.node.replica.runtime import Runtime
-from harness.node.serve import ASGIApp, Receive, Scope, Send
 from harness.node.status import (
     CONTENT_TYPE_CBOR,
     CORS_HEADERS,
     STATUS_PATH,
     ReplicaHealthStatus,
-    encode_status,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
-# An oversized body is read and dropped up to this much, so the client gets to read the 413;
-# beyond it the connection is closed instead.
-MAX_DRAIN_BYTES = 64 * 1024 * 1024
+# An oversized body is refused as soon as it is known to be too large; the server reads and
+# drops the rest (up to its LINGER_BYTES) so the client gets to read the 413.
 
 _ROUTE = re.compile(r"/api/(v[0-9]+)/(canister|subnet)/([^/]+)/([a-z_]+)")
 ROUTES = frozenset(
@@ -51,39 +58,46 @@ ROUTES = frozenset(
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
-class _Disconnected(Exception):
-    """The client went away before its body was read."""
+_CORS: tuple[tuple[bytes, bytes], ...] = tuple(
+    (name.encode(), value.encode()) for name, value in CORS_HEADERS
+)
 
 
-def api_app(runtime: Runtime) -> ASGIApp:
-    """The ASGI app of the public API, reading health and faults from `runtime`."""
+def bad_request(reason: str) -> Answer:
+    """The answer to a request the HTTP parser refuses, saying why."""
+    return _answer(Reply.text(400, f"Bad Request: {reason}"))
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
+
+def api_handler(runtime: Runtime) -> Handler:
+    """The public API (`harness.node.http_server`), reading health and faults from `runtime`."""
+
+    async def handle(request: Request) -> Answer | None:
         started = time.perf_counter()
         try:
-            route, reply = await _handle(runtime, scope, receive)
-        except _Disconnected:
-            return
+            route, reply = await _handle(runtime, request)
+        except ClientGone:
+            return None
         delay = runtime.refresh().delay_seconds
         if delay > 0:
             await asyncio.sleep(delay)
-        await _send(send, reply)
-        method = scope["method"] if scope["method"] in _METHODS else "other"
+        method = request.method if request.method in _METHODS else "other"
         runtime.metrics.record_request(route, method, reply.status, time.perf_counter() - started)
+        return _answer(reply)
 
-    return app
+    return handle
 
 
-async def _handle(runtime: Runtime, scope: Scope, receive: Receive) -> tuple[str, Reply]:
+async def _handle(runtime: Runtime, request: Request) -> tuple[str, Reply]:
     """Return the metrics route label and the reply for one request."""
-    path: str = scope["path"]
-    method: str = scope["method"]
+    try:
+        path = split_target(request.target)[2]
+    except BadTarget as exc:
+        return "other", Reply.text(400, f"Bad Request: {exc}")
+    method = request.method
     if path == STATUS_PATH:
         if method not in ("GET", "HEAD"):
             return "status", _method_not_allowed(method, path, "GET, HEAD")
-        return "status", Reply(200, encode_status(runtime.status()), CONTENT_TYPE_CBOR)
+        return "status", Reply(200, runtime.encoded_status(), CONTENT_TYPE_CBOR)
     match = _ROUTE.fullmatch(path)
     if match is None or (match[1], match[2], match[4]) not in ROUTES:
         return "other", Reply.text(404, f"not found: {path}")
@@ -91,12 +105,13 @@ async def _handle(runtime: Runtime, scope: Scope, receive: Receive) -> tuple[str
     route = f"/api/{version}/{target}/{{id}}/{action}"
     if method != "POST":
         return route, _method_not_allowed(method, path, "POST")
-    body = await _read_body(scope, receive)
-    if body is None:
+    try:
+        body = await request.read_body()
+    except BodyTooLarge:
         return route, Reply.text(
             413, f"request body is larger than the limit of {MAX_BODY_BYTES} bytes (5 MiB)"
         )
-    content_type = _header(scope, b"content-type")
+    content_type = _header(request, b"content-type")
     if content_type is None or content_type.strip().lower() != CONTENT_TYPE_CBOR:
         return route, Reply.text(
             400,
@@ -121,38 +136,22 @@ def _method_not_allowed(method: str, path: str, allowed: str) -> Reply:
     )
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
+def _header(request: Request, name: bytes) -> str | None:
+    for key, value in request.headers:
+        if key == name:
+            return value.decode("latin-1")
     return None
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
-    """The request body, or None if it is over `MAX_BODY_BYTES` (then drained, bounded)."""
-    declared = _header(scope, b"content-length")
-    too_large = declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        too_large = too_large or size > MAX_BODY_BYTES
-        if not too_large:
-            chunks.append(chunk)
-        if not message.get("more_body", False) or size > MAX_DRAIN_BYTES:
-            break
-    return None if too_large else b"".join(chunks)
-
-
-async def _send(send: Send, reply: Reply) -> None:
-    headers = [
-        (b"content-type", reply.content_type.encode()),
-        (b"content-length", str(len(reply.body)).encode()),
-        *((name.encode(), value.encode()) for name, value in (*CORS_HEADERS, *reply.headers)),
-    ]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+def _answer(reply: Reply) -> Answer:
+    body = reply.body
+    return Answer(
+        reply.status,
+        [
+            (b"content-type", reply.content_type.encode()),
+            (b"content-length", b"%d" % len(body)),
+            *_CORS,
+            *((name.encode(), value.encode()) for name, value in reply.headers),
+        ],
+        body,
+    )

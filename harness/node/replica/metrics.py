@@ -17,8 +17,8 @@ from collections.abc import Callable
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from harness.node.metrics_app import registry_app
-from harness.node.serve import ASGIApp
+from harness.node.http_server import Handler
+from harness.node.metrics_app import registry_handler
 from harness.node.status import ReplicaHealthStatus
 
 # `<name>_created` samples would also match a `<name>` prefix and be compared with a count.
@@ -89,6 +89,6 @@ class ReplicaMetrics:
         self.request_duration.labels(route).observe(seconds)
 
 
-def metrics_app(metrics: ReplicaMetrics, before_scrape: Callable[[], object]) -> ASGIApp:
+def metrics_handler(metrics: ReplicaMetrics, before_scrape: Callable[[], object]) -> Handler:
     """Serve the registry on `/` (the IC driver scrapes the root) and `/metrics`."""
-    return registry_app(metrics.registry, METRICS_PATHS, before_scrape)
+    return registry_handler(metrics.registry, METRICS_PATHS, before_scrape)

@@ -11,7 +11,7 @@ from harness.node.replica.config import Config
 from harness.node.replica.faults import Faults, FaultsFile
 from harness.node.replica.health import Health
 from harness.node.replica.metrics import ReplicaMetrics
-from harness.node.status import IC_API_VERSION, StatusResponse
+from harness.node.status import IC_API_VERSION, StatusResponse, encode_status
 
 # Requests and scrapes refresh the state themselves; the tick only brings health transitions
 # (and their log lines) and a changed faults file in while nobody asks. Each wakeup costs CPU in
@@ -40,6 +40,8 @@ class Runtime:
         # The real replica reports the sha256 of its binary; the stub has no binary of its
         # own, so it hashes the version string: equal versions, equal hashes.
         self.impl_hash = hashlib.sha256(config.replica_version.encode()).hexdigest()
+        self._status: StatusResponse | None = None
+        self._encoded_status = b""
 
     def refresh(self) -> Faults:
         """Re-read faults (rate-limited), advance health and height; return the faults."""
@@ -58,6 +60,14 @@ class Runtime:
             replica_health_status=self.health.state.value,
             certified_height=self.health.certified_height,
         )
+
+    def encoded_status(self) -> bytes:
+        """`status()` in CBOR, encoded again only when it changed (health or height)."""
+        status = self.status()
+        if status != self._status:
+            self._status = status
+            self._encoded_status = encode_status(status)
+        return self._encoded_status
 
     async def tick_forever(self) -> None:
         """Refresh periodically so faults and transitions show in metrics without requests."""
