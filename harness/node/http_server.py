@@ -263,6 +263,8 @@ class _Connection(asyncio.Protocol):
         self.parsing: Request | None = None
         self.queue: collections.deque[Request] = collections.deque()
         self.worker: asyncio.Task[None] | None = None
+        self.busy = False  # the handler has a request
+        self._wakeup: asyncio.Future[None] | None = None
         self.closing = False
         self.paused = False
         self.paused_for_good = False
@@ -294,6 +296,7 @@ class _Connection(asyncio.Protocol):
         for waiting in self.queue:
             if not waiting.complete:
                 waiting._fail(ClientGone())
+        self._wake()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -335,6 +338,8 @@ class _Connection(asyncio.Protocol):
         self.queue.append(request)
         if self.worker is None:
             self.worker = self.loop.create_task(self._work())
+        else:
+            self._wake()
         for name, value in request.headers:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 self._refuse_body(request, BodyTooLarge(limit, int(value)))
@@ -364,22 +369,50 @@ class _Connection(asyncio.Protocol):
 
     # answering
     async def _work(self) -> None:
+        """Answer the requests in order as they come, until the connection ends: one task for
+        the connection's life, woken by each request, instead of one per request."""
+        queue = self.queue
         try:
-            while self.queue and not self.closing:
-                request = self.queue[0]
+            while not self.closing:
+                if not queue:
+                    if self._ended():
+                        break
+                    waiter = self._wakeup = self.loop.create_future()
+                    await waiter
+                    continue
+                request = queue[0]
+                self.busy = True
                 answer = await self.server.handler(request)
-                self.queue.popleft()
+                self.busy = False
+                queue.popleft()
+                self.idle_since = self.loop.time()
                 if answer is not None:
                     self._write(request, answer)
-                if self.paused and len(self.queue) <= PIPELINE_DEPTH // 2:
+                if self.paused and len(queue) <= PIPELINE_DEPTH // 2:
                     self._resume()
         finally:
+            self.busy = False
             self.worker = None
-            self.idle_since = self.loop.time()
+            self._wakeup = None
+
+    def _ended(self) -> bool:
+        """With every answer out: write the refusal owed, or close a connection nothing more
+        is read from (an upgrade, a body left unread); whether the connection has ended."""
         if self.refusal is not None:
             self._write(Request("GET", b"", "1.1", self.client), self.refusal, last=True)
-        elif self.paused_for_good and not self.closing and not self.lingering:
-            self.close()  # an upgrade or a body left unread: nothing more can be read
+            return True
+        if self.paused_for_good and not self.lingering:
+            self.close()
+            return True
+        return False
+
+    def _wake(self) -> None:
+        """Wake the worker waiting for a request (or for the end)."""
+        waiter = self._wakeup
+        if waiter is not None:
+            self._wakeup = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _write(self, request: Request, answer: Answer, last: bool = False) -> None:
         """Send `answer` in one write; close the connection after it when it is the last."""
@@ -448,6 +481,8 @@ class _Connection(asyncio.Protocol):
         self.refusal = self.server.bad_request(reason)
         if self.worker is None:
             self._write(Request("GET", b"", "1.1", self.client), self.refusal, last=True)
+        elif not self.busy:
+            self._wake()
 
     def _stop_reading(self) -> None:
         """Nothing more is read: the connection closes after the answers already owed."""
@@ -476,7 +511,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return self.worker is None and self.parsing is None and not self.queue
+        return not self.busy and self.parsing is None and not self.queue
 
     def close(self) -> None:
         self.closing = True

@@ -139,6 +139,17 @@ class _Connection(asyncio.Protocol):
             )
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            # More after the answer, in the same read: the connection is out of step.
+            self.reusable = False
+            self.close()
+        self._headers = []
+        self._body = []
+        self._length = None
+        self._headers_done = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         self._headers.append((name, value))
@@ -147,17 +158,22 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
-        if self.head_only:
+        if self.head_only and not self._interim():
             self._complete(reuse=False)
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if not self.head_only:
+        if not self.head_only and not self._interim():
             self._complete(reuse=self.parser.should_keep_alive())
 
     # the exchange
+    def _interim(self) -> bool:
+        """Whether the message is an interim 1xx answer (100 Continue, 103 Early Hints): the
+        final one follows (RFC 9110 §15.2)."""
+        return 100 <= self.parser.get_status_code() < 200
+
     def _chunked(self) -> bool:
         return any(name == b"transfer-encoding" for name, _ in self._headers)
 
@@ -186,19 +202,21 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self._received = b""
         self._got = 0
-        self._headers = []
-        self._body = []
-        self._length = None
-        self._headers_done = False
         waiter: asyncio.Future[Answer] = self.loop.create_future()
         self.waiter = waiter
         self.transport.write(request)
         try:
-            return await waiter
+            answer = await waiter
+        except BaseException:
+            # Failed, or cancelled (maybe just as the answer came): never used again.
+            self.reusable = False
+            self.close()
+            raise
         finally:
             self.waiter = None
-            if not self.reusable:
-                self.close()
+        if not self.reusable:
+            self.close()
+        return answer
 
     def close(self) -> None:
         self.closed = True
@@ -223,7 +241,9 @@ class UpstreamPool:
         self.https = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
-        self.host_header = b"host: " + parts.netloc.encode("idna") + b"\r\n"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        authority = host if parts.port is None else f"{host}:{parts.port}"
+        self.host_header = b"host: " + authority.encode("idna") + b"\r\n"
         self.tls = tls if self.https else None
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
