@@ -9,6 +9,7 @@ headers and waits out the `delay_seconds` fault first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -127,7 +128,14 @@ async def _handle(runtime: Runtime, request: Request) -> tuple[str, Reply]:
     state = runtime.health.state
     if state != ReplicaHealthStatus.HEALTHY:
         return route, Reply.text(503, f"replica is not healthy yet: {state}")
-    return route, reject(version, action, not_found(target, target_id))
+    return route, _rejected(version, action, target, target_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rejected(version: str, action: str, target: str, target_id: str) -> Reply:
+    """The reject of a request to a canister or subnet this replica does not host: the same
+    bytes every time, so encoded once (per id, for the ids asked for most recently)."""
+    return reject(version, action, not_found(target, target_id))
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> Reply:

@@ -38,6 +38,7 @@ class ReplicaMetrics:
     """The replica's metrics; each instance has its own registry."""
 
     def __init__(self, version: str, node_id: str | None, subnet_id: str | None) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.health_transitions = Counter(
             "replica_http_health_status_state_transitions",
@@ -85,8 +86,16 @@ class ReplicaMetrics:
             self._critical_errors_value = value
 
     def record_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_duration.labels(route).observe(seconds)
+        # labels() takes a lock and builds a key each time; the label sets are few.
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.request_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def metrics_handler(metrics: ReplicaMetrics, before_scrape: Callable[[], object]) -> Handler:
