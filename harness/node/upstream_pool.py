@@ -195,8 +195,8 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(UpstreamFailure(failure, reason))
         self.close()
 
-    async def exchange(self, request: bytes, head_only: bool) -> Answer:
-        """Send `request` (whole, in one write) and wait for the answer."""
+    def send(self, request: bytes, head_only: bool) -> asyncio.Future[Answer]:
+        """Send `request` (whole, in one write); the answer comes in the future returned."""
         assert self.transport is not None
         self.head_only = head_only
         self.reusable = False
@@ -205,18 +205,7 @@ class _Connection(asyncio.Protocol):
         waiter: asyncio.Future[Answer] = self.loop.create_future()
         self.waiter = waiter
         self.transport.write(request)
-        try:
-            answer = await waiter
-        except BaseException:
-            # Failed, or cancelled (maybe just as the answer came): never used again.
-            self.reusable = False
-            self.close()
-            raise
-        finally:
-            self.waiter = None
-        if not self.reusable:
-            self.close()
-        return answer
+        return waiter
 
     def close(self) -> None:
         self.closed = True
@@ -263,11 +252,19 @@ class UpstreamPool:
         if body:
             parts.append(body)
         connection = self._idle_connection() or await self._connect()
-        answer = await connection.exchange(b"".join(parts), method == b"HEAD")
+        try:
+            answer = await connection.send(b"".join(parts), method == b"HEAD")
+        except BaseException:
+            # Failed, or cancelled (maybe just as the answer came): never used again.
+            connection.reusable = False
+            connection.close()
+            raise
+        finally:
+            connection.waiter = None
         if connection.reusable and len(self._idle) < self.max_idle:
             connection.idle_since = connection.loop.time()
             self._idle.append(connection)
-        elif connection.reusable:
+        else:
             connection.close()
         return answer
 
