@@ -14,15 +14,16 @@ Two upstreams, one after the other:
   a far faster upstream, so the proxies themselves are what is measured.
 
 For each upstream: the upstream directly, ic-gateway (`python -m harness.node.gateway`,
-`LISTEN_PLAIN`, `IC_URL`, `DOMAIN=gateway.icp`) in front of it, and nginx (one worker, upstream
-keep-alive, config written to a temp dir, `daemon off`, a child of this process). Every server
-runs under `taskset -c <server cpus>`, wrk under `taskset -c <client cpus>` (`-t1`). Each round
-runs every target once per route, in rotated order, after a one-second warm-up; medians over
-rounds are reported, with each server's CPU time per request (from psutil). Targets:
-ic-gateway's req/s at least 0.8x nginx's through the replica and 0.5x against the static
-upstream, its p99 at most 1.5x nginx's through the replica. Also the replica stub served
-directly against nginx serving the same answers. `--profile DIR`: then py-spy samples
-ic-gateway during one more run per route, and the JSON says where its CPU went.
+`LISTEN_PLAIN`, `IC_URL`, `DOMAIN=gateway.icp`) in front of it, ic-boundary (`python -m
+harness.node.boundary --upstreams s-bench=<upstream>`; no target, its figures), and nginx (one
+worker, upstream keep-alive, config written to a temp dir, `daemon off`, a child of this
+process). Every server runs under `taskset -c <server cpus>`, wrk under `taskset -c <client
+cpus>` (`-t1`). Each round runs every target once per route, in rotated order, after a
+one-second warm-up; medians over rounds are reported, with each server's CPU time per request
+(from psutil). Targets: ic-gateway's req/s at least 0.8x nginx's through the replica and 0.5x
+against the static upstream, its p99 at most 1.5x nginx's through the replica. Also the replica
+stub served directly against nginx serving the same answers. `--profile DIR`: then py-spy
+samples ic-gateway during one more run per route, and the JSON says where its CPU went.
 
 Needs `wrk` and `nginx` (Debian packages `wrk`, `nginx-light` or `nginx`): installed with
 apt-get when missing and running as root, else the command to run is printed. Only loopback
@@ -70,6 +71,7 @@ STATUS_PATH = "/api/v2/status"
 QUERY_PATH = f"/api/v2/canister/{CANISTER}/query"
 BODY_SIZE = 1024
 REPLICA_PORT, METRICS_PORT, GATEWAY_PORT, NGINX_PORT, STATIC_PORT = 8080, 9090, 80, 8081, 8082
+BOUNDARY_PORT, BOUNDARY_METRICS_PORT = 8083, 9324
 # ic-gateway's req/s against nginx's: through the replica, and against the static upstream,
 # where the proxy's own cost is what is measured.
 TARGET_THROUGHPUT = {"replica": 0.8, "static": 0.5}
@@ -311,6 +313,21 @@ class Lab:
         url = f"http://{self.ip}:{GATEWAY_PORT}"
         self._await(url + STATUS_PATH, DOMAIN)
         return Server("ic-gateway", process, url)
+
+    def boundary(self, upstream: str) -> Server:
+        """ic-boundary with `upstream` as the one replica of its one subnet (`--upstreams`)."""
+        process = self.children.start(
+            [PYTHON, "-m", "harness.node.boundary", "--tls-hostname", DOMAIN,
+             "--listen-http-addr", f"{self.ip}:{BOUNDARY_PORT}",
+             "--obs-metrics-addr", f"{self.ip}:{BOUNDARY_METRICS_PORT}",
+             "--upstreams", f"s-bench={upstream}", "--log-level", "warning"],
+            log=self.tmp / "boundary.log",
+            cpus=self.cpus,
+            cwd=REPO,
+        )  # fmt: skip
+        url = f"http://{self.ip}:{BOUNDARY_PORT}"
+        self._await(url + STATUS_PATH, DOMAIN)
+        return Server("ic-boundary", process, url)
 
     def _nginx(self, name: str, server_block: str, port: int) -> Server:
         (self.tmp / f"tmp-{name}").mkdir(exist_ok=True)
@@ -589,6 +606,28 @@ def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
     return {"samples": total, "self": ranked(own), "inclusive": ranked(under)}
 
 
+def boundary_against_nginx(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ic-boundary against nginx per (upstream, route): no target, the figures."""
+    by_key = {(r["upstream"], r["route"], r["target"]): r for r in results}
+    rows = []
+    for upstream, route, _ in sorted({k for k in by_key if k[2] == "ic-boundary"}):
+        boundary = by_key[(upstream, route, "ic-boundary")]
+        nginx = by_key[(upstream, route, "nginx")]
+        rows.append(
+            {
+                "upstream": upstream,
+                "route": route,
+                "boundary_rps": boundary["rps"],
+                "nginx_rps": nginx["rps"],
+                "throughput_ratio": round(boundary["rps"] / nginx["rps"], 3),
+                "boundary_p99_ms": boundary["p99_ms"],
+                "p99_ratio": round(boundary["p99_ms"] / nginx["p99_ms"], 3),
+                "boundary_cpu_ms_per_request": boundary["cpu_ms_per_request"]["ic-boundary"],
+            }
+        )
+    return rows
+
+
 def main() -> None:
     server_cpus, client_cpus = default_cpus()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -629,7 +668,9 @@ def main() -> None:
             "status": (STATUS_PATH, None),
             "query": (QUERY_PATH, body_file),
         }
-        ip = free_loopback_ip([REPLICA_PORT, METRICS_PORT, GATEWAY_PORT, NGINX_PORT, STATIC_PORT])
+        ip = free_loopback_ip(
+            [REPLICA_PORT, METRICS_PORT, GATEWAY_PORT, NGINX_PORT, STATIC_PORT, BOUNDARY_PORT]
+        )
         lab = Lab(tmp, ip, args.server_cpus, tools["nginx"], children)
         try:
             replica = lab.replica()
@@ -642,10 +683,12 @@ def main() -> None:
             wanted = {u.strip() for u in args.upstreams.split(",")}
             if "replica" in wanted:
                 gateway = lab.gateway(replica.url)
+                boundary = lab.boundary(replica.url)
                 nginx = lab.nginx_proxy(replica.url)
                 targets = [
                     Target("direct", replica.url, [replica]),
                     Target("ic-gateway", gateway.url, [gateway, replica]),
+                    Target("ic-boundary", boundary.url, [boundary, replica]),
                     Target("nginx", nginx.url, [nginx, replica]),
                 ]
                 results += measure_set("replica", targets, routes, args, tools["wrk"], script)
@@ -654,15 +697,18 @@ def main() -> None:
                         gateway, "replica", routes, args, tools["wrk"], script, args.profile
                     )
                 children.stop(gateway.process)
+                children.stop(boundary.process)
                 children.stop(nginx.process)
             children.stop(replica.process)
             if "static" in wanted:
                 static = lab.static_upstream(status_body, query_reply)
                 gateway = lab.gateway(static.url)
+                boundary = lab.boundary(static.url)
                 nginx = lab.nginx_proxy(static.url)
                 targets = [
                     Target("direct", static.url, [static]),
                     Target("ic-gateway", gateway.url, [gateway, static]),
+                    Target("ic-boundary", boundary.url, [boundary, static]),
                     Target("nginx", nginx.url, [nginx, static]),
                 ]
                 results += measure_set("static", targets, routes, args, tools["wrk"], script)
@@ -673,6 +719,7 @@ def main() -> None:
         finally:
             lab.close()
     checks = compare(results)
+    boundary_rows = boundary_against_nginx(results)
     replica_rows = replica_against_static(results)
     document = {
         "benchmark": "gateway",
@@ -691,10 +738,16 @@ def main() -> None:
         },
         "results": results,
         "comparison": checks,
+        "boundary_against_nginx": boundary_rows,
         "replica_against_static_nginx": replica_rows,
         "profiles": profiles,
     }
-    tables = [_results_table(results), _compare_table(checks), _replica_table(replica_rows)]
+    tables = [
+        _results_table(results),
+        _compare_table(checks),
+        _boundary_table(boundary_rows),
+        _replica_table(replica_rows),
+    ]
     emit(document, tables, args.json_out)
 
 
@@ -713,6 +766,21 @@ def _results_table(results: list[dict[str, Any]]) -> Table:
             f"{r['p99_ms']:.2f} ms",
             str(r["errors"]),
             cpu,
+        )
+    return table
+
+
+def _boundary_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="ic-boundary against nginx (no target)")
+    for column in ("upstream", "route", "req/s ratio", "p99 ratio", "CPU/request"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            r["upstream"],
+            r["route"],
+            f"{r['throughput_ratio']:.2f}",
+            f"{r['p99_ratio']:.2f}",
+            f"{r['boundary_cpu_ms_per_request']:.3f} ms",
         )
     return table
 

@@ -26,9 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "harness"
 NODE_IMAGE = PACKAGE / "driver" / "backends" / "node_image"
 # Installed into nodes although harness.node does not import them by name, and why.
-NODE_INDIRECT = {
-    "httptools": "uvicorn's httptools parser, which the gateway's protocol subclasses",
-}
+NODE_INDIRECT: dict[str, str] = {}
 
 
 def _pyproject() -> dict[str, object]:

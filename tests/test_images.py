@@ -57,9 +57,9 @@ def test_the_node_image_holds_only_what_nodes_need(client: docker.DockerClient) 
         "import importlib.util, json, shutil; "
         "print(json.dumps({"
         "'absent': [m for m in ('pytest', 'testcontainers', 'docker', 'rich', 'pip', 'httpx', "
-        "'harness.driver', 'harness.cli') if importlib.util.find_spec(m.split('.')[0]) "
+        "'aiohttp', 'harness.driver', 'harness.cli') if importlib.util.find_spec(m.split('.')[0]) "
         "and importlib.util.find_spec(m)], "
-        "'present': [m for m in ('uvicorn', 'aiohttp', 'cbor2', 'prometheus_client', 'psutil', "
+        "'present': [m for m in ('uvicorn', 'httptools', 'cbor2', 'prometheus_client', 'psutil', "
         "'harness.node.replica') if importlib.util.find_spec(m)], "
         "'programs': [p for p in ('replica', 'ic-gateway', 'ic-boundary', 'orchestrator', "
         "'registry-service') if shutil.which(p)]}))"
@@ -71,7 +71,7 @@ def test_the_node_image_holds_only_what_nodes_need(client: docker.DockerClient) 
     assert found["absent"] == []
     assert found["present"] == [
         "uvicorn",
-        "aiohttp",
+        "httptools",
         "cbor2",
         "prometheus_client",
         "psutil",

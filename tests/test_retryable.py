@@ -1,27 +1,23 @@
-"""The retry rule ic-gateway and ic-boundary share (`harness.node.retry`): which of aiohttp's
-errors and which answers are retryable, and both programs' real request paths (ic-gateway's
-protocol-level server and upstream pool, ic-boundary's ASGI app forwarding through aiohttp, to
-raw TCP stand-ins for replicas) retrying the same failures alike.
+"""The retry rule ic-gateway and ic-boundary share (`harness.node.retry`): which failures of the
+upstream pool (`harness.node.upstream_pool`, on what raw TCP stand-ins for replicas really do)
+and which answers are retryable, and both programs' real request paths (each on the
+protocol-level server, forwarding through the pool) retrying the same failures alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
-import yarl
-from aiohttp.client_reqrep import ConnectionKey
-from multidict import CIMultiDict, CIMultiDictProxy
 from raw_http import HANG_UP, RESET, SILENCE, Answer, RawServer
 
-from harness.node.boundary.app import BoundaryApp
+from harness.node.boundary.app import Boundary
+from harness.node.boundary.app import bad_request as boundary_bad_request
 from harness.node.boundary.config import StaticUpstream
 from harness.node.boundary.metrics import BoundaryMetrics
 from harness.node.boundary.routing import Balancer, RoutingTable
@@ -33,8 +29,9 @@ from harness.node.gateway.proxy import Gateway, bad_request
 from harness.node.gateway.upstream import PooledUpstream
 from harness.node.http_server import HttpServer
 from harness.node.listen import ListenAddress
-from harness.node.retry import Failure, failure_of, retryable_status
+from harness.node.retry import Failure, retryable_status
 from harness.node.serve import bind
+from harness.node.upstream_pool import Timeouts, UpstreamFailure, UpstreamPool
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\ncontent-length: 2\r\n\r\nok"
 HEAD_CUT_SHORT = b"HTTP/1.1 200 OK\r\ncontent-len"
@@ -58,21 +55,22 @@ def refusing_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{taken.getsockname()[1]}"
 
 
-# The rule for aiohttp's errors, on what aiohttp really raises where it matters.
-def raised_by(url: str) -> aiohttp.ClientError | TimeoutError:
-    """What aiohttp raises for a POST to `url` (waiting `TIMEOUT` for each byte of an answer)."""
+# The pool's failures, on what a replica really does.
+def failed_with(url: str) -> UpstreamFailure:
+    """What the upstream pool raises for a POST to `url` (waiting `TIMEOUT` for each byte of
+    an answer, as ic-boundary's pools do)."""
+    timeouts = Timeouts(connect=TIMEOUT, read=TIMEOUT, total=3 * TIMEOUT)
 
     async def post() -> None:
-        timeout = aiohttp.ClientTimeout(sock_read=TIMEOUT)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url + "/api/v3/canister/aaaaa-aa/call", data=b"x") as response,
-        ):
-            await response.read()
+        pool = UpstreamPool(url, timeouts=timeouts)
+        try:
+            await pool.request(b"POST", b"/api/v3/canister/aaaaa-aa/call", [], b"x")
+        finally:
+            pool.close()
 
     try:
         asyncio.run(post())
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except UpstreamFailure as exc:
         return exc
     raise AssertionError(f"a POST to {url} did not fail")
 
@@ -89,69 +87,18 @@ def raised_by(url: str) -> aiohttp.ClientError | TimeoutError:
     ],
     ids=["closed-unanswered", "head-cut-short", "body-cut-short", "garbage", "reset", "silence"],
 )
-def test_what_aiohttp_raises_for_a_replica_that_fails(answer: Answer, failure: Failure) -> None:
+def test_what_the_pool_says_of_a_replica_that_fails(answer: Answer, failure: Failure) -> None:
     replica = RawServer([answer], silence=SILENT_FOR)
     try:
-        assert failure_of(raised_by(replica.url)) is failure
+        assert failed_with(replica.url).failure is failure
     finally:
         replica.close()
     assert len(replica.requests) == 1
 
 
 def test_a_refused_connection_is_not_connected(refusing_url: str) -> None:
-    exc = raised_by(refusing_url)
-    assert isinstance(exc, aiohttp.ClientConnectorError)
-    assert failure_of(exc) is Failure.NOT_CONNECTED
-
-
-URL = yarl.URL("http://10.0.0.1:8080/api/v2/status")
-# What aiohttp raises for a name that does not resolve, and for a write to a closing transport:
-# subclasses of its own since 3.10.x, the base classes in 3.10.0 (the lowest allowed).
-_DNS_ERROR = getattr(aiohttp, "ClientConnectorDNSError", aiohttp.ClientConnectorError)
-_CLOSING_ERROR = getattr(aiohttp, "ClientConnectionResetError", aiohttp.ClientConnectionError)
-
-
-def _key() -> ConnectionKey:
-    # By keyword: aiohttp 3.10.0 (the lowest allowed) has no `server_hostname` yet.
-    return ConnectionKey(
-        host="10.0.0.1",
-        port=8080,
-        is_ssl=False,
-        ssl=True,
-        proxy=None,
-        proxy_auth=None,
-        proxy_headers_hash=None,
-    )
-
-
-@pytest.mark.parametrize(
-    ("exc", "failure"),
-    [
-        (aiohttp.ConnectionTimeoutError("not connected in 1 s"), Failure.NOT_CONNECTED),
-        (
-            _DNS_ERROR(_key(), OSError(-2, "Name or service not known")),
-            Failure.NOT_CONNECTED,
-        ),
-        (aiohttp.SocketTimeoutError("nothing read in 1 s"), Failure.TIMED_OUT),
-        (TimeoutError(), Failure.TIMED_OUT),  # aiohttp's `total`, or a caller's deadline
-        (aiohttp.ClientOSError(errno.EPIPE, "Broken pipe"), Failure.CONNECTION_LOST),
-        (
-            aiohttp.ClientResponseError(
-                aiohttp.RequestInfo(URL, "POST", CIMultiDictProxy(CIMultiDict()), URL),
-                (),
-                message="Invalid header value char",
-            ),
-            Failure.BROKEN_ANSWER,
-        ),
-        (_CLOSING_ERROR("closing transport"), Failure.OTHER),
-        (aiohttp.InvalidURL("http://[::1"), Failure.OTHER),
-    ],
-    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
-)
-def test_failures_aiohttp_raises_elsewhere(
-    exc: aiohttp.ClientError | TimeoutError, failure: Failure
-) -> None:
-    assert failure_of(exc) is failure
+    failed = failed_with(refusing_url)
+    assert (failed.failure, failed.reason) == (Failure.NOT_CONNECTED, "Connection refused")
 
 
 def test_only_failures_before_any_answer_are_retryable() -> None:
@@ -198,22 +145,12 @@ class Outcome:
     retried: bool
 
 
-async def _post(app: Any) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://{DOMAIN}") as client:
-        return await client.post(CALL, content=b"x")
-
-
-async def through_gateway(urls: list[str]) -> httpx.Response:
-    """ic-gateway with `urls` as IC_URL and one attempt per URL, served on a loopback port."""
-    upstreams = [PooledUpstream(url) for url in urls]
-    forwarder = Forwarder(upstreams, len(urls), 0.001, TIMEOUT)
-    health = HealthCheck(upstreams, 1.0, TIMEOUT)
-    gateway = Gateway({DOMAIN}, forwarder, health, GatewayMetrics())
-    sock = bind(ListenAddress("127.0.0.1", 0), "gateway")
+async def _post(server: HttpServer) -> httpx.Response:
+    """POST a call to `server`, served on a loopback port for the one request."""
+    sock = bind(ListenAddress("127.0.0.1", 0), "api")
     port = sock.getsockname()[1]
     stopped = asyncio.Event()
-    serving = asyncio.create_task(HttpServer(gateway, bad_request, 1024).serve(sock, stopped, 1))
+    serving = asyncio.create_task(server.serve(sock, stopped, 1))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             return await client.post(CALL, content=b"x", headers={"host": DOMAIN})
@@ -222,12 +159,22 @@ async def through_gateway(urls: list[str]) -> httpx.Response:
         await serving
 
 
+async def through_gateway(urls: list[str]) -> httpx.Response:
+    """ic-gateway with `urls` as IC_URL and one attempt per URL."""
+    upstreams = [PooledUpstream(url) for url in urls]
+    forwarder = Forwarder(upstreams, len(urls), 0.001, TIMEOUT)
+    health = HealthCheck(upstreams, 1.0, TIMEOUT)
+    gateway = Gateway({DOMAIN}, forwarder, health, GatewayMetrics())
+    return await _post(HttpServer(gateway, bad_request, 1024))
+
+
 async def through_boundary(urls: list[str]) -> httpx.Response:
     """ic-boundary with `urls` as the healthy replicas of the one subnet, in that order."""
     balancer = Balancer(RoutingTable.from_upstreams(StaticUpstream("s-x", url) for url in urls))
     balancer.set_healthy(balancer.table.replicas)
     async with make_client(TIMEOUT) as client:
-        return await _post(BoundaryApp(DOMAIN, balancer, client, BoundaryMetrics(balancer)))
+        boundary = Boundary(DOMAIN, balancer, client, BoundaryMetrics(balancer))
+        return await _post(HttpServer(boundary, boundary_bad_request, 1024))
 
 
 Program = Callable[[list[str]], Coroutine[Any, Any, httpx.Response]]

@@ -1,10 +1,11 @@
 """An HTTP/1.1 server at the protocol level: one asyncio protocol per connection, httptools
 parsing the requests, each answer written whole in one `transport.write`.
 
-ic-gateway's hot path (and its metrics listener) runs on it instead of an ASGI server: an ASGI
-server builds a scope dict, message dicts and a task per request and writes an answer in two
-sends, and the gateway then rebuilt every request for an HTTP client library. Here the parser's
-callbacks fill one `Request`, and a handler (`Handler`) turns it into an `Answer`.
+ic-gateway, ic-boundary and the replica serve their API and metrics on it instead of an ASGI
+server: an ASGI server builds a scope dict, message dicts and a task per request and writes an
+answer in two sends, and the proxies then rebuilt every request for an HTTP client library.
+Here the parser's callbacks fill one `Request`, and a handler (`Handler`) turns it into an
+`Answer`.
 
 What a connection does:
 
@@ -78,7 +79,8 @@ class ClientGone(Exception):
 
 
 class Request:
-    """One request as parsed: method, target as sent, version, headers (names lowercase)."""
+    """One request as parsed: method, target as sent, version, headers (names lowercase), the
+    client's address and the one it came in on."""
 
     __slots__ = (
         "_body",
@@ -90,17 +92,26 @@ class Request:
         "complete",
         "headers",
         "keep_alive",
+        "local",
         "method",
         "target",
         "version",
     )
 
-    def __init__(self, method: str, target: bytes, version: str, client: str | None) -> None:
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        version: str,
+        client: str | None,
+        local: str | None = None,
+    ) -> None:
         self.method = method
         self.target = target
         self.version = version
         self.headers: list[Header] = []
         self.client = client
+        self.local = local  # the address the request came in on
         self.keep_alive = True
         self.complete = False
         self._body: list[bytes] = []
@@ -209,11 +220,14 @@ def split_target(target: bytes) -> tuple[bytes, bytes | None, str]:
 
 
 async def serve_until_signal(
-    listeners: Sequence[tuple[HttpServer, socket.socket]], grace: float
+    listeners: Sequence[tuple[HttpServer, socket.socket]],
+    grace: float,
+    stopped: asyncio.Event | None = None,
 ) -> None:
-    """Serve every (server, bound socket) until SIGTERM or SIGINT, then drain them all, each
-    request in flight getting at most `grace` seconds."""
-    stopped = asyncio.Event()
+    """Serve every (server, bound socket) until SIGTERM or SIGINT (or `stopped` is set), then
+    drain them all, each request in flight getting at most `grace` seconds."""
+    if stopped is None:
+        stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals) -> None:
@@ -260,6 +274,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client: str | None = None
+        self.local: str | None = None
         self.parsing: Request | None = None
         self.queue: collections.deque[Request] = collections.deque()
         self.worker: asyncio.Task[None] | None = None
@@ -281,6 +296,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else None
+        here = transport.get_extra_info("sockname")
+        self.local = here[0] if isinstance(here, tuple) else None
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -331,6 +348,7 @@ class _Connection(asyncio.Protocol):
             self._url,
             parser.get_http_version(),
             self.client,
+            self.local,
         )
         request.headers = self._headers
         request.keep_alive = parser.should_keep_alive()

@@ -33,8 +33,8 @@ RUNTIME_MODULES = (
 )
 """Modules the programs import only once they run (uvicorn's loop, lifespan, websockets
 choice and HTTP protocol for those it serves, asyncio's thread pool): imported by the template
-too, or every forked program pays them again in its own pages. Their HTTP clients (aiohttp,
-http.client, `harness.node.upstream_pool`) import nothing more on first use.
+too, or every forked program pays them again in its own pages. Their HTTP clients
+(`harness.node.upstream_pool`, http.client) import nothing more on first use.
 `tests/test_forkserver.py` forks each program and checks that it imports nothing more."""
 
 Main = Callable[[Sequence[str] | None], Any]

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import enum
 
-import aiohttp
-
 
 class Failure(enum.Enum):
     """Why an attempt got no answer, as far as sending it again goes."""
@@ -50,23 +48,6 @@ class Failure(enum.Enum):
 
 
 _RETRYABLE = frozenset({Failure.NOT_CONNECTED, Failure.UNANSWERED})
-
-
-def failure_of(exc: aiohttp.ClientError | TimeoutError) -> Failure:
-    """The `Failure` aiohttp's `exc` stands for. The order matters: a connect timeout is also a
-    timeout, aiohttp's timeouts are also connection errors, a refusal is also an OS error."""
-    if isinstance(exc, (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError)):
-        return Failure.NOT_CONNECTED
-    if isinstance(exc, TimeoutError):  # `sock_read`, or `total`, or a caller's deadline
-        return Failure.TIMED_OUT
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        # `message` is aiohttp's text while no answer had begun, else the part it had parsed.
-        return Failure.UNANSWERED if isinstance(exc.message, str) else Failure.BROKEN_ANSWER
-    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
-        return Failure.BROKEN_ANSWER
-    if isinstance(exc, aiohttp.ClientOSError):  # reset or broken pipe, after connecting
-        return Failure.CONNECTION_LOST
-    return Failure.OTHER
 
 
 def retryable_status(status: int) -> bool:

@@ -190,8 +190,8 @@ def run_program(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 def setup_logging(program: str, level: str = "INFO") -> None:
     """Log to stderr with the program name (the orchestrator captures stderr to a file). The
-    programs' HTTP clients, aiohttp and http.client, log nothing per request (aiohttp's
-    loggers say only what went wrong, and a few DEBUG lines), so none needs quieting."""
+    programs' HTTP clients, `harness.node.upstream_pool` and http.client, log nothing per
+    request, so none needs quieting."""
     logging.basicConfig(
         level=level.upper(),
         format=f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s",

@@ -1,13 +1,11 @@
-"""TLS for the node programs' HTTP clients (aiohttp, http.client) and the driver's (httpx), only
-where a URL asks for it.
+"""TLS for the node programs' HTTP clients (`harness.node.upstream_pool`, http.client) and the
+driver's (httpx), only where a URL asks for it.
 
 A testnet's programs talk plain HTTP to each other, and a verifying context costs: building
 one loads the system's CA certificates into OpenSSL (its default paths, which ``SSL_CERT_FILE``
 and ``SSL_CERT_DIR`` may redirect), about 2 MB of memory and 20 ms in the process that does.
 So every client gets its context from here: the process's one verifying context when a URL is
 https, else the process's one bare context, which a client of plain-HTTP URLs never uses.
-(aiohttp builds two contexts of its own when imported: in a fork server's template, once for
-all the programs it forks.)
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from collections.abc import Iterable
 
 
 def verify_for(urls: Iterable[str]) -> ssl.SSLContext:
-    """The TLS context for a client that requests `urls` (aiohttp's ``ssl=``, http.client's
+    """The TLS context for a client that requests `urls` (asyncio's ``ssl=``, http.client's
     ``context=``): the process's verifying one when one of them is https, else the process's
     context that verifies nothing (nothing to verify over plain HTTP). Both are shared: do not
     change them."""

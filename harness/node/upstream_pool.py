@@ -8,7 +8,7 @@ did (bench/RESULTS.md). Here `UpstreamPool.request` takes the method, target, he
 as bytes and gives back the status, the headers (names lowercase) and the whole body.
 
 - Connections are kept for reuse, the most recently used first; one idle longer than
-  `idle_timeout` (4 s, below a uvicorn replica's 5 s keep-alive) or closed by the upstream is
+  `idle_timeout` (4 s, below the replica's 5 s keep-alive) or closed by the upstream is
   dropped when it comes up, so no timer runs per connection. At most `max_idle` are kept.
 - A request that is cancelled (its deadline) or fails closes its connection.
 - What goes wrong is an `UpstreamFailure` with the `harness.node.retry.Failure` that says
@@ -16,6 +16,10 @@ as bytes and gives back the status, the headers (names lowercase) and the whole 
 - The answer to HEAD has no body whatever its head says; the connection is not reused after it
   (the parser would wait for a body).
 - TLS when the URL is https (`harness.node.tls`).
+- Timeouts only if asked (`Timeouts`: ic-boundary's; ic-gateway bounds its requests itself):
+  connecting; waiting for the answer, from the end of sending the request to its first byte
+  and between two later ones; the whole request. The last two are kept by one sweep per pool
+  while it has requests in flight, not a timer per request.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import collections
 import os
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -33,6 +38,22 @@ import httptools
 from harness.node.retry import Failure
 
 Header = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a request may take, in seconds: to connect, between two bytes of the answer
+    (and from the end of the request to its first), in all."""
+
+    connect: float
+    read: float
+    total: float
+
+    @property
+    def sweep(self) -> float:
+        """How often the requests in flight are looked at: how late a timeout may fire."""
+        return min(0.05, self.read / 4, self.total / 4)
+
 
 IDLE_TIMEOUT = 4.0
 MAX_IDLE = 256
@@ -80,6 +101,9 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[Answer] | None = None
         self.head_only = False
         self.reusable = False
+        self.timed = False  # its pool has timeouts: keep `read_from` and `started`
+        self.started = 0.0
+        self.read_from: float | None = None  # when the wait for the next byte began
         self._received = b""  # the first bytes of the answer, for words on a broken one
         self._got = 0
         self._headers: list[Header] = []
@@ -100,7 +124,7 @@ class _Connection(asyncio.Protocol):
             return
         if self._got == 0:
             if isinstance(exc, OSError):
-                self._fail(Failure.CONNECTION_LOST, f"failed: connection lost: {os_reason(exc)}")
+                self._fail(Failure.CONNECTION_LOST, f"connection lost: {os_reason(exc)}")
             else:
                 self._fail(Failure.UNANSWERED, "closed the connection unanswered")
         elif self._headers_done and self._length is None and not self._chunked():
@@ -109,13 +133,13 @@ class _Connection(asyncio.Protocol):
             got = sum(len(part) for part in self._body)
             self._fail(
                 Failure.BROKEN_ANSWER,
-                f"sent a broken answer: closed it half-way, after {got} of the {self._length} "
+                f"broken answer: closed it half-way, after {got} of the {self._length} "
                 "bytes its content-length header announced",
             )
         else:
             self._fail(
                 Failure.BROKEN_ANSWER,
-                f"sent a broken answer: closed it half-way (it had sent {self._received!r})",
+                f"broken answer: closed it half-way (it had sent {self._received!r})",
             )
 
     def data_received(self, data: bytes) -> None:
@@ -124,18 +148,20 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
             self.close()
             return
+        if self.timed:
+            self.read_from = self.loop.time()
         if self._got < _SNIPPET:
             self._received += data[: _SNIPPET - self._got]
         self._got += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(Failure.BROKEN_ANSWER, "sent a broken answer: it switched protocols")
+            self._fail(Failure.BROKEN_ANSWER, "broken answer: it switched protocols")
         except httptools.HttpParserError as exc:
             reason = " ".join(str(exc).split())
             self._fail(
                 Failure.BROKEN_ANSWER,
-                f"sent a broken answer: {reason} (it had sent {self._received!r})",
+                f"broken answer: {reason} (it had sent {self._received!r})",
             )
 
     # httptools callbacks
@@ -204,8 +230,26 @@ class _Connection(asyncio.Protocol):
         self._got = 0
         waiter: asyncio.Future[Answer] = self.loop.create_future()
         self.waiter = waiter
-        self.transport.write(request)
+        transport = self.transport
+        transport.write(request)
+        if self.timed:
+            self.started = now = self.loop.time()
+            self.read_from = now if transport.get_write_buffer_size() == 0 else None
         return waiter
+
+    def check(self, now: float, timeouts: Timeouts) -> None:
+        """Fail the request in flight if it is past one of `timeouts`."""
+        if now - self.started > timeouts.total:
+            self._fail(Failure.TIMED_OUT, f"no answer in time: not done in {timeouts.total:g} s")
+            return
+        if self.read_from is None:
+            assert self.transport is not None
+            if self.transport.get_write_buffer_size() == 0:
+                self.read_from = now  # all sent: the wait for the answer begins
+        elif now - self.read_from > timeouts.read:
+            self._fail(
+                Failure.TIMED_OUT, f"no answer in time: nothing received in {timeouts.read:g} s"
+            )
 
     def close(self) -> None:
         self.closed = True
@@ -222,6 +266,7 @@ class UpstreamPool:
         tls: ssl.SSLContext | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         max_idle: int = MAX_IDLE,
+        timeouts: Timeouts | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.hostname is None:
@@ -236,7 +281,10 @@ class UpstreamPool:
         self.tls = tls if self.https else None
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
+        self.timeouts = timeouts
         self._idle: collections.deque[_Connection] = collections.deque()
+        self._busy: set[_Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def request(
         self, method: bytes, target: bytes, headers: list[Header], body: bytes
@@ -252,6 +300,11 @@ class UpstreamPool:
         if body:
             parts.append(body)
         connection = self._idle_connection() or await self._connect()
+        timed = self.timeouts is not None
+        if timed:
+            self._busy.add(connection)
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         try:
             answer = await connection.send(b"".join(parts), method == b"HEAD")
         except BaseException:
@@ -261,6 +314,8 @@ class UpstreamPool:
             raise
         finally:
             connection.waiter = None
+            if timed:
+                self._busy.discard(connection)
         if connection.reusable and len(self._idle) < self.max_idle:
             connection.idle_since = connection.loop.time()
             self._idle.append(connection)
@@ -283,7 +338,34 @@ class UpstreamPool:
             return connection
         return None
 
+    async def _sweep(self) -> None:
+        timeouts = self.timeouts
+        assert timeouts is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while self._busy:
+                await asyncio.sleep(timeouts.sweep)
+                now = loop.time()
+                for connection in list(self._busy):
+                    connection.check(now, timeouts)
+        finally:
+            self._sweeper = None
+
     async def _connect(self) -> _Connection:
+        timeouts = self.timeouts
+        if timeouts is None:
+            return await self._open()
+        try:
+            async with asyncio.timeout(timeouts.connect):
+                connection = await self._open()
+        except TimeoutError:
+            raise UpstreamFailure(
+                Failure.NOT_CONNECTED, f"connect timeout: not connected in {timeouts.connect:g} s"
+            ) from None
+        connection.timed = True
+        return connection
+
+    async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await loop.create_connection(
@@ -303,3 +385,5 @@ class UpstreamPool:
         """Close the idle connections (those in use close when their exchange ends)."""
         while self._idle:
             self._idle.popleft().close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()

@@ -165,6 +165,10 @@ class _LocalNode:
     partitioned: bool = False
 
 
+SWEEP_ROUNDS = 3
+"""How many times a sweep looks again for a run's processes after killing what it found."""
+
+
 class LocalBackend(
     Backend, Pausable, Partitionable, Stoppable, Signallable, NodeFiles, PrometheusBeside
 ):
@@ -186,17 +190,25 @@ class LocalBackend(
         if testnet_id is None:
             for run_id in [run_id for run_id in _templates if doomed_run(run_id)]:
                 _close_template(run_id)  # its run is ending: a template of ours goes quietly
-        for run_id, processes in tagged_processes().items():
-            if not doomed_run(run_id):
-                continue
-            if testnet_id is not None:
-                sessions = _recorded_sessions(run_id, testnet_id)
-                processes = [
-                    p for p in processes if _belongs(p, sessions, {TESTNET_ID_ENV: testnet_id})
-                ]
-            if processes:
-                killed[run_id] = kill_processes(processes)
-                log.warning("swept %d process(es) left by run %s", killed[run_id], run_id)
+        # Everything is signalled at once, so an orchestrator may see a program end before it
+        # sees its own SIGTERM, and start it again: what a round started, the next one ends.
+        for _ in range(SWEEP_ROUNDS):
+            found = False
+            for run_id, processes in tagged_processes().items():
+                if not doomed_run(run_id):
+                    continue
+                if testnet_id is not None:
+                    sessions = _recorded_sessions(run_id, testnet_id)
+                    processes = [
+                        p for p in processes if _belongs(p, sessions, {TESTNET_ID_ENV: testnet_id})
+                    ]
+                if processes:
+                    found = True
+                    count = kill_processes(processes)
+                    killed[run_id] = killed.get(run_id, 0) + count
+                    log.warning("swept %d process(es) left by run %s", count, run_id)
+            if not found:
+                break
         if testnet_id is None:  # a node's partition rules are healed when its testnet closes
             local_firewall.sweep_rules(doomed_run)
         return killed

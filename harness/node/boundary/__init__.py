@@ -12,5 +12,6 @@ The orchestrator runs it on API boundary nodes as the IC does (``--tls-hostname 
 
 Modules: `config` (flags and env), `routing` (routes, canister → subnet, round-robin),
 `health` (status probes), `discovery` (registry polling), `upstream` (forwarding), `app`
-(the ASGI app), `metrics` (Prometheus, on ``--obs-metrics-addr``, default ``[::]:9324``).
+(the handler of `harness.node.http_server`), `metrics` (Prometheus, on
+``--obs-metrics-addr``, default ``[::]:9324``).
 """

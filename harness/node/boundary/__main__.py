@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
 
-from harness.node.boundary.app import BoundaryApp
+from harness.node.boundary.app import MAX_BODY_BYTES, Boundary, bad_request
 from harness.node.boundary.config import BoundaryConfig, load_config
 from harness.node.boundary.discovery import RegistryWatcher
 from harness.node.boundary.health import HealthChecker
 from harness.node.boundary.metrics import BoundaryMetrics
 from harness.node.boundary.routing import Balancer, RoutingTable
 from harness.node.boundary.upstream import make_client
+from harness.node.http_server import HttpServer, bound_address, serve_until_signal
 from harness.node.registry import RegistryClient
 from harness.node.registry.client import open_source
-from harness.node.serve import Servers, serve_program
+from harness.node.serve import bind, serve_program
 
 log = logging.getLogger("harness.node.boundary")
 
@@ -37,7 +37,7 @@ async def serve(config: BoundaryConfig) -> None:
     balancer = Balancer(RoutingTable.from_upstreams(config.upstreams) if static else None)
     metrics = BoundaryMetrics(balancer)
     health = HealthChecker(balancer, config.health_check_interval)
-    servers = Servers(graceful_timeout=max(1, math.ceil(config.graceful_timeout)))
+    stopped = asyncio.Event()
     failures: list[BaseException] = []
 
     def watch(task: asyncio.Task[None]) -> None:
@@ -45,12 +45,20 @@ async def serve(config: BoundaryConfig) -> None:
         if exc is not None:
             log.error("%s stopped: %r; shutting down", task.get_name(), exc, exc_info=exc)
             failures.append(exc)
-            servers.stop()
+            stopped.set()
 
     async with make_client(config.upstream_timeout) as client:
-        app = BoundaryApp(config.tls_hostname, balancer, client, metrics)
-        servers.add("api", app, config.listen_http_addr)
-        servers.add("metrics", metrics.app(), config.obs_metrics_addr)
+        boundary = Boundary(config.tls_hostname, balancer, client, metrics)
+        listeners = [
+            (
+                HttpServer(boundary, bad_request, MAX_BODY_BYTES),
+                bind(config.listen_http_addr, "api"),
+            ),
+            (
+                HttpServer(metrics.handler(), bad_request, 0),
+                bind(config.obs_metrics_addr, "metrics"),
+            ),
+        ]
         tasks = [asyncio.create_task(health.run(), name="health checks")]
         if not static:
             registry = RegistryClient(
@@ -66,14 +74,14 @@ async def serve(config: BoundaryConfig) -> None:
         log.info(
             "serving the IC API for %s on %s (plain HTTP), metrics on %s, routing from %s",
             config.tls_hostname,
-            servers.bound("api"),
-            servers.bound("metrics"),
+            bound_address(listeners[0][1]),
+            bound_address(listeners[1][1]),
             "static --upstreams"
             if static
             else f"registry {config.registry_url or config.registry_local_store_path}",
         )
         try:
-            await servers.run()
+            await serve_until_signal(listeners, config.graceful_timeout, stopped)
         finally:
             for task in tasks:
                 task.remove_done_callback(watch)

@@ -1,4 +1,5 @@
-"""ic-boundary's API as a raw ASGI app: check the Host, match the route, forward to a replica.
+"""ic-boundary's API, a handler of `harness.node.http_server`: check the Host, match the route,
+forward to a replica.
 
 Answers of ic-boundary's own are ``text/plain`` with the IC's CORS headers:
 
@@ -22,27 +23,30 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiohttp
-
 from harness.node.boundary.metrics import NO_SUBNET, BoundaryMetrics
 from harness.node.boundary.routing import Balancer, NoReplica, RouteMismatch, Target, match_route
-from harness.node.boundary.upstream import Headers, UpstreamError, UpstreamResponse, forward
+from harness.node.boundary.upstream import (
+    Headers,
+    Pools,
+    UpstreamError,
+    UpstreamResponse,
+    forward,
+)
+from harness.node.http_server import (
+    Answer,
+    BadTarget,
+    BodyTooLarge,
+    ClientGone,
+    Request,
+    split_target,
+)
 from harness.node.retry import Failure, retryable_status
-from harness.node.serve import Receive, Scope, Send
 from harness.node.status import CORS_HEADERS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 _CORS = [(name.encode(), value.encode()) for name, value in CORS_HEADERS]
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    """The client went away before its body was complete; nothing is forwarded or answered."""
 
 
 CLIENT_CLOSED = 499  # nginx's code for it, used only as a metric label
@@ -83,14 +87,26 @@ def _text(status: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()) 
     return UpstreamResponse(status, headers, (message + "\n").encode())
 
 
-class BoundaryApp:
-    """The ASGI app on the API address."""
+def bad_request(reason: str) -> Answer:
+    """The answer to a request the HTTP parser refuses, saying why."""
+    return _answer(_text(400, f"Bad Request: {reason}"))
+
+
+def _answer(response: UpstreamResponse) -> Answer:
+    body = response.body
+    return Answer(
+        response.status, [*response.headers, (b"content-length", b"%d" % len(body))], body
+    )
+
+
+class Boundary:
+    """The handler of the API address (`harness.node.http_server`)."""
 
     def __init__(
         self,
         hostname: str,
         balancer: Balancer,
-        client: aiohttp.ClientSession,
+        client: Pools,
         metrics: BoundaryMetrics,
     ) -> None:
         self.hostname = hostname
@@ -98,39 +114,38 @@ class BoundaryApp:
         self.client = client
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
+    async def __call__(self, request: Request) -> Answer | None:
         started = time.monotonic()
         outcome = _Outcome()
         try:
-            response = await self._handle(scope, receive, outcome)
-        except _Disconnected:
-            self._observe(scope, outcome, CLIENT_CLOSED, started)
-            return
+            response = await self._handle(request, outcome)
+        except ClientGone:
+            self._observe(request, outcome, CLIENT_CLOSED, started)
+            return None
         except Exception:
-            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            log.exception("unexpected error serving %s %r", request.method, request.target)
             response = _text(500, "internal error in ic-boundary")
         # Counted before sending, so a client that got its answer also sees it in the metrics.
-        self._observe(scope, outcome, response.status, started)
-        headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        self._observe(request, outcome, response.status, started)
+        return _answer(response)
 
-    def _observe(self, scope: Scope, outcome: _Outcome, status: int, started: float) -> None:
+    def _observe(self, request: Request, outcome: _Outcome, status: int, started: float) -> None:
         elapsed = time.monotonic() - started
-        self.metrics.observe(scope["method"], outcome.request_type, status, outcome.subnet, elapsed)
+        self.metrics.observe(request.method, outcome.request_type, status, outcome.subnet, elapsed)
 
-    async def _handle(self, scope: Scope, receive: Receive, outcome: _Outcome) -> UpstreamResponse:
-        headers: Headers = list(scope["headers"])
+    async def _handle(self, request: Request, outcome: _Outcome) -> UpstreamResponse:
+        headers: Headers = request.headers
         hosts = [value.decode("latin-1") for name, value in headers if name == b"host"]
         if not hosts:
             return _text(400, "Missing Authority")
-        local_ip = scope["server"][0] if scope.get("server") else None
-        if not host_allowed(hosts[0], self.hostname, local_ip):
+        if not host_allowed(hosts[0], self.hostname, request.local):
             return _text(400, f"Unknown Domain: {hosts[0]}")
 
-        method, path = scope["method"], scope["path"]
+        try:
+            raw_path, query, path = split_target(request.target)
+        except BadTarget as exc:
+            return _text(400, f"Bad Request: {exc}")
+        method = request.method
         route = match_route(method, path)
         if isinstance(route, RouteMismatch):
             allow = [(b"allow", route.allow.encode())] if route.allow else []
@@ -138,8 +153,8 @@ class BoundaryApp:
         outcome.request_type = route.request_type
 
         try:
-            body = await _read_body(headers, receive)
-        except _TooLarge:
+            body = await request.read_body()
+        except BodyTooLarge:
             return _text(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
 
         if route.target is Target.HEALTH:
@@ -154,10 +169,7 @@ class BoundaryApp:
         except NoReplica as exc:
             return _text(exc.status, exc.message)
 
-        query = scope.get("query_string", b"")
-        target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else path
-        if query:
-            target += "?" + query.decode("latin-1")
+        target = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
         last: UpstreamResponse | UpstreamError | None = None
         for candidate_subnet, replica in candidates:
             outcome.subnet = candidate_subnet
@@ -189,24 +201,3 @@ class BoundaryApp:
             return last
         assert last is not None
         return _text(last.status, f"no replica reachable; last error: {last}")
-
-
-async def _read_body(headers: Headers, receive: Receive) -> bytes:
-    """The whole request body; raise `_TooLarge` beyond `MAX_BODY_BYTES`."""
-    for name, value in headers:
-        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-            raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)

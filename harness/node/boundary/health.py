@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import logging
 
-import aiohttp
-
 from harness.node.boundary.routing import Balancer, Replica
-from harness.node.boundary.upstream import UpstreamError, forward, make_client
+from harness.node.boundary.upstream import Pools, UpstreamError, forward, make_client
 from harness.node.status import STATUS_PATH, StatusDecodeError, decode_status
 
 log = logging.getLogger(__name__)
@@ -28,7 +26,7 @@ log = logging.getLogger(__name__)
 RECHECK_FIRST = 0.05
 
 
-async def probe(client: aiohttp.ClientSession, replica: Replica) -> str | None:
+async def probe(client: Pools, replica: Replica) -> str | None:
     """None when `replica` is healthy, else why not. `client` is one of `make_client`'s,
     whose timeouts bound the probe."""
     try:
@@ -60,7 +58,7 @@ class HealthChecker:
     def all_healthy(self) -> bool:
         return all(problem is None for problem in self._problems.values())
 
-    async def check_once(self, client: aiohttp.ClientSession) -> None:
+    async def check_once(self, client: Pools) -> None:
         table = self.balancer.table
         replicas = sorted(table.replicas, key=lambda r: (r.node_id, r.url))
         results = await asyncio.gather(*(probe(client, r) for r in replicas))

@@ -23,8 +23,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from harness.node.boundary.routing import Balancer
-from harness.node.metrics_app import registry_app
-from harness.node.serve import ASGIApp
+from harness.node.http_server import Handler
+from harness.node.metrics_app import registry_handler
 
 NO_SUBNET = "none"
 
@@ -93,6 +93,6 @@ class BoundaryMetrics:
         self.requests.labels(method, request_type, str(status), subnet).inc()
         self.duration.labels(method, request_type, subnet).observe(seconds)
 
-    def app(self) -> ASGIApp:
+    def handler(self) -> Handler:
         """`GET /metrics` in the Prometheus text format; other paths are 404."""
-        return registry_app(self.registry)
+        return registry_handler(self.registry)

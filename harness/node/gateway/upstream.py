@@ -72,9 +72,14 @@ class PooledUpstream(Upstream):
                 request.body,
             )
         except UpstreamFailure as exc:
-            if exc.failure in (Failure.NOT_CONNECTED, Failure.UNANSWERED):
-                raise UpstreamUnreachable(self.url, exc.reason, exc.failure) from None
-            raise UpstreamError(self.url, exc.reason, exc.failure) from None
+            failure = exc.failure
+            if failure in (Failure.NOT_CONNECTED, Failure.UNANSWERED):
+                raise UpstreamUnreachable(self.url, exc.reason, failure) from None
+            # The gateway's words: "sent a broken answer: ...", "failed: connection lost: ...".
+            said = f"sent a {exc.reason}" if failure is Failure.BROKEN_ANSWER else exc.reason
+            if failure is Failure.CONNECTION_LOST:
+                said = f"failed: {exc.reason}"
+            raise UpstreamError(self.url, said, failure) from None
         return UpstreamResponse(answer.status, answer.headers, answer.body)
 
     def close(self) -> None:
