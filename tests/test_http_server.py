@@ -39,8 +39,9 @@ HOST = b"host: test\r\n"
 class Handler:
     """Answers ``/echo`` with the method, target and body it read (`reading` is set as it starts
     to); ``/hold`` only once `release` is set (`holding` is set as it waits); ``/head`` with a
-    plain ``hello``; ``/204`` and ``/304`` with a body that must not be sent. Keeps the targets
-    it was given, and what ``read_body`` raised."""
+    plain ``hello``; ``/204`` and ``/304`` with a body that must not be sent; ``/unread`` with
+    a 404 before reading the body; ``/raise`` by raising. Keeps the targets it was given, and
+    what ``read_body`` raised."""
 
     seen: list[bytes] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
@@ -68,6 +69,10 @@ class Handler:
             return plain_answer(200, "hello")
         if request.target in (b"/204", b"/304"):
             return Answer(int(request.target[1:]), [], b"not to be sent")
+        if request.target == b"/unread":
+            return plain_answer(404, "answered without reading the body")
+        if request.target == b"/raise":
+            raise RuntimeError("a bug in the handler")
         self.reading.set()
         try:
             body = await request.read_body()
@@ -357,6 +362,37 @@ def test_a_client_still_sending_a_large_body_over_the_limit_reads_the_answer() -
         [error] = handler.errors
         assert isinstance(error, BodyTooLarge)
         assert (error.limit, error.seen) == (10, size)
+
+    asyncio.run(scenario())
+
+
+def test_a_large_body_answered_without_being_read_is_drained_so_the_client_reads_it() -> None:
+    """A 404 given before the body is read (the body more than the socket buffers hold): the
+    server reads and drops the rest after its answer, as after a 413."""
+
+    async def scenario() -> None:
+        handler = Handler()
+        size = 8 * 1024 * 1024
+        async with serving(handler, max_body=2 * size) as served, connected(served.port) as client:
+            sending = asyncio.create_task(client.send(request(b"POST", b"/unread", b"x" * size)))
+            reply = await client.reply()
+            assert (reply.status, reply.closes) == (404, True)
+            assert await client.closed() == b""
+            async with asyncio.timeout(WAIT):
+                await sending  # all of it sent: nothing was reset
+
+    asyncio.run(scenario())
+
+
+def test_a_handler_that_raises_gets_its_client_a_500_and_the_connection_closes() -> None:
+    async def scenario() -> None:
+        handler = Handler()
+        async with serving(handler) as served, connected(served.port) as client:
+            await client.send(request(b"GET", b"/raise"))
+            reply = await client.reply()
+            assert (reply.status, reply.closes) == (500, True)
+            assert b"internal error" in reply.body
+            assert await client.closed() == b""
 
     asyncio.run(scenario())
 

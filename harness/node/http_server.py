@@ -17,7 +17,8 @@ What a connection does:
 - Keep-alive as the client asks (HTTP/1.1 by default, HTTP/1.0 with ``Connection:
   keep-alive``); an answer that leaves a request's body unread, an upgrade or CONNECT, or a head
   the parser refuses (answered 400 with the parser's reason) closes the connection after it.
-- A refused body that is still coming is read and dropped after the answer (up to
+- A body still coming after its answer (refused, or answered without being read: a 404, say)
+  is read and dropped after the answer (up to
   `LINGER_BYTES`, `LINGER_SECONDS`, the idle timeout between reads), with the sending side
   already shut: closing with unread data would reset the connection, and the client would lose
   the answer (nginx's lingering close).
@@ -400,7 +401,13 @@ class _Connection(asyncio.Protocol):
                     continue
                 request = queue[0]
                 self.busy = True
-                answer = await self.server.handler(request)
+                try:
+                    answer = await self.server.handler(request)
+                except Exception:
+                    # A bug in the handler: its client gets a 500, and the connection ends.
+                    log.exception("internal error answering %s %r", request.method, request.target)
+                    answer = plain_answer(500, "internal error; the details are in the log")
+                    answer.close = True
                 self.busy = False
                 queue.popleft()
                 self.idle_since = self.loop.time()
@@ -457,10 +464,10 @@ class _Connection(asyncio.Protocol):
             parts.append(answer.body)
         transport.write(b"".join(parts))
         if last:
-            if request.complete or not isinstance(request._error, BodyTooLarge):
+            if request.complete:
                 self.close()
             else:
-                self._linger()
+                self._linger()  # its body is still coming: refused, or answered without it
 
     def _linger(self) -> None:
         """The answer to a refused body is out: shut the sending side and drop what the client
@@ -576,9 +583,7 @@ class HttpServer:
             cutoff = self.loop.time() - self.idle_timeout
             now = self.loop.time()
             for connection in list(self.connections):
-                if (connection.idle and connection.idle_since < cutoff) or (
-                    connection.lingering and now > connection.linger_until
-                ):
+                if connection.expired(now, cutoff):
                     connection.close()
 
     async def _drain(self, grace: float) -> None:

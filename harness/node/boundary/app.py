@@ -94,6 +94,8 @@ def bad_request(reason: str) -> Answer:
 
 def _answer(response: UpstreamResponse) -> Answer:
     body = response.body
+    if response.status in (204, 304):  # no body, and so no Content-Length (RFC 9110 §8.6)
+        return Answer(response.status, response.headers, body)
     return Answer(
         response.status, [*response.headers, (b"content-length", b"%d" % len(body))], body
     )

@@ -11,9 +11,9 @@ replica's status, headers and body bytes come back as they are (no decompression
 
 Timeouts (`make_client`), each ``--upstream-timeout``: connecting (after which the replica
 counts as unreachable and the next one is tried), and each wait for the replica's answer, from
-the end of the request to its first byte and between two later ones. And a whole request may
-take three times that (connect, send, answer): a replica that stops reading (a paused one)
-would otherwise hold a request with a large body forever.
+the end of the request to its first byte and between two later ones. And once connected, a
+request may take three times that (send and answer): a replica that stops reading (a paused
+one) would otherwise hold a request with a large body forever.
 """
 
 from __future__ import annotations

@@ -161,7 +161,9 @@ _SETTINGS: dict[str, Setting] = {
     ),
     "graceful_timeout": Setting("5s", "on SIGTERM, how long in-flight requests may still run"),
     "log_level": Setting("info", f"one of {', '.join(LOG_LEVELS)}"),
-    "network_http_client_count": Setting("32", "upstream connection pools, used in turn"),
+    "network_http_client_count": Setting(
+        "32", "accepted as the real gateway's, and ignored: one connection pool per IC_URL"
+    ),
 }
 
 

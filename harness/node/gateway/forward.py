@@ -130,7 +130,8 @@ class Forwarder:
         except asyncio.CancelledError:
             if not self._deadlines.unwatch(task):
                 raise  # cancelled from outside, not for the deadline
-            task.uncancel()
+            if task.uncancel() > 0:
+                raise  # cancelled from outside as well
             if isinstance(outcome, UpstreamResponse):
                 return outcome, upstream
             if isinstance(outcome, UpstreamError):
