@@ -93,6 +93,14 @@ def free_loopback_ip(ports: Sequence[int]) -> str:
 
 
 @pytest.fixture
+def refusing_url() -> Iterator[str]:
+    """A URL whose connections are refused: its port is bound, not listening."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{taken.getsockname()[1]}"
+
+
+@pytest.fixture
 def loopback_ip() -> str:
     """A 127.x.y.z address on which the usual node ports are free."""
     return free_loopback_ip([80, 443, 7070, 8080, 9090, 9091, 9324, 9325])

@@ -7,8 +7,7 @@ protocol-level server, forwarding through the pool) retrying the same failures a
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +44,6 @@ SILENT_FOR = 2.0
 
 def answered(status: int) -> bytes:
     return b"HTTP/1.1 %d Whatever\r\ncontent-length: 4\r\n\r\nnope" % status
-
-
-@pytest.fixture
-def refusing_url() -> Iterator[str]:
-    """A URL whose connections are refused: its port is bound, not listening."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{taken.getsockname()[1]}"
 
 
 # The pool's failures, on what a replica really does.

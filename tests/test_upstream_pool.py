@@ -10,8 +10,7 @@ asyncio server in the test's own loop, that sees each connection open and close)
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -153,14 +152,6 @@ def test_an_answer_saying_connection_close_is_not_reused() -> None:
 
 
 # Failures.
-@pytest.fixture
-def refusing_url() -> Iterator[str]:
-    """A URL whose connections are refused: its port is bound, not listening."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{taken.getsockname()[1]}"
-
-
 def failure_of(url: str) -> UpstreamFailure:
     async def post() -> None:
         await UpstreamPool(url).request(b"POST", b"/call", [], b"x")
